@@ -1,0 +1,111 @@
+"""Per-step, per-group traces: :func:`trace` and the :class:`Trace` it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import evaluate
+from .backends import get_backend
+from .errors import ConfigError, EvaluationError
+from .plan import Plan, hyper_base, scheduled_hypers
+
+__all__ = ["Trace", "trace", "reference_trace"]
+
+
+@dataclass(frozen=True, eq=False)
+class Trace(Mapping[str, np.ndarray]):
+    """Values per hyperparameter, each a float64 array of shape ``(groups, steps)``.
+
+    ``trace["lr"][g, k]`` is the lr the k-th optimizer update of group ``g`` uses.
+
+    Attributes:
+        groups: Group names, in the plan's order (groups left out of every
+            optimizer are not traced).
+        data: ``hyper -> array``.
+        backend: Backend that produced the trace.
+        notes: What form each backend used (fidelity notes), if any.
+    """
+
+    groups: tuple[str, ...]
+    data: Mapping[str, np.ndarray]
+    backend: str = "reference"
+    notes: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self.data[key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not scheduled in this trace (it has {', '.join(self.data)})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def steps(self) -> int:
+        return next(iter(self.data.values())).shape[1]
+
+    def group(self, name: str) -> dict[str, np.ndarray]:
+        """All hyperparameters of one group, by name."""
+        i = self.groups.index(name)
+        return {h: a[i] for h, a in self.data.items()}
+
+    def __repr__(self) -> str:
+        return f"Trace(backend={self.backend!r}, groups={self.groups}, hypers={tuple(self.data)}, steps={self.steps})"
+
+
+def trace(plan: Plan, steps: int, backend: str = "reference", metrics: Sequence[float] | None = None,
+          **options: Any) -> Trace:
+    """Per-step values of every scheduled hyperparameter of every group.
+
+    Args:
+        plan: The plan (see :func:`optbridge.load`).
+        steps: Number of optimizer updates to trace.
+        backend: ``"reference"`` (the exact float64 evaluator) or a framework
+            backend (``"torch"``, ``"mindspore-list"``, ``"mindspore-cell"``,
+            ``"mindspore-experimental"``, ``"megengine"``) once installed.
+        metrics: Metric series for plateau schedules (one value per plateau step).
+        **options: Backend-specific options.
+
+    Returns:
+        A :class:`Trace`.
+
+    Raises:
+        ConfigError: ``steps`` is not a positive integer, or the backend is unknown.
+        EvaluationError: A schedule is undefined at some requested step.
+        BackendUnavailable: The backend's framework is not installed.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError("steps", "must be a positive integer", steps)
+    if plan.total_steps is not None and steps > plan.total_steps:
+        raise EvaluationError(
+            f"the plan is defined for {plan.total_steps} steps (total_steps), {steps} were asked for")
+    return get_backend(backend)(plan, int(steps), metrics=metrics, **options)
+
+
+def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None) -> Trace:
+    """The reference backend: evaluate every schedule in float64 with numpy."""
+    groups = [g for g in plan.groups if g.frozen != "exclude"]
+    data: dict[str, np.ndarray] = {}
+    for hyper in scheduled_hypers(plan):
+        rows = []
+        for g in groups:
+            path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
+            node = plan.schedule_for(g, hyper)
+            if hyper == "lr" and g.frozen == "zero_lr":
+                rows.append(np.zeros(steps))
+                continue
+            base = hyper_base(plan, g, hyper, path=path)
+            if node is None:
+                rows.append(np.full(steps, base))
+            else:
+                rows.append(evaluate.values(node, steps, base=base, unit=plan.step_unit,
+                                            steps_per_epoch=plan.steps_per_epoch, metrics=metrics, path=path))
+        data[hyper] = np.vstack(rows) if rows else np.zeros((0, steps))
+    return Trace(tuple(g.name for g in groups), data, "reference")
