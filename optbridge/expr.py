@@ -30,9 +30,10 @@ Semantics follow Python's, element by element, so ``evaluate`` returns what
 * ``int ** int`` is exact in ``int64`` when the exponent is non-negative and the
   result fits; a negative exponent gives a float (as in Python).  An integer
   result that leaves the ``int64`` range (where Python would switch to a big
-  int) is carried as the correctly rounded ``float64`` instead; later ``//`` or
-  ``%`` then act on that rounded value.  The same holds for ``+ - *`` and unary
-  ``-``/``abs``.  ``floor``/``ceil``/``int``/``round`` of a float beyond
+  int) is carried as the correctly rounded ``float64`` instead (``**`` computes
+  it from the exact big int, for up to 100 000 distinct base/exponent pairs per
+  call, beyond that libm's ``pow``, within an ulp); later ``//`` or ``%`` then
+  act on that rounded value.  The same holds for ``+ - *`` and unary ``-``/``abs``.  ``floor``/``ceil``/``int``/``round`` of a float beyond
   ``int64`` keep the (already integral) float value.
 * ``and`` / ``or`` short-circuit element-wise and return an operand's value, as
   in Python; with comparisons as operands (the usual case) that is 1.0/0.0.
@@ -347,6 +348,8 @@ class _Validator:
 
     def check_call(self, node: ast.Call, depth: int) -> None:
         func = node.func
+        if type(func) is ast.Attribute and func.attr in FUNCTIONS:  # type: ignore[attr-defined]
+            self.fail(f"attribute access is not allowed: write {func.attr}(...) instead of {self.piece(func)}(...)")  # type: ignore[attr-defined]
         if type(func) is not ast.Name:
             self.fail(f"only allowed functions may be called, by bare name: {self.piece(func)!r}")
         name = func.id  # type: ignore[attr-defined]
@@ -638,7 +641,7 @@ class _Evaluator:
         if self.flat:
             where = ", ".join(f"{name}={self.flat[name][k].item()!r}" for name in sorted(self.flat))
         else:
-            where = f"element {k}"
+            where = "every step"  # no counters: the expression is constant
         raise EvaluationError(f"{self.path}: {rule} at {where}, got {self.source!r}")
 
     # ---- dispatch
@@ -709,15 +712,35 @@ class _Evaluator:
         """``a ** b`` with Python's rules (both already bool-free)."""
         if a.dtype.kind == "i" and b.dtype.kind == "i":
             self.fail("0 cannot be raised to a negative power", (a == 0) & (b < 0), ctx)
-            approx = np.power(_f(a), _f(b))
-            fits = (b >= 0) & (np.abs(approx) < 2.0**62)
+            approx = np.power(_f(a), _f(b))  # Python's result for negative exponents
+            nonneg = b >= 0
+            fits = nonneg & (np.abs(approx) < 2.0**62)
             if np.all(fits):
                 return np.power(a, b)  # exact int64
             self.fail("integer power too large for float64", np.isinf(approx), ctx)
-            if np.ndim(fits) and fits.any():
-                approx[fits] = np.power(_take(a, fits), _take(b, fits))
-            return approx  # negative exponents: float, as in Python
+            # Beyond int64 Python holds the exact big int; its float is the correctly rounded
+            # value, which libm's pow misses by an ulp now and then: compute those exactly.
+            if np.ndim(approx) == 0:
+                if nonneg:
+                    approx = np.float64(_exact_int_pow(int(a), int(b)))
+            else:
+                if fits.any():
+                    approx[fits] = np.power(_take(a, fits), _take(b, fits))
+                big = nonneg & ~fits
+                if big.any():
+                    ia = np.broadcast_to(a, approx.shape)[big]
+                    ib = np.broadcast_to(b, approx.shape)[big]
+                    pairs, inverse = np.unique(np.stack([ia, ib], axis=1), axis=0, return_inverse=True)
+                    if len(pairs) <= _EXACT_POW_LIMIT:  # else keep libm's (within an ulp)
+                        exact = np.array([_exact_int_pow(int(x), int(y)) for x, y in pairs], dtype=np.float64)
+                        approx[big] = exact[inverse.reshape(-1)]
+            self.fail("integer power too large for float64", np.isinf(approx), ctx)
+            return approx
         x, y = _f(a), _f(b)
+        if np.ndim(y) == 0 and np.ndim(x) != 0:
+            # numpy >= 2 turns a constant exponent of 2, 0.5 or -1 into x*x, sqrt(x) or 1/x,
+            # which differ from libm's pow (Python's) by an ulp, or at -0.0 and -inf.
+            y = np.full(x.shape, y)
         result = np.power(x, y)
         zero = x == 0
         if np.any(zero):
@@ -760,12 +783,12 @@ class _Evaluator:
             ok = self.compare_values(type(op), left, right)
             if np.ndim(ok) == 0:
                 if not ok:
-                    return _combine(ctx.n, [(None, np.bool_(False))]) if active is None else _mask(ctx.n, None)
+                    return np.bool_(False)  # every element still alive fails: all are False
                 left = right
                 continue
             keep = np.flatnonzero(ok)
             if len(keep) == 0:
-                return np.bool_(False) if active is None else _mask(ctx.n, None)
+                return np.bool_(False)
             if len(keep) < sub.n:
                 left = _take(right, keep)
                 active = keep if active is None else active[keep]
@@ -871,8 +894,18 @@ class _Evaluator:
         return r  # beyond int64: the float is already integral, keep it
 
 
-def _mask(n: int, idx: Optional[np.ndarray]) -> np.ndarray:
+_EXACT_POW_LIMIT = 100_000
+
+
+def _exact_int_pow(base: int, exponent: int) -> float:
+    """``float(base ** exponent)`` as Python computes it (inf where that conversion overflows)."""
+    try:
+        return float(base**exponent)
+    except OverflowError:
+        return math.inf
+
+
+def _mask(n: int, idx: np.ndarray) -> np.ndarray:
     out = np.zeros(n, dtype=np.bool_)
-    if idx is not None:
-        out[idx] = True
+    out[idx] = True
     return out
