@@ -119,12 +119,13 @@ def _multistep(n: ir.MultiStep, k: Array, base: float, ctx: Context) -> Array:
 
 def _natural_exp(n: ir.NaturalExp, k: Array, base: float, ctx: Context) -> Array:
     x = (k // n.every) * n.every if n.stair else k
-    return base * np.exp(-n.rate * x)
+    return base * np.power(math.e, -n.rate * x)  # MindSpore computes math.e ** (...), not exp()
 
 
 def _inverse_time(n: ir.InverseTime, k: Array, base: float, ctx: Context) -> Array:
-    x = (k // n.every) if n.stair else k / n.every
-    return base / (1.0 + n.rate * x)
+    if n.stair:
+        return base / (1.0 + n.rate * (k // n.every))
+    return base / (1.0 + n.rate * k / n.every)
 
 
 def _polynomial(n: ir.Polynomial, k: Array, base: float, ctx: Context) -> Array:

@@ -46,6 +46,13 @@ Semantics follow Python's, element by element, so ``evaluate`` returns what
   conditional or ``and``/``or`` actually selects are evaluated, so
   ``1 / epoch if epoch > 0 else 1.0`` is fine at epoch 0.  Operations Python
   lets produce nan or inf silently (``inf - inf``, ``1e308 * 10``) do so here.
+* Complex numbers are not supported: a negative base to a fractional power is
+  an error even where Python would carry the complex value on and make it real
+  again (``abs((epoch - 1) ** 0.5)``); a lambda returning a complex number is
+  useless as a learning-rate factor anyway.
+* Where a conditional, ``and``/``or`` or ``min``/``max`` mixes int and float
+  results, the ints are carried as (exact) floats, so a zero may come out as
+  ``-0.0`` where Python has the int ``0`` (``-(0.5 if epoch else epoch)``).
 * When several steps fail, the step reported is the first failing element of
   the first failing operation in tree order, not necessarily the smallest step.
 
@@ -737,11 +744,14 @@ class _Evaluator:
             self.fail("integer power too large for float64", np.isinf(approx), ctx)
             return approx
         x, y = _f(a), _f(b)
-        if np.ndim(y) == 0 and np.ndim(x) != 0:
-            # numpy >= 2 turns a constant exponent of 2, 0.5 or -1 into x*x, sqrt(x) or 1/x,
-            # which differ from libm's pow (Python's) by an ulp, or at -0.0 and -inf.
-            y = np.full(x.shape, y)
-        result = np.power(x, y)
+        # numpy >= 2 turns a constant exponent of 2, 0.5 or -1 into x*x, sqrt(x) or 1/x, which
+        # differ from libm's pow (Python's) by an ulp, or at -0.0 and -inf: give it no constant.
+        if np.ndim(x) == 0 and np.ndim(y) == 0:
+            result = np.power(np.full(1, x), np.full(1, y))[0]
+        elif np.ndim(y) == 0:
+            result = np.power(x, np.full(x.shape, y))
+        else:
+            result = np.power(x, y)
         zero = x == 0
         if np.any(zero):
             self.fail("0.0 cannot be raised to a negative power", zero & (y < 0) & np.isfinite(y), ctx)

@@ -96,7 +96,7 @@ def plot_trace(
             if log:
                 y = np.where(y > 0, y, np.nan)
             ax.plot(x, y, color=_COLORS[g % len(_COLORS)], linestyle=_STYLES[(g // len(_COLORS) + g) % len(_STYLES)],
-                    linewidth=2.0 if g == 0 else 1.8, label=name, zorder=3 + len(groups) - g)
+                    linewidth=2.4 if g == 0 else 1.9, label=name, zorder=3 + g)
         for m in marks:
             ax.axvline(m, color="0.55", linewidth=0.8, linestyle=(0, (2, 3)), zorder=1)
         if log:
@@ -142,5 +142,4 @@ def _annotate_range(ax, hyper: str, lo: float, hi: float) -> None:
     if not (lo == lo and hi == hi):  # all NaN
         return
     text = f"{lo:.4g}" if lo == hi else f"range {lo:.4g} .. {hi:.4g}"
-    ax.text(0.995, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=8.5, color="0.35",
-            bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.8), zorder=10)
+    ax.text(1.02, 0.0, text, transform=ax.transAxes, ha="left", va="bottom", fontsize=8.5, color="0.35")
