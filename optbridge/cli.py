@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     _trace_options(p)
     p.add_argument("--out", "-o", metavar="FILE.png", help="image to write (default: CONFIG's name with .png, "
                                                             "in the current directory)")
-    p.add_argument("--log", action="store_true", help="log-scale y axes")
+    p.add_argument("--log", action="store_true",
+                   help="log-scale y axes (those whose values span less than a factor of 10 stay linear)")
     p.add_argument("--title", help="figure title (default: the config's file name)")
     p.set_defaults(func=cmd_plot)
 
@@ -388,7 +389,10 @@ def _compute(args: argparse.Namespace, plan: Plan) -> tuple[Trace, list[str], in
     hypers = _hypers(args, plan)
     metrics = _load_metrics(args.metrics) if getattr(args, "metrics", None) else None
     from .trace import trace
-    tr = trace(plan, steps, backend=args.backend, metrics=metrics)
+    try:
+        tr = trace(plan, steps, backend=args.backend, metrics=metrics)
+    except OptbridgeError as e:
+        raise CLIError(f"{args.config}: {e}") from None
     return tr, (hypers if hypers is not None else list(tr)), steps
 
 
@@ -629,7 +633,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         shown = sum(r is not None for r in rows)
         head = [f"# {args.config}: {len(tr.groups)} group(s), {_clock(plan, steps)}, backend {tr.backend}"]
         if shown < steps:
-            how = f"every {args.every} steps" if args.every else "every few steps and the phase boundaries"
+            if args.every is None:
+                how = "a round stride plus the phase boundaries"
+            else:
+                how = "every step" if args.every == 1 else f"every {args.every} steps"
+            if None in rows:
+                how += f", the first {args.max_rows // 2} and last {args.max_rows - args.max_rows // 2} of them"
             head.append(f"# showing {shown} of {steps} steps ({how}; --every 1 --max-rows 0 for all)")
         head += [f"# note: {n}" for n in tr.notes]
         text = "\n".join(head) + "\n" + format_table(tr, hypers, rows, spe) + "\n"

@@ -213,7 +213,7 @@ class OptimizerSpec:
     groups: tuple[Group, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.type not in OPTIMIZER_DEFAULTS:
+        if not isinstance(self.type, str) or self.type not in OPTIMIZER_DEFAULTS:
             raise ConfigError("type", "must be one of " + ", ".join(OPTIMIZER_DEFAULTS) + _suggest(str(self.type), OPTIMIZER_DEFAULTS), self.type)
         object.__setattr__(self, "options", check_options("", self.options))
         groups = tuple(self.groups) or (Group(name="all", select=(Selector(rest=True),)),)

@@ -47,7 +47,8 @@ def plot_trace(
         hypers: Hyperparameters to draw, in order (default: all of the trace's).
         title: Figure title (for instance the config's file name).
         subtitle: A smaller line under the title (wrapped).
-        log: Log-scale y axes (values <= 0 are left out of the line).
+        log: Log-scale y axes (values <= 0 are left out of the line); subplots
+            whose positive values span less than a factor of 10 stay linear.
         steps_per_epoch: Adds an ``epoch`` axis on top when given.
         marks: Steps to mark with faint vertical lines (phase boundaries).
         dpi: Resolution.
@@ -62,7 +63,7 @@ def plot_trace(
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import EngFormatter  # noqa: F401  (checks a usable matplotlib)
+        from matplotlib.ticker import FuncFormatter
     except ImportError as e:
         raise BackendUnavailable(f"plotting needs matplotlib ({e}): pip install matplotlib") from None
     import numpy as np
@@ -91,28 +92,29 @@ def plot_trace(
 
     for i, (ax, hyper) in enumerate(zip(axes, names)):
         values = np.asarray(tr[hyper], dtype=np.float64)
+        positive = values[values > 0]
+        # A log axis over less than a decade shows nothing a linear one does not (momentum 0.85..0.95).
+        use_log = log and positive.size > 0 and positive.max() / positive.min() >= 10.0
         for g, name in enumerate(groups):
             y = values[g]
-            if log:
+            same = next((groups[j] for j in range(g) if np.array_equal(values[j], y)), None)
+            label = name if same is None else f"{name} (= {same})"
+            if use_log:
                 y = np.where(y > 0, y, np.nan)
             ax.plot(x, y, color=_COLORS[g % len(_COLORS)], linestyle=_STYLES[(g // len(_COLORS) + g) % len(_STYLES)],
-                    linewidth=2.4 if g == 0 else 1.9, label=name, zorder=3 + g)
+                    linewidth=2.4 if g == 0 else 1.9, label=label, zorder=3 + g)
         for m in marks:
-            ax.axvline(m, color="0.55", linewidth=0.8, linestyle=(0, (2, 3)), zorder=1)
-        if log:
-            if np.any(values > 0):
-                ax.set_yscale("log")
-            else:
-                ax.text(0.5, 0.5, "no positive values (log scale skipped)", transform=ax.transAxes,
-                        ha="center", va="center", color="0.4")
+            ax.axvline(m, color="0.45", linewidth=0.8, linestyle=(0, (2, 3)), zorder=1)
+        if use_log:
+            ax.set_yscale("log")
         ax.set_ylabel(hyper, fontsize=12)
         ax.grid(True, which="major", color="0.88", linewidth=0.8, zorder=0)
-        if log:
+        if use_log:
             ax.grid(True, which="minor", axis="y", color="0.94", linewidth=0.5, zorder=0)
         ax.tick_params(labelsize=10)
         ax.set_xlim(0, max(steps - 1, 1))
-        if not log:
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+        if not use_log:  # plain numbers (0.0008, 1e-05): no "x10^-3" offset text to decode
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: "0" if v == 0 else f"{v:.4g}"))
         lo, hi = np.nanmin(values), np.nanmax(values)
         _annotate_range(ax, hyper, lo, hi)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False,

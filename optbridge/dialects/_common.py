@@ -1,0 +1,90 @@
+"""Helpers shared by the dialect readers: keyword checks and IR-error translation."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .. import ir
+from ..errors import ConfigError
+
+__all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path"]
+
+
+class _Required:
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "REQUIRED"
+
+
+#: Marks a keyword argument without a default in a signature table.
+REQUIRED: Any = _Required()
+
+
+def join(prefix: str, name: str) -> str:
+    """``prefix.name`` (or ``prefix[0]`` when ``name`` starts with ``[``)."""
+    if not prefix:
+        return name
+    if not name:
+        return prefix
+    return prefix + name if name.startswith("[") else f"{prefix}.{name}"
+
+
+def suggest(word: object, options: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the closest option, or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    if not close:  # case-insensitive second try: "steplr" -> "StepLR"
+        lowered = {o.lower(): o for o in options}
+        close = [lowered[c] for c in difflib.get_close_matches(word.lower(), sorted(lowered), n=1, cutoff=0.6)]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keywords(path: str, given: Mapping[str, Any], signature: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Check ``given`` against ``signature`` (name -> default or REQUIRED); return the filled arguments.
+
+    An unknown keyword is an error listing the accepted ones (with a close match);
+    a missing required one is an error naming the signature.
+    """
+    for key, v in given.items():
+        if key not in signature:
+            accepted = ", ".join(signature)
+            raise ConfigError(join(path, str(key)), f"is not an argument of {what}{suggest(key, signature)} "
+                              f"(accepted: {accepted})", v)
+    out: dict[str, Any] = {}
+    for key, default in signature.items():
+        if key in given:
+            out[key] = given[key]
+        elif default is REQUIRED:
+            sig = ", ".join(k if d is REQUIRED else f"{k}={d!r}" for k, d in signature.items())
+            raise ConfigError(join(path, key), f"is required ({what}({sig}))", None, show_value=False)
+        else:
+            out[key] = default
+    return out
+
+
+_HEAD = re.compile(r"^([^.\[]*)(.*)$", re.S)
+
+
+def rename_path(path: str, names: Mapping[str, str]) -> str:
+    """Replace the first component of ``path`` through ``names`` (``steps[0]`` -> ``T_max[0]``)."""
+    m = _HEAD.match(path)
+    assert m is not None
+    head, rest = m.group(1), m.group(2)
+    return names.get(head, head) + rest
+
+
+def translate(err: ConfigError, path: str, names: Mapping[str, str]) -> ConfigError:
+    """``err`` raised by an IR node, with its field renamed to the dialect's name and put under ``path``."""
+    renamed = ConfigError(rename_path(err.path, names), err.rule, err.value, show_value=err.show_value)
+    return renamed.under(path)
+
+
+def make_node(cls: type[ir.Node], path: str, names: Mapping[str, str], **kw: Any) -> ir.Node:
+    """``cls(**kw)``; a validation error comes back in the dialect's names, under ``path``."""
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        raise translate(e, path, names) from None
