@@ -20,7 +20,7 @@ from .plan import Clip, Group, OptimizerSpec, Plan, Selector
 from .serialize import dump, dumps, load, loads, to_dict, from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trace import Trace, trace
+    from .tracing import Trace, trace
     from .params import ParamRecord, resolve
 
 __version__ = "0.1.0"
@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "trace": ("optbridge.trace", "trace"),
-    "Trace": ("optbridge.trace", "Trace"),
+    "trace": ("optbridge.tracing", "trace"),
+    "Trace": ("optbridge.tracing", "Trace"),
     "ParamRecord": ("optbridge.params", "ParamRecord"),
     "resolve": ("optbridge.params", "resolve"),
     "recipes": ("optbridge.recipes", None),

@@ -16,7 +16,7 @@ from .errors import BackendUnavailable, ConfigError
 __all__ = ["register_backend", "get_backend", "available_backends"]
 
 _TABLE: dict[str, tuple[str, str]] = {
-    "reference": ("optbridge.trace:reference_trace", "built in"),
+    "reference": ("optbridge.tracing:reference_trace", "built in"),
 }
 _CACHE: dict[str, Callable[..., Any]] = {}
 

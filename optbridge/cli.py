@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .ir import Node
     from .plan import Plan
-    from .trace import Trace
+    from .tracing import Trace
 
 __all__ = ["main", "build_parser"]
 
@@ -383,14 +383,19 @@ def _load_metrics(path: str) -> np.ndarray:
     return values
 
 
+def _trace_function() -> Any:
+    """``optbridge.trace`` (the function), loaded lazily."""
+    from .tracing import trace
+    return trace
+
+
 def _compute(args: argparse.Namespace, plan: Plan) -> tuple[Trace, list[str], int]:
     """Trace the plan as the options ask: (trace, hypers to show, steps)."""
     steps = _steps(args, plan)
     hypers = _hypers(args, plan)
     metrics = _load_metrics(args.metrics) if getattr(args, "metrics", None) else None
-    from .trace import trace
     try:
-        tr = trace(plan, steps, backend=args.backend, metrics=metrics)
+        tr = _trace_function()(plan, steps, backend=args.backend, metrics=metrics)
     except OptbridgeError as e:
         raise CLIError(f"{args.config}: {e}") from None
     return tr, (hypers if hypers is not None else list(tr)), steps
@@ -673,7 +678,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     title = args.title or Path(args.config).name
     from .plot import plot_trace
     plot_trace(tr, _prepare(out), hypers=hypers, title=title,
-               subtitle=_subtitle(_description(args.config), plan, steps, tr.backend),
+               subtitle=_subtitle(plan.description or _description(args.config), plan, steps, tr.backend),
                log=args.log, steps_per_epoch=plan.steps_per_epoch, marks=phase_marks(plan, steps, hypers))
     print(f"wrote {out}")
     return 0
@@ -703,12 +708,14 @@ def example_path(name: str) -> Iterator[Path]:
 def cmd_demo(args: argparse.Namespace) -> int:
     with example_path("demo.yaml") as path:
         plan = _load(path)
-        description = _description(path)
+        description = plan.description or _description(path)
         others = sorted(p.name for p in path.parent.glob("*.yaml") if p.name != "demo.yaml")
         shown_path = _display_path(path)
     steps = args.steps or plan.total_steps or 3000
-    from .trace import trace
-    tr = trace(plan, steps)
+    try:
+        tr = _trace_function()(plan, steps)
+    except OptbridgeError as e:
+        raise CLIError(f"{shown_path}: {e}") from None
     hypers = list(tr)
     spe = plan.steps_per_epoch
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence as Seq
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from .errors import ConfigError, EvaluationError
 __all__ = ["values", "Context"]
 
 Array = np.ndarray
+#: A scalar base value, or a column ``(groups, 1)`` of them.
+Base = Union[float, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def values(
     node: ir.Node,
     t: Array | int,
     *,
-    base: float,
+    base: Base,
     unit: str = "iter",
     steps_per_epoch: int | None = None,
     metrics: Seq[float] | Array | None = None,
@@ -60,14 +63,17 @@ def values(
     Args:
         node: The schedule.
         t: Number of updates (``arange(t)``) or a sorted int array of update indices.
-        base: The group's base value of the hyperparameter.
+        base: The group's base value of the hyperparameter, or a column
+            ``(groups, 1)`` of base values: groups that share a schedule are
+            evaluated in one pass (the counter-dependent part is computed once).
         unit: The plan's step unit, inherited by nodes without their own.
         steps_per_epoch: Updates per epoch for epoch-unit nodes.
         metrics: Metric series for a plateau node.
         path: Config path of ``node`` for error messages.
 
     Returns:
-        float64 array, ``out[i]`` = value used by update ``t[i]``.
+        float64 array, ``out[..., i]`` = value used by update ``t[i]``; shape
+        ``t.shape`` for a scalar base, ``(groups, len(t))`` for a column.
 
     Raises:
         EvaluationError: The schedule is undefined at some requested step.
@@ -75,14 +81,18 @@ def values(
     tt = np.arange(t, dtype=np.int64) if isinstance(t, (int, np.integer)) else np.asarray(t, dtype=np.int64)
     m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
     ctx = Context(unit, int(steps_per_epoch or 1), m, path)
-    return _eval(node, tt, float(base), ctx.child(node, ""))
+    b = np.asarray(base, dtype=np.float64)
+    b = float(b) if b.ndim == 0 else b.reshape(-1, 1)
+    out = _eval(node, tt, b, ctx.child(node, ""))
+    shape = np.broadcast_shapes(np.shape(b), tt.shape)
+    return out if out.shape == shape and out.flags.writeable else np.array(np.broadcast_to(out, shape))
 
 
 # --------------------------------------------------------------------------- dispatch
 
-def _eval(node: ir.Node, t: Array, base: float, ctx: Context) -> Array:
+def _eval(node: ir.Node, t: Array, base: Base, ctx: Context) -> Array:
     if t.size == 0:
-        return np.zeros(0)
+        return np.zeros(np.broadcast_shapes(np.shape(base), t.shape))
     fn = _COMBINATORS.get(type(node))
     if fn is not None:
         return fn(node, t, base, ctx)
@@ -90,45 +100,45 @@ def _eval(node: ir.Node, t: Array, base: float, ctx: Context) -> Array:
     leaf = _LEAVES[type(node)]
     lo, hi = int(k[0]), int(k[-1])
     if hi - lo + 1 < k.size:  # held values (epochs): evaluate each counter once
-        return leaf(node, np.arange(lo, hi + 1, dtype=np.int64), base, ctx)[k - lo]
+        return leaf(node, np.arange(lo, hi + 1, dtype=np.int64), base, ctx)[..., k - lo]
     return leaf(node, k, base, ctx)
 
 
 # --------------------------------------------------------------------------- closed forms
 
-def _constant(n: ir.Constant, k: Array, base: float, ctx: Context) -> Array:
+def _constant(n: ir.Constant, k: Array, base: Base, ctx: Context) -> Array:
     if n.steps is None:
-        return np.full(k.shape, base * n.factor)
-    return np.where(k < n.steps, base * n.factor, base)
+        return np.broadcast_to(np.multiply(base, n.factor), np.broadcast_shapes(np.shape(base), k.shape))
+    return np.where(k < n.steps, np.multiply(base, n.factor), base)
 
 
-def _linear(n: ir.Linear, k: Array, base: float, ctx: Context) -> Array:
+def _linear(n: ir.Linear, k: Array, base: Base, ctx: Context) -> Array:
     s, e, T = n.start_factor, n.end_factor, n.steps
     return base * (s + (e - s) * np.minimum(k, T) / T)
 
 
-def _exponential(n: ir.Exponential, k: Array, base: float, ctx: Context) -> Array:
+def _exponential(n: ir.Exponential, k: Array, base: Base, ctx: Context) -> Array:
     x = k // n.every if n.stair else (k if n.every == 1 else k / n.every)
     return base * np.power(n.gamma, x.astype(np.float64))
 
 
-def _multistep(n: ir.MultiStep, k: Array, base: float, ctx: Context) -> Array:
+def _multistep(n: ir.MultiStep, k: Array, base: Base, ctx: Context) -> Array:
     count = np.searchsorted(np.asarray(n.milestones, dtype=np.int64), k, side="right")
     return base * np.power(n.gamma, count.astype(np.float64))
 
 
-def _natural_exp(n: ir.NaturalExp, k: Array, base: float, ctx: Context) -> Array:
+def _natural_exp(n: ir.NaturalExp, k: Array, base: Base, ctx: Context) -> Array:
     x = (k // n.every) * n.every if n.stair else k
     return base * np.power(math.e, -n.rate * x)  # MindSpore computes math.e ** (...), not exp()
 
 
-def _inverse_time(n: ir.InverseTime, k: Array, base: float, ctx: Context) -> Array:
+def _inverse_time(n: ir.InverseTime, k: Array, base: Base, ctx: Context) -> Array:
     if n.stair:
         return base / (1.0 + n.rate * (k // n.every))
     return base / (1.0 + n.rate * k / n.every)
 
 
-def _polynomial(n: ir.Polynomial, k: Array, base: float, ctx: Context) -> Array:
+def _polynomial(n: ir.Polynomial, k: Array, base: Base, ctx: Context) -> Array:
     T = n.steps
     if n.cycle:
         horizon = T * np.maximum(-(-k // T), 1)
@@ -138,12 +148,13 @@ def _polynomial(n: ir.Polynomial, k: Array, base: float, ctx: Context) -> Array:
     return (base - n.end) * np.power(1.0 - frac, n.power) + n.end
 
 
-def _cosine(n: ir.Cosine, k: Array, base: float, ctx: Context) -> Array:
+def _cosine(n: ir.Cosine, k: Array, base: Base, ctx: Context) -> Array:
     kk = np.minimum(k, n.steps) if n.clamp else k
-    return n.end + (base - n.end) * (1.0 + np.cos(math.pi * kk / n.steps)) / 2
+    # (x * y) / 2 == x * (y / 2) exactly, so halving the (steps,) factor first keeps torch's result
+    return n.end + (base - n.end) * ((1.0 + np.cos(math.pi * kk / n.steps)) / 2)
 
 
-def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: float, ctx: Context) -> Array:
+def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: Base, ctx: Context) -> Array:
     if n.mult == 1:
         cur, period = k % n.period, np.full(k.shape, n.period, dtype=np.int64)
     else:  # exact integer cycle starts: B_i = T0 (m^i - 1) / (m - 1)
@@ -155,10 +166,10 @@ def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: float, ctx: Context) 
             lengths.append(length)
         i = np.searchsorted(np.asarray(starts, dtype=np.int64), k, side="right") - 1
         cur, period = k - np.asarray(starts, dtype=np.int64)[i], np.asarray(lengths, dtype=np.int64)[i]
-    return n.end + (base - n.end) * (1.0 + np.cos(math.pi * cur / period)) / 2
+    return n.end + (base - n.end) * ((1.0 + np.cos(math.pi * cur / period)) / 2)
 
 
-def _cyclic(n: ir.Cyclic, k: Array, base: float, ctx: Context) -> Array:
+def _cyclic(n: ir.Cyclic, k: Array, base: Base, ctx: Context) -> Array:
     low = base if n.low is None else n.low
     up = float(n.step_size_up)
     down = float(n.step_size_down) if n.step_size_down is not None else up
@@ -176,7 +187,7 @@ def _cyclic(n: ir.Cyclic, k: Array, base: float, ctx: Context) -> Array:
     return low + height * np.power(n.gamma, k.astype(np.float64))
 
 
-def _one_cycle(n: ir.OneCycle, k: Array, base: float, ctx: Context) -> Array:
+def _one_cycle(n: ir.OneCycle, k: Array, base: Base, ctx: Context) -> Array:
     N = n.total_steps
     if int(k[-1]) > N:
         raise EvaluationError(
@@ -191,7 +202,7 @@ def _one_cycle(n: ir.OneCycle, k: Array, base: float, ctx: Context) -> Array:
     else:
         phases = [(e1, initial, peak), (N - 1, peak, final)]
     kf = k.astype(np.float64)
-    out = np.empty(k.shape)
+    out = np.empty(np.broadcast_shapes(np.shape(peak), np.shape(initial), np.shape(final), k.shape))
     start, done = 0.0, np.zeros(k.shape, dtype=bool)
     for i, (end, a, b) in enumerate(phases):
         sel = ~done if i == len(phases) - 1 else (~done & (kf <= end))
@@ -202,30 +213,33 @@ def _one_cycle(n: ir.OneCycle, k: Array, base: float, ctx: Context) -> Array:
                     f"total_steps={N}); torch raises ZeroDivisionError here")
             pct = (kf[sel] - start) / (end - start)
             if n.anneal == "cos":
-                out[sel] = b + (a - b) / 2.0 * (np.cos(math.pi * pct) + 1)
+                out[..., sel] = b + (a - b) / 2.0 * (np.cos(math.pi * pct) + 1)
             else:
-                out[sel] = (b - a) * pct + a
+                out[..., sel] = (b - a) * pct + a
         done |= sel
         start = end
     return out
 
 
-def _lambda(n: ir.Lambda, k: Array, base: float, ctx: Context) -> Array:
+def _lambda(n: ir.Lambda, k: Array, base: Base, ctx: Context) -> Array:
     return base * _expr(n.expr, k, ctx.path + ".expr")
 
 
-def _multiplicative(n: ir.Multiplicative, k: Array, base: float, ctx: Context, anchor: float | None = None) -> Array:
+def _multiplicative(n: ir.Multiplicative, k: Array, base: Base, ctx: Context,
+                    anchor: float | Array | None = None) -> Array:
     hi = int(k[-1])
     if anchor is None:  # standalone: v(k) = base * prod_{j=1..k} f(j)
-        factors = _expr(n.expr, np.arange(1, hi + 1, dtype=np.int64), ctx.path + ".expr")
-        run = np.cumprod(np.concatenate(([base], factors)))
-        return run[k]
-    # continuation inside a sequence: v(k) = anchor * prod_{j=0..k} f(j)
-    factors = _expr(n.expr, np.arange(0, hi + 1, dtype=np.int64), ctx.path + ".expr")
-    return np.cumprod(np.concatenate(([anchor], factors)))[k + 1]
+        factors, start, offset = _expr(n.expr, np.arange(1, hi + 1, dtype=np.int64), ctx.path + ".expr"), base, 0
+    else:  # continuation inside a sequence: v(k) = anchor * prod_{j=0..k} f(j)
+        factors, start, offset = _expr(n.expr, np.arange(0, hi + 1, dtype=np.int64), ctx.path + ".expr"), anchor, 1
+    # cumprod([start, f...]) multiplies in torch's order, so the result is bit-identical to its recursion
+    starts = np.atleast_1d(np.asarray(start, dtype=np.float64)).ravel()
+    runs = np.vstack([np.cumprod(np.concatenate(([s0], factors))) for s0 in starts])
+    out = runs[:, k + offset]
+    return out if np.ndim(start) else out[0]
 
 
-def _table(n: ir.Table, k: Array, base: float, ctx: Context) -> Array:
+def _table(n: ir.Table, k: Array, base: Base, ctx: Context) -> Array:
     vals = np.asarray(n.values, dtype=np.float64)
     if int(k[-1]) >= vals.size:
         if not n.hold:
@@ -237,13 +251,13 @@ def _table(n: ir.Table, k: Array, base: float, ctx: Context) -> Array:
     return base * out if n.relative else out
 
 
-def _piecewise(n: ir.Piecewise, k: Array, base: float, ctx: Context) -> Array:
+def _piecewise(n: ir.Piecewise, k: Array, base: Base, ctx: Context) -> Array:
     idx = np.searchsorted(np.asarray(n.boundaries, dtype=np.int64), k, side="right")
     out = np.asarray(n.values, dtype=np.float64)[idx]
     return base * out if n.relative else out
 
 
-def _plateau(n: ir.Plateau, k: Array, base: float, ctx: Context) -> Array:
+def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
     hi = int(k[-1])
     m = ctx.metrics
     if hi > 0 and (m is None or m.size < hi):
@@ -251,6 +265,8 @@ def _plateau(n: ir.Plateau, k: Array, base: float, ctx: Context) -> Array:
         raise EvaluationError(
             f"{ctx.path}: plateau needs a metric after each of its first {hi} steps "
             f"(pass metrics= with at least {hi} values), got {got}")
+    if np.ndim(base):
+        return np.vstack([_plateau(n, k, float(b), ctx) for b in np.ravel(base)])
     out = np.empty(hi + 1)
     lr, best, bad, cool = base, (math.inf if n.mode == "min" else -math.inf), 0, 0
     out[0] = lr
@@ -278,11 +294,11 @@ def _plateau(n: ir.Plateau, k: Array, base: float, ctx: Context) -> Array:
 
 # --------------------------------------------------------------------------- combinators
 
-def _sequence(n: ir.Sequence, t: Array, base: float, ctx: Context) -> Array:
+def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context) -> Array:
     scale = ctx.steps_per_epoch if ctx.unit == "epoch" else 1
     starts = [0] + [b * scale for b in n.boundaries]
     cuts = np.searchsorted(t, np.asarray(starts[1:], dtype=np.int64), side="left")
-    out = np.empty(t.shape)
+    out = np.empty(np.broadcast_shapes(np.shape(base), t.shape))
     lo = 0
     for i, part in enumerate(n.parts):
         hi = int(cuts[i]) if i < len(cuts) else t.size
@@ -290,19 +306,19 @@ def _sequence(n: ir.Sequence, t: Array, base: float, ctx: Context) -> Array:
             local = t[lo:hi] - starts[i]
             sub = ctx.child(part, f".parts[{i}]")
             if isinstance(part, ir.Multiplicative) and starts[i] > 0:
-                anchor = float(_sequence(n, np.asarray([starts[i] - 1], dtype=np.int64), base, ctx)[0])
+                anchor = _sequence(n, np.asarray([starts[i] - 1], dtype=np.int64), base, ctx)[..., 0]
                 k = local if sub.unit == "iter" else local // sub.steps_per_epoch
-                out[lo:hi] = _multiplicative(part, k, base, sub, anchor=anchor)
+                out[..., lo:hi] = _multiplicative(part, k, base, sub, anchor=anchor)
             else:
-                out[lo:hi] = _eval(part, local, base, sub)
+                out[..., lo:hi] = _eval(part, local, base, sub)
         lo = max(lo, hi)
     return out
 
 
 def _chain(n: ir.Chain, t: Array, base: float, ctx: Context) -> Array:
-    if base == 0.0:
+    if np.any(np.asarray(base) == 0.0):
         raise EvaluationError(f"{ctx.path}: chain multiplies factors relative to base, and base is 0")
-    out = np.full(t.shape, base)
+    out = np.multiply(base, np.ones(t.shape))
     for i, part in enumerate(n.parts):
         out = out * (_eval(part, t, base, ctx.child(part, f".parts[{i}]")) / base)
     return out
@@ -310,7 +326,8 @@ def _chain(n: ir.Chain, t: Array, base: float, ctx: Context) -> Array:
 
 def _expr(e: object, k: Array, path: str) -> Array:
     try:
-        return np.asarray(e.evaluate({name: k for name in e.variables}), dtype=np.float64) * np.ones(k.shape)  # type: ignore[attr-defined]
+        out = np.asarray(e.evaluate({name: k for name in e.variables}), dtype=np.float64)  # type: ignore[attr-defined]
+        return out if out.shape == k.shape else np.broadcast_to(out, k.shape)
     except ConfigError:
         raise
     except EvaluationError as err:

@@ -70,7 +70,7 @@ import math
 import operator
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping, Optional, Union
+from typing import Any, Callable, Collection, Mapping, NamedTuple, NoReturn, Optional, Union
 
 import numpy as np
 
@@ -244,7 +244,7 @@ def parse(source: str, *, path: str = "lambda", names: Collection[str] = COUNTER
         raise
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # defensive: never escape
         raise ConfigError(path, f"cannot be checked ({type(exc).__name__})", text) from None
-    return Expr(text, tree, allowed, path, frozenset(validator.variables))
+    return Expr(text, _Parsed(text, allowed, tree, frozenset(validator.variables)), allowed, path)
 
 
 def _ast_parse(text: str, path: str) -> ast.Expression:
@@ -275,7 +275,7 @@ class _Validator:
         self.names = names
         self.variables: set[str] = set()
 
-    def fail(self, rule: str) -> None:
+    def fail(self, rule: str) -> NoReturn:
         raise ConfigError(self.path, rule, self.source)
 
     def piece(self, node: ast.AST) -> str:
@@ -384,6 +384,15 @@ class _Validator:
 # --------------------------------------------------------------------------- the expression
 
 
+class _Parsed(NamedTuple):
+    """What :func:`parse` learnt about a source (kept with it, so a stale tree is detectable)."""
+
+    source: str
+    names: frozenset[str]
+    tree: ast.Expression
+    variables: frozenset[str]
+
+
 @dataclass(frozen=True)
 class Expr:
     """A parsed lambda body, compared and hashed by its canonical source.
@@ -396,16 +405,26 @@ class Expr:
     """
 
     source: str
-    _tree: Optional[ast.Expression] = field(default=None, compare=False, repr=False)
+    _parsed: Optional[_Parsed] = field(default=None, compare=False, repr=False)
     _names: frozenset[str] = field(default=COUNTER_NAMES, compare=False, repr=False)
     _path: str = field(default="lambda", compare=False, repr=False)
-    _variables: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self._tree is None:
-            parsed = parse(self.source, path=self._path, names=self._names)
-            for name in ("source", "_tree", "_names", "_path", "_variables"):
-                object.__setattr__(self, name, getattr(parsed, name))
+        parsed = self._parsed
+        if parsed is None or parsed.source != self.source or parsed.names != self._names:
+            # built as Expr(source) or by dataclasses.replace(): (re)parse
+            fresh = parse(self.source, path=self._path, names=self._names)
+            object.__setattr__(self, "source", fresh.source)
+            object.__setattr__(self, "_parsed", fresh._parsed)
+            object.__setattr__(self, "_names", fresh._names)
+
+    @property
+    def _tree(self) -> ast.Expression:
+        return self._parsed.tree  # type: ignore[union-attr]
+
+    @property
+    def _variables(self) -> frozenset[str]:
+        return self._parsed.variables  # type: ignore[union-attr]
 
     @property
     def variables(self) -> frozenset[str]:
@@ -435,7 +454,7 @@ class Expr:
         missing = sorted(self._variables - set(env))
         if missing:
             raise EvaluationError(
-                f"{self._path}: no value given for counter {missing[0]!r} (env has {sorted(env)!r}), got {self.source!r}"
+                f"{self._path}: no value given for counter {missing[0]!r} (env has {list(env)!r}), got {self.source!r}"
             )
         arrays = {name: _counter_array(env[name], name, self._path) for name in self._variables}
         try:

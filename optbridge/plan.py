@@ -243,6 +243,7 @@ class Plan:
         step_unit: ``"iter"`` or ``"epoch"``: what one scheduler step counts.
         steps_per_epoch: Updates per epoch, to expand epoch schedules per update.
         total_steps: Updates the plan is defined for (None: unbounded).
+        description: Free text saying what the plan is for.
         version: IR version.
     """
 
@@ -251,10 +252,13 @@ class Plan:
     step_unit: str = "iter"
     steps_per_epoch: int | None = None
     total_steps: int | None = None
+    description: str | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
         opts = tuple(self.optimizers)
+        if self.description is not None and not isinstance(self.description, str):
+            raise ConfigError("description", "must be a string", self.description)
         if not opts:
             raise ConfigError("optimizers", "must name at least one optimizer", [])
         names = [o.name for o in opts]

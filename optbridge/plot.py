@@ -1,4 +1,4 @@
-"""Plot a :class:`~optbridge.trace.Trace` to a PNG (matplotlib, headless).
+"""Plot a :class:`~optbridge.tracing.Trace` to a PNG (matplotlib, headless).
 
 matplotlib is optional: it is imported inside :func:`plot_trace` only, and a
 missing matplotlib raises :class:`~optbridge.errors.BackendUnavailable` with the
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .errors import BackendUnavailable, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trace import Trace
+    from .tracing import Trace
 
 __all__ = ["plot_trace"]
 

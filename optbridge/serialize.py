@@ -137,7 +137,7 @@ def from_dict(d: object, path: str = "") -> Plan:
         opt = d.get("optimizer", {"type": "SGD"})
         opts = (_optimizer(opt, _join(path, "optimizer"), d.get("groups"), _join(path, "groups")),)
     sched = _schedule_map(d.get("schedule", {}), _join(path, "schedule"))
-    kw = {k: d[k] for k in ("step_unit", "steps_per_epoch", "total_steps") if k in d and d[k] is not None}
+    kw = {k: d[k] for k in ("step_unit", "steps_per_epoch", "total_steps", "description") if k in d and d[k] is not None}
     if "optbridge" in d:
         kw["version"] = d["optbridge"]
     try:
@@ -228,7 +228,10 @@ def _selectors(v: object, path: str) -> tuple[Selector, ...]:
 
 def to_dict(plan: Plan) -> dict[str, Any]:
     """The canonical document of ``plan`` (JSON-compatible)."""
-    out: dict[str, Any] = {"optbridge": plan.version, "step_unit": plan.step_unit}
+    out: dict[str, Any] = {"optbridge": plan.version}
+    if plan.description is not None:
+        out["description"] = plan.description
+    out["step_unit"] = plan.step_unit
     if plan.steps_per_epoch is not None:
         out["steps_per_epoch"] = plan.steps_per_epoch
     if plan.total_steps is not None:

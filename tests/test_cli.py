@@ -39,8 +39,12 @@ def plan_file(tmp_path: Path) -> Path:
     return p
 
 
+def trace(plan, steps: int, **kw):
+    return optbridge.trace(plan, steps, **kw)
+
+
 def expected(path: Path, steps: int):
-    return optbridge.trace(optbridge.load(path), steps)
+    return trace(optbridge.load(path), steps)
 
 
 def one_error_line(err: str) -> str:
@@ -185,6 +189,7 @@ def test_trace_csv_stdout_without_epoch(tmp_path: Path, capsys: pytest.CaptureFi
 def test_trace_json_roundtrip(plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "trace.json"
     assert main(["trace", str(plan_file), "--steps", "40", "--format", "json", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
     doc = json.loads(out.read_text())
     tr = expected(plan_file, 40)
     assert doc["groups"] == ["backbone", "head"] and doc["steps"] == 40 and doc["backend"] == "reference"
@@ -237,7 +242,7 @@ def test_trace_metrics_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     out = tmp_path / "t.json"
     assert main(["trace", str(cfg), "--steps", "6", "--metrics", str(tmp_path / name),
                  "--format", "json", "--out", str(out)]) == 0
-    want = optbridge.trace(optbridge.load(cfg), 6, metrics=metrics)
+    want = trace(optbridge.load(cfg), 6, metrics=metrics)
     np.testing.assert_array_equal(np.array(json.loads(out.read_text())["values"]["lr"]), want["lr"])
 
 
@@ -410,7 +415,7 @@ def test_demo_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_example_values() -> None:
     plan = optbridge.load(DEMO)
     assert plan.steps_per_epoch == 100 and plan.total_steps == 3000
-    tr = optbridge.trace(plan, 3000)
+    tr = trace(plan, 3000)
     assert tr.groups == ("backbone", "no_decay", "head")
     lr = tr["lr"]
     assert lr[:, 0].tolist() == [0.0, 0.0, 0.0]
@@ -440,12 +445,12 @@ def test_canonical_examples(name: str, steps: int, capsys: pytest.CaptureFixture
     path = EXAMPLES / name
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {path}")
-    tr = optbridge.trace(optbridge.load(path), steps)
+    tr = trace(optbridge.load(path), steps)
     assert tr.steps == steps and np.all(np.isfinite(tr["lr"]))
 
 
 def test_sgdr_example_restarts() -> None:
-    lr = optbridge.trace(optbridge.load(EXAMPLES / "sgdr.yaml"), 3500)["lr"][0]
+    lr = trace(optbridge.load(EXAMPLES / "sgdr.yaml"), 3500)["lr"][0]
     # epochs of 50 updates; restarts at epochs 10 and 30 (updates 500 and 1500)
     assert lr[500] == lr[1500] == lr[0] == 1e-3
     assert lr[499] < 1e-4 and lr[1499] < 1e-5
@@ -454,6 +459,8 @@ def test_sgdr_example_restarts() -> None:
 def _load_dialect_example(name: str):
     try:
         return optbridge.load(EXAMPLES / name)
+    except ImportError as e:  # the dialect module is not written yet
+        pytest.xfail(f"the dialect loader is not available yet: {e}")
     except optbridge.ConfigError as e:
         if "dialect" in str(e) and ("must be optbridge" in str(e) or "not" in str(e)):
             pytest.xfail(f"the dialect loader does not support this file yet: {e}")
@@ -464,7 +471,7 @@ def _load_dialect_example(name: str):
 def test_torch_dialect_example() -> None:
     plan = _load_dialect_example("torch_sequential.yaml")
     assert [g.name for g in plan.groups] == ["backbone", "head"]
-    tr = optbridge.trace(plan, 1000)
+    tr = trace(plan, 1000)
     # SequentialLR[LinearLR(0.1, 5), CosineAnnealingLR(95)], milestones [5], stepped per epoch of 10 updates
     np.testing.assert_allclose(tr["lr"][:, 0], [0.001, 0.01], rtol=1e-12)
     np.testing.assert_allclose(tr["lr"][:, 50], [0.01, 0.1], rtol=1e-12)
@@ -474,10 +481,10 @@ def test_torch_dialect_example() -> None:
 @pytest.mark.xfail(strict=False, raises=optbridge.ConfigError, reason="MindSpore dialect loader written in parallel")
 def test_mindspore_dialect_example() -> None:
     plan = _load_dialect_example("mindspore_lists.yaml")
-    tr = optbridge.trace(plan, 1000)
+    tr = trace(plan, 1000)
     lr = tr["lr"][0]
     # warmup_lr: 0.1 * min(epoch, 2) / 2 per epoch of 100 updates (from 0), then cosine_decay_lr
     np.testing.assert_allclose(lr[[0, 99, 100, 199]], [0.0, 0.0, 0.05, 0.05], rtol=1e-12)
     assert lr[200] == pytest.approx(0.1) and lr[999] < lr[200]
     with pytest.raises(optbridge.EvaluationError):
-        optbridge.trace(plan, 1001)
+        trace(plan, 1001)

@@ -137,3 +137,8 @@ def test_vectorised_long_horizon() -> None:
     node = recipes.warmup_cosine(1000, 10_000_000)
     out = values(node, 10_000_000, base=0.1)
     assert out.shape == (10_000_000,) and out[1000] == 0.1 and out[-1] == pytest.approx(0.1 * (1 + math.cos(math.pi * (9_998_999 / 9_999_000))) / 2, rel=1e-12)
+
+
+def test_trace_stays_the_function_after_submodule_import() -> None:
+    import optbridge.tracing  # noqa: F401  (binding a submodule must not shadow optbridge.trace)
+    assert callable(optbridge.trace) and optbridge.trace.__name__ == "trace"

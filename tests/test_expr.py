@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import time
 
 import numpy as np
@@ -322,6 +324,16 @@ def test_expr_dataclass_identity() -> None:
     with pytest.raises(ConfigError):
         Expr("foo")
     assert COUNTER_NAMES == {"epoch", "step", "k", "t", "x", "it", "iteration", "last_epoch"}
+
+
+def test_expr_copies_and_replace_stay_consistent() -> None:
+    expr = parse("0.9 ** step", path="a.b", names={"step"})
+    for clone in (pickle.loads(pickle.dumps(expr)), copy.deepcopy(expr)):
+        assert clone == expr and clone.variables == {"step"} and clone(2) == 0.9**2
+    changed = dataclasses.replace(expr, source=" step * 2 ")
+    assert changed.source == "step * 2" and changed(3) == 6.0  # re-parsed, not the stale tree
+    with pytest.raises(ConfigError, match="a.b: unknown name 'epoch'"):
+        dataclasses.replace(expr, source="epoch")
 
 
 # --------------------------------------------------------------------------- to_python

@@ -86,7 +86,8 @@ def plans(draw: st.DrawFn) -> Plan:
                                 schedule=draw(schedules), frozen=draw(st.sampled_from([None, "exclude", "zero_lr"])), clip=clip))
         opts.append(OptimizerSpec(type="SGD", name=f"opt{i}" if n_opt > 1 else "optimizer", options=draw(options), groups=tuple(groups)))
     return Plan(optimizers=tuple(opts), schedule=draw(schedules), step_unit=draw(st.sampled_from(["iter", "epoch"])),
-                steps_per_epoch=draw(st.none() | pos), total_steps=draw(st.none() | pos))
+                steps_per_epoch=draw(st.none() | pos), total_steps=draw(st.none() | pos),
+                description=draw(st.none() | st.text(max_size=30)))
 
 
 # --------------------------------------------------------------------------- round trips

@@ -10,7 +10,8 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError
 
-__all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path"]
+__all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path", "group_path",
+           "description"]
 
 
 class _Required:
@@ -88,3 +89,30 @@ def make_node(cls: type[ir.Node], path: str, names: Mapping[str, str], **kw: Any
         return cls(**kw)
     except ConfigError as e:
         raise translate(e, path, names) from None
+
+
+_GROUP = re.compile(r"^(?:optimizers\[0\]\.)?groups\[(\d+)\](.*)$", re.S)
+
+
+def group_path(e: ConfigError, group_paths: list[str], prefix: str, groups_key: str) -> ConfigError:
+    """An error from OptimizerSpec/Plan with ``groups[i]...`` mapped back to the dialect's group path.
+
+    ``groups`` becomes ``groups_key``, ``optimizers[0].x`` becomes ``optimizer.x``; any other path goes under ``prefix``.
+    """
+    m = _GROUP.match(e.path)
+    if m and int(m.group(1)) < len(group_paths):
+        return ConfigError(group_paths[int(m.group(1))] + m.group(2), e.rule, e.value, show_value=e.show_value)
+    if e.path in ("groups", "optimizers[0].groups"):
+        return ConfigError(groups_key, e.rule, e.value, show_value=e.show_value)
+    if e.path.startswith("optimizers[0]."):
+        return ConfigError("optimizer." + e.path[len("optimizers[0]."):], e.rule, e.value, show_value=e.show_value)
+    return e.under(prefix)
+
+
+def description(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"description": ...}`` for Plan(), when the document has one and Plan has the field (else ``{}``)."""
+    from dataclasses import fields
+    from ..plan import Plan
+    if d.get("description") is None or "description" not in {f.name for f in fields(Plan)}:
+        return {}
+    return {"description": d["description"]}

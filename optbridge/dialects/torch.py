@@ -49,17 +49,16 @@ torch 2.13, see ``semantics.md`` §1):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ir
 from ..errors import ConfigError
-from ..ir import FrozenMap, check_choice, check_int, check_real
+from ..ir import check_choice, check_int, check_real
 from ..plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
 from ..serialize import _selectors, expect_mapping
-from ._common import REQUIRED, check_keywords, join, make_node, suggest
+from ._common import REQUIRED, check_keywords, description as _description, group_path, join, make_node, suggest
 
 __all__ = ["from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
 
@@ -302,12 +301,12 @@ class _Reader:
             raise ConfigError(join(path, "cycle_momentum"), f"needs an optimizer with momentum or betas, and "
                               f"{self.otype} has neither (torch: 'optimizer must support momentum or beta1 with "
                               "`cycle_momentum` option enabled'); set cycle_momentum: false", cm)
-        if where != "top":
-            container = "SequentialLR" if where == "sequential" else "ChainedScheduler"
+        if where == "sequential":
             raise ConfigError(join(path, "cycle_momentum"), f"momentum cycling is only supported when {cls} is the only "
-                              f"scheduler (inside {container} the {self.momentum_hyper} schedule would not follow the "
+                              f"scheduler (inside SequentialLR the {self.momentum_hyper} schedule would not follow the "
                               "composition): set cycle_momentum: false or use it as the only scheduler", cm)
-        return True
+        # in a chain or a stack the scheduler itself is refused (it is not chainable), see _Reader.parse
+        return where == "top"
 
     def _CyclicLR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
         if args["scale_fn"] is not None:
@@ -521,6 +520,7 @@ def from_torch(d: Mapping[str, Any]) -> Plan:
             if e.unit is not None and e.unit != step_unit and spe is None:
                 raise ConfigError(f"{e.path}.step_unit", f"differs from the document's step_unit ({step_unit}), so "
                                   "steps_per_epoch is needed to relate epochs and iterations", e.unit)
+        _check_chained_cosine(entries, step_unit, spe, d.get("total_steps"))
         if len(entries) == 1:
             lr_nodes, mom_nodes = entries[0].lr, entries[0].momentum
         else:
@@ -556,25 +556,41 @@ def from_torch(d: Mapping[str, Any]) -> Plan:
     try:
         spec_ = OptimizerSpec(type=otype, options=options, groups=tuple(groups))
     except ConfigError as e:
-        raise _group_path(e, group_paths, "optimizer") from None
+        raise group_path(e, group_paths, "optimizer", "param_groups") from None
     kw: dict[str, Any] = {"step_unit": step_unit}
     for key in ("steps_per_epoch", "total_steps"):
         if d.get(key) is not None:
             kw[key] = d[key]
+    kw.update(_description(d))
     try:
         return Plan(optimizers=(spec_,), schedule=plan_schedule, **kw)
     except ConfigError as e:
-        raise _group_path(e, group_paths, "") from None
+        raise group_path(e, group_paths, "", "param_groups") from None
 
 
-def _group_path(e: ConfigError, group_paths: list[str], prefix: str) -> ConfigError:
-    """Map ``groups[i]...`` / ``optimizers[0].groups[i]...`` paths of the plan back to ``param_groups[i]``."""
-    import re
-    m = re.match(r"^(?:optimizers\[0\]\.)?groups\[(\d+)\](.*)$", e.path)
-    if m and int(m.group(1)) < len(group_paths):
-        return ConfigError(group_paths[int(m.group(1))] + m.group(2), e.rule, e.value, show_value=e.show_value)
-    if e.path.startswith("groups") or e.path.startswith("optimizers[0].groups"):
-        return ConfigError("param_groups", e.rule, e.value, show_value=e.show_value)
-    if e.path.startswith("optimizers[0]."):
-        return ConfigError("optimizer." + e.path[len("optimizers[0]."):], e.rule, e.value, show_value=e.show_value)
-    return e.under(prefix)
+def _check_chained_cosine(entries: list[_Entry], step_unit: str, spe: Any, total: Any) -> None:
+    """A chained CosineAnnealingLR is a factor only up to T_max: past it torch's recursion adds a term.
+
+    Checked when ``total_steps`` says how far the plan runs.
+    """
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        return
+
+    def cosines(e: _Entry) -> list[_Entry]:
+        if e.cls == "CosineAnnealingLR":
+            return [e]
+        return [c for child in e.children for c in cosines(child)] if e.cls == "ChainedScheduler" else []
+
+    for e in entries:
+        if len(entries) == 1 and e.cls != "ChainedScheduler":
+            continue
+        unit = e.unit or step_unit
+        per = spe if isinstance(spe, int) and not isinstance(spe, bool) and spe > 0 else 1  # as the evaluator does
+        last = (total - 1) // per if unit == "epoch" else total - 1
+        for c in cosines(e):
+            t_max = c.lr[0].steps  # type: ignore[attr-defined]
+            if last > t_max:
+                raise ConfigError(f"{c.path}.T_max", f"must cover the whole run when CosineAnnealingLR is chained "
+                                  f"(the plan reaches step {last} in {unit}s): past T_max torch's CosineAnnealingLR "
+                                  "adds a term instead of multiplying, so the chain is no longer a product", t_max)
+

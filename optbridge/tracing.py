@@ -90,22 +90,38 @@ def trace(plan: Plan, steps: int, backend: str = "reference", metrics: Sequence[
 
 
 def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None) -> Trace:
-    """The reference backend: evaluate every schedule in float64 with numpy."""
+    """The reference backend: evaluate every schedule in float64 with numpy.
+
+    Groups that share a schedule node are evaluated in one pass over a column of
+    their base values, so the step-dependent part is computed once.
+    """
     groups = [g for g in plan.groups if g.frozen != "exclude"]
     data: dict[str, np.ndarray] = {}
     for hyper in scheduled_hypers(plan):
-        rows = []
-        for g in groups:
-            path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
+        batches: dict[Any, list[int]] = {}
+        bases: list[float] = []
+        for i, g in enumerate(groups):
             node = plan.schedule_for(g, hyper)
-            if hyper == "lr" and g.frozen == "zero_lr":
-                rows.append(np.zeros(steps))
-                continue
-            base = hyper_base(plan, g, hyper, path=path)
-            if node is None:
-                rows.append(np.full(steps, base))
+            path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
+            frozen = hyper == "lr" and g.frozen == "zero_lr"
+            bases.append(0.0 if frozen else hyper_base(plan, g, hyper, path=path))
+            key = ("zero",) if frozen else (None,) if node is None else (node, path)
+            batches.setdefault(key, []).append(i)
+        out: np.ndarray | None = None
+        for key, rows in batches.items():
+            column = np.asarray([bases[i] for i in rows])[:, None]
+            if key[0] == "zero":
+                block = np.zeros((len(rows), steps))
+            elif key[0] is None:
+                block = np.repeat(column, steps, axis=1)
             else:
-                rows.append(evaluate.values(node, steps, base=base, unit=plan.step_unit,
-                                            steps_per_epoch=plan.steps_per_epoch, metrics=metrics, path=path))
-        data[hyper] = np.vstack(rows) if rows else np.zeros((0, steps))
+                block = evaluate.values(key[0], steps, base=column, unit=plan.step_unit,
+                                        steps_per_epoch=plan.steps_per_epoch, metrics=metrics, path=key[1])
+            if len(batches) == 1:
+                out = block
+            else:
+                if out is None:
+                    out = np.empty((len(groups), steps))
+                out[rows] = block
+        data[hyper] = out if out is not None else np.zeros((0, steps))
     return Trace(tuple(g.name for g in groups), data, "reference")
