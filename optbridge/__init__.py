@@ -28,7 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ir", "Plan", "OptimizerSpec", "Group", "Selector", "Clip",
     "load", "loads", "dump", "dumps", "to_dict", "from_dict",
-    "trace", "Trace", "ParamRecord", "resolve", "recipes",
+    "trace", "Trace", "ParamRecord", "resolve", "recipes", "Fidelity",
+    "to_torch", "from_torch", "to_mindspore", "to_mindspore_lists", "from_mindspore", "to_megengine", "from_megengine",
     "OptbridgeError", "ConfigError", "EvaluationError", "UnsupportedError", "BackendUnavailable",
 ]
 
@@ -38,6 +39,15 @@ _LAZY = {
     "ParamRecord": ("optbridge.params", "ParamRecord"),
     "resolve": ("optbridge.params", "resolve"),
     "recipes": ("optbridge.recipes", None),
+    "Fidelity": ("optbridge.report", "Fidelity"),
+    # backends (adapters/, installed as optbridge_adapters); each imports its framework lazily
+    "to_torch": ("optbridge_adapters.torch_backend", "to_torch"),
+    "from_torch": ("optbridge_adapters.torch_backend", "from_torch"),
+    "to_mindspore": ("optbridge_adapters.mindspore_backend", "to_mindspore"),
+    "to_mindspore_lists": ("optbridge_adapters.mindspore_backend", "to_mindspore_lists"),
+    "from_mindspore": ("optbridge_adapters.mindspore_backend", "from_mindspore"),
+    "to_megengine": ("optbridge_adapters.megengine_backend", "to_megengine"),
+    "from_megengine": ("optbridge_adapters.megengine_backend", "from_megengine"),
 }
 
 

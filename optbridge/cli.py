@@ -564,7 +564,7 @@ def _json_doc(tr: Trace, hypers: Sequence[str], plan: Plan, config: str) -> dict
         "groups": list(tr.groups),
         "hypers": list(hypers),
         "values": {h: tr[h].tolist() for h in hypers},
-        "notes": list(tr.notes),
+        "fidelity": [str(f) for f in tr.fidelity],
     }
 
 
@@ -645,7 +645,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             if None in rows:
                 how += f", the first {args.max_rows // 2} and last {args.max_rows - args.max_rows // 2} of them"
             head.append(f"# showing {shown} of {steps} steps ({how}; --every 1 --max-rows 0 for all)")
-        head += [f"# note: {n}" for n in tr.notes]
+        head += [f"# fidelity: {f}" for f in tr.fidelity]
         text = "\n".join(head) + "\n" + format_table(tr, hypers, rows, spe) + "\n"
         with _output(args.out) as f:
             f.write(text)

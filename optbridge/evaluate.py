@@ -296,7 +296,7 @@ def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
 
 def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context) -> Array:
     scale = ctx.steps_per_epoch if ctx.unit == "epoch" else 1
-    starts = [0] + [b * scale for b in n.boundaries]
+    starts = [0] + [min(b * scale, 2**62) for b in n.boundaries]  # beyond 2**62 no step is ever reached
     cuts = np.searchsorted(t, np.asarray(starts[1:], dtype=np.int64), side="left")
     out = np.empty(np.broadcast_shapes(np.shape(base), t.shape))
     lo = 0

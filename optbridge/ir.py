@@ -59,6 +59,10 @@ def check_real(path: str, v: object, *, finite: bool = True) -> float:
     return f
 
 
+#: Largest step count, boundary or period accepted (2**53: every count is exact in float64).
+MAX_INT = 2**53
+
+
 def check_int(path: str, v: object, *, minimum: int | None = None) -> int:
     """Return ``v`` as int (floats with integral value accepted), or raise."""
     if isinstance(v, float) and v.is_integer():
@@ -70,6 +74,8 @@ def check_int(path: str, v: object, *, minimum: int | None = None) -> int:
     if minimum is not None and v < minimum:
         rule = "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}"
         raise ConfigError(path, rule, v)
+    if abs(v) > MAX_INT:
+        raise ConfigError(path, "must be at most 2**53", v)
     return v
 
 

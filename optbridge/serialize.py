@@ -33,7 +33,8 @@ from . import ir
 from .errors import ConfigError
 from .plan import Clip, Group, OptimizerSpec, Plan, Selector
 
-__all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_dict", "node_from_dict"]
+__all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_dict", "node_from_dict",
+           "selectors_from_config", "expect_mapping"]
 
 
 # --------------------------------------------------------------------------- errors with paths
@@ -179,7 +180,7 @@ def _group(g: object, path: str) -> Group:
     if "name" not in g:
         raise ConfigError(f"{path}.name", "is required", None, show_value=False)
     options = {k: v for k, v in g.items() if k not in _GROUP_KEYS}
-    select = _selectors(g.get("params"), f"{path}.params")
+    select = selectors_from_config(g.get("params"), f"{path}.params")
     sched = _schedule_map(g.get("schedule", {}), f"{path}.schedule")
     clip = None
     if g.get("clip") is not None:
@@ -198,7 +199,8 @@ def _group(g: object, path: str) -> Group:
         raise rethrow(path, e) from None
 
 
-def _selectors(v: object, path: str) -> tuple[Selector, ...]:
+def selectors_from_config(v: object, path: str) -> tuple[Selector, ...]:
+    """Selectors from a config value: "rest", a glob, a selector mapping, or a list of them."""
     if v is None:
         return ()
     if v == "rest":
@@ -383,7 +385,21 @@ def _toml(d: Mapping[str, Any]) -> str:
 
 
 def _toml_key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+    return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else _toml_string(k)
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string: escape quotes, backslashes and every control character (DEL included)."""
+    out = []
+    for c in s:
+        if c in ('"', "\\"):
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
 
 
 def _toml_value(v: Any) -> str:
@@ -398,7 +414,7 @@ def _toml_value(v: Any) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)
+        return _toml_string(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, Mapping):

@@ -27,13 +27,17 @@ class Trace(Mapping[str, np.ndarray]):
             optimizer are not traced).
         data: ``hyper -> array``.
         backend: Backend that produced the trace.
-        notes: What form each backend used (fidelity notes), if any.
+        fidelity: How the backend expressed each schedule (:class:`~optbridge.report.Fidelity`).
+        applied: ``hyper -> (groups, steps)`` values measured from what the framework
+            really applied (e.g. the parameter delta of plain SGD with gradient 1),
+            where the backend measured them.
     """
 
     groups: tuple[str, ...]
     data: Mapping[str, np.ndarray]
     backend: str = "reference"
-    notes: tuple[str, ...] = field(default=())
+    fidelity: tuple[Any, ...] = field(default=())
+    applied: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:

@@ -58,7 +58,7 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError
 from ..plan import Group, OptimizerSpec, Plan
-from ..serialize import _selectors, expect_mapping
+from ..serialize import selectors_from_config, expect_mapping
 from ._common import REQUIRED, check_keywords, description as _description, group_path, join, make_node, suggest
 
 __all__ = ["from_mindspore", "LIST_FUNCTIONS", "CELLS", "OPTIMIZERS"]
@@ -472,9 +472,9 @@ def from_mindspore(d: Mapping[str, Any]) -> Plan:
                     epochs.append(glr)
             if "weight_decay" in g:
                 gopts["weight_decay"] = _number(f"{gp}.weight_decay", g["weight_decay"])
-            groups.append((g.get("name", f"group{i}"), _selectors(g["params"], f"{gp}.params"), gopts, glr, gp))
+            groups.append((g.get("name", f"group{i}"), selectors_from_config(g["params"], f"{gp}.params"), gopts, glr, gp))
     else:
-        groups.append(("all", _selectors("rest", "group_params"), {}, None, "optimizer"))
+        groups.append(("all", selectors_from_config("rest", "group_params"), {}, None, "optimizer"))
 
     # ---- one clock: list lengths and epoch sizes must agree
     total = None

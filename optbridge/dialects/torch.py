@@ -57,7 +57,7 @@ from .. import ir
 from ..errors import ConfigError
 from ..ir import check_choice, check_int, check_real
 from ..plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
-from ..serialize import _selectors, expect_mapping
+from ..serialize import selectors_from_config, expect_mapping
 from ._common import REQUIRED, check_keywords, description as _description, group_path, join, make_node, suggest
 
 __all__ = ["from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
@@ -490,7 +490,7 @@ def from_torch(d: Mapping[str, Any]) -> Plan:
                 raise ConfigError(f"{gp}.{key}", f"is not an option of torch.optim.{otype}" + suggest(key, accepted)
                                   + " (accepted: params, name, " + ", ".join(accepted) + ")", v)
             gopts[key] = v
-        group_specs.append((name, _selectors(g["params"], f"{gp}.params"), gopts, gp))
+        group_specs.append((name, selectors_from_config(g["params"], f"{gp}.params"), gopts, gp))
     n = len(group_specs)
 
     # ---- schedulers
