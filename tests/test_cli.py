@@ -456,20 +456,8 @@ def test_sgdr_example_restarts() -> None:
     assert lr[499] < 1e-4 and lr[1499] < 1e-5
 
 
-def _load_dialect_example(name: str):
-    try:
-        return optbridge.load(EXAMPLES / name)
-    except ImportError as e:  # the dialect module is not written yet
-        pytest.xfail(f"the dialect loader is not available yet: {e}")
-    except optbridge.ConfigError as e:
-        if "dialect" in str(e) and ("must be optbridge" in str(e) or "not" in str(e)):
-            pytest.xfail(f"the dialect loader does not support this file yet: {e}")
-        raise
-
-
-@pytest.mark.xfail(strict=False, raises=optbridge.ConfigError, reason="torch dialect loader written in parallel")
 def test_torch_dialect_example() -> None:
-    plan = _load_dialect_example("torch_sequential.yaml")
+    plan = optbridge.load(EXAMPLES / "torch_sequential.yaml")
     assert [g.name for g in plan.groups] == ["backbone", "head"]
     tr = trace(plan, 1000)
     # SequentialLR[LinearLR(0.1, 5), CosineAnnealingLR(95)], milestones [5], stepped per epoch of 10 updates
@@ -478,9 +466,8 @@ def test_torch_dialect_example() -> None:
     assert np.all(tr["lr"][:, 9] == tr["lr"][:, 0])  # held within an epoch
 
 
-@pytest.mark.xfail(strict=False, raises=optbridge.ConfigError, reason="MindSpore dialect loader written in parallel")
 def test_mindspore_dialect_example() -> None:
-    plan = _load_dialect_example("mindspore_lists.yaml")
+    plan = optbridge.load(EXAMPLES / "mindspore_lists.yaml")
     tr = trace(plan, 1000)
     lr = tr["lr"][0]
     # warmup_lr: 0.1 * min(epoch, 2) / 2 per epoch of 100 updates (from 0), then cosine_decay_lr
