@@ -10,12 +10,22 @@ location of the offending field in the config (``schedule.parts[1].T_max``).
 from __future__ import annotations
 
 __all__ = [
+    "join_path",
     "OptbridgeError",
     "ConfigError",
     "UnsupportedError",
     "BackendUnavailable",
     "EvaluationError",
 ]
+
+
+def join_path(prefix: str, name: str) -> str:
+    """``prefix.name``, or ``prefix[0]`` when ``name`` is an index; either side may be empty."""
+    if not prefix:
+        return name
+    if not name:
+        return prefix
+    return prefix + name if name.startswith("[") else f"{prefix}.{name}"
 
 
 class OptbridgeError(Exception):
@@ -47,9 +57,7 @@ class ConfigError(OptbridgeError, ValueError):
         """The same error with its path moved under ``prefix`` (``"schedule"`` + ``"steps"``)."""
         if not prefix:
             return self
-        path = self.path
-        joined = prefix if not path else (prefix + path if path.startswith("[") else f"{prefix}.{path}")
-        return ConfigError(joined, self.rule, self.value, show_value=self.show_value)
+        return ConfigError(join_path(prefix, self.path), self.rule, self.value, show_value=self.show_value)
 
 
 class UnsupportedError(OptbridgeError, NotImplementedError):

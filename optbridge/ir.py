@@ -95,6 +95,11 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
+def _check_every_stair(node: object) -> None:
+    _set(node, "every", check_int("every", node.every, minimum=1))  # type: ignore[attr-defined]
+    check_bool("stair", node.stair)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- frozen map
 
 class FrozenMap(Mapping[str, Any]):
@@ -235,8 +240,7 @@ class Exponential(Node):
 
     def _validate(self) -> None:
         _set(self, "gamma", check_real("gamma", self.gamma))
-        _set(self, "every", check_int("every", self.every, minimum=1))
-        check_bool("stair", self.stair)
+        _check_every_stair(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,8 +282,7 @@ class NaturalExp(Node):
 
     def _validate(self) -> None:
         _set(self, "rate", check_real("rate", self.rate))
-        _set(self, "every", check_int("every", self.every, minimum=1))
-        check_bool("stair", self.stair)
+        _check_every_stair(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,8 +300,7 @@ class InverseTime(Node):
 
     def _validate(self) -> None:
         _set(self, "rate", check_real("rate", self.rate))
-        _set(self, "every", check_int("every", self.every, minimum=1))
-        check_bool("stair", self.stair)
+        _check_every_stair(self)
 
 
 @dataclass(frozen=True, kw_only=True)

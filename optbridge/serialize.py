@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ir
-from .errors import ConfigError
+from .errors import ConfigError, join_path as _join
 from .plan import Clip, Group, OptimizerSpec, Plan, Selector
 
 __all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_dict", "node_from_dict",
@@ -38,14 +38,6 @@ __all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_di
 
 
 # --------------------------------------------------------------------------- errors with paths
-
-def _join(prefix: str, path: str) -> str:
-    if not prefix:
-        return path
-    if not path:
-        return prefix
-    return prefix + path if path.startswith("[") else f"{prefix}.{path}"
-
 
 def rethrow(prefix: str, err: ConfigError) -> ConfigError:
     """A copy of ``err`` whose path is prefixed with ``prefix``."""

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import ir
-from ..errors import ConfigError
+from ..errors import ConfigError, join_path as join
 
 __all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path", "group_path",
            "description"]
@@ -21,15 +21,6 @@ class _Required:
 
 #: Marks a keyword argument without a default in a signature table.
 REQUIRED: Any = _Required()
-
-
-def join(prefix: str, name: str) -> str:
-    """``prefix.name`` (or ``prefix[0]`` when ``name`` starts with ``[``)."""
-    if not prefix:
-        return name
-    if not name:
-        return prefix
-    return prefix + name if name.startswith("[") else f"{prefix}.{name}"
 
 
 def suggest(word: object, options: Iterable[str]) -> str:
