@@ -114,7 +114,10 @@ def _constant(n: ir.Constant, k: Array, base: Base, ctx: Context) -> Array:
 
 def _linear(n: ir.Linear, k: Array, base: Base, ctx: Context) -> Array:
     s, e, T = n.start_factor, n.end_factor, n.steps
-    return base * (s + (e - s) * np.minimum(k, T) / T)
+    f = np.minimum(k, T) * (e - s)  # same value as (e - s) * min(k, T): multiplication commutes exactly
+    f /= T
+    f += s
+    return _scale(base, f)
 
 
 def _exponential(n: ir.Exponential, k: Array, base: Base, ctx: Context) -> Array:
@@ -150,8 +153,7 @@ def _polynomial(n: ir.Polynomial, k: Array, base: Base, ctx: Context) -> Array:
 
 def _cosine(n: ir.Cosine, k: Array, base: Base, ctx: Context) -> Array:
     kk = np.minimum(k, n.steps) if n.clamp else k
-    # (x * y) / 2 == x * (y / 2) exactly, so halving the (steps,) factor first keeps torch's result
-    return n.end + (base - n.end) * ((1.0 + np.cos(math.pi * kk / n.steps)) / 2)
+    return _cosine_between(base, n.end, kk, n.steps)
 
 
 def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: Base, ctx: Context) -> Array:
@@ -166,7 +168,31 @@ def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: Base, ctx: Context) -
             lengths.append(length)
         i = np.searchsorted(np.asarray(starts, dtype=np.int64), k, side="right") - 1
         cur, period = k - np.asarray(starts, dtype=np.int64)[i], np.asarray(lengths, dtype=np.int64)[i]
-    return n.end + (base - n.end) * ((1.0 + np.cos(math.pi * cur / period)) / 2)
+    return _cosine_between(base, n.end, cur, period)
+
+
+def _cosine_between(base: Base, end: float, num: Array, den: Array | int) -> Array:
+    """``end + (base - end) * (1 + cos(pi * num / den)) / 2`` with few temporaries.
+
+    Same operation order as torch's closed form; ``(x * y) / 2 == x * (y / 2)``
+    exactly, so halving the step-dependent factor first changes nothing.
+    """
+    f = num * math.pi
+    f /= den
+    np.cos(f, out=f)
+    f += 1.0
+    f /= 2
+    out = _scale(base - end, f)
+    out += end
+    return out
+
+
+def _scale(base: Base, f: Array) -> Array:
+    """``base * f`` as a new array: ``(groups, steps)`` for a column of bases."""
+    if np.ndim(base) == 0:
+        f *= base
+        return f
+    return np.multiply(base, f)
 
 
 def _cyclic(n: ir.Cyclic, k: Array, base: Base, ctx: Context) -> Array:
