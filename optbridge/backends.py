@@ -17,6 +17,10 @@ __all__ = ["register_backend", "get_backend", "available_backends"]
 
 _TABLE: dict[str, tuple[str, str]] = {
     "reference": ("optbridge.tracing:reference_trace", "built in"),
+    "mindspore-list": ("optbridge_adapters.mindspore_backend:trace_list", "pip install 'optbridge[mindspore]'"),
+    "mindspore-cell": ("optbridge_adapters.mindspore_backend:trace_cell", "pip install 'optbridge[mindspore]'"),
+    "mindspore-experimental": ("optbridge_adapters.mindspore_backend:trace_experimental",
+                               "pip install 'optbridge[mindspore]'"),
 }
 _CACHE: dict[str, Callable[..., Any]] = {}
 
