@@ -375,6 +375,10 @@ def _build(plan: Plan, params: Mapping[str, list[Any]], *, total_steps: int | No
             optimizers.append(o)
             groups_out.extend(gp.group.name for gp in part)
 
+    sources = [x for st in steppers if isinstance(st, list) for x in st]
+    steppers = [st for st in steppers if not isinstance(st, list)]
+    if sources:
+        steppers.append(mopt_.Driver(sources, total_steps=total))
     if not plain:
         _option_notes(per_opt, report, nn_ok, chosen)
     if excluded:
@@ -524,6 +528,8 @@ def _build_experimental(plan: Plan, spec: OptimizerSpec, gps: list[_GroupPlan], 
                      maximize=bool(o.get("maximize", False)))
         dicts.append(d)
     opt = mopt_.experimental_optimizer(kind, dicts)
+    for i, grp in enumerate(opt.param_groups):  # unique across optimizers (one Driver assigns them all)
+        grp["lr"].name = f"{spec.name}.learning_rate_group_{i}"
     steppers: list[Any] = []
     sources: list[mopt_.Source] = []
 
@@ -607,7 +613,7 @@ def _build_experimental(plan: Plan, spec: OptimizerSpec, gps: list[_GroupPlan], 
                 report.append(f"{spec.name}/{gp.group.name}: {h} is a float32 Parameter in the group, driven by "
                               "ops.assign every step.")
     if sources:
-        steppers.append(mopt_.Driver(sources, total_steps=total))
+        steppers.append(sources)  # merged into one Driver (one compiled assign per step) by _build
     if not plain:
         report.append(f"{spec.name}: mindspore.experimental.optim.{kind} over groups "
                       f"{', '.join(gp.group.name for gp in gps)} (torch-like groups; gradients in "

@@ -774,6 +774,9 @@ def build_cell(node: ir.Node | None, base: float, *, unit: str = "iter", steps_p
     """
     if node is None:
         return CellChoice(ConstantCell(base), "generated", f"constant {base:g} (float32 tensor, a dynamic lr)")
+    if any(isinstance(n, ir.Plateau) for n in ir.walk(node)):
+        raise UnsupportedError(path, "mindspore-cell", "plateau needs the metric at run time; no cell can compute it "
+                               "(use form='experimental', which steps MindSpore's ReduceLROnPlateau)")
     spe = int(steps_per_epoch or 1)
     allow = allow_native and (total_steps is None or total_steps <= FLOAT32_STEP_LIMIT)
     if _needs_table(node):
