@@ -199,6 +199,7 @@ def _f(node_expr: Any) -> Callable[[Any], float]:
     """A LambdaLR / MultiplicativeLR function: the expression, evaluated by optbridge.expr on the integer counter."""
     def fn(epoch: Any) -> float:
         return float(node_expr(int(round(float(epoch)))))
+    fn.optbridge_expr = node_expr.source  # type: ignore[attr-defined]  # read back by from_mindspore
     return fn
 
 

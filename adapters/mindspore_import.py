@@ -1,0 +1,298 @@
+"""MindSpore to plan: list-function specs, LearningRateSchedule cells, nn optimizers, experimental schedulers.
+
+:func:`from_mindspore` accepts:
+
+* a MindSpore-dialect document or a ``learning_rate`` spec (a mapping such as
+  ``{"type": "cosine_decay_lr", "min_lr": 0.0, ...}``, or a list of list-function
+  specs, concatenated): read by :mod:`optbridge.dialects.mindspore`, which knows
+  the list functions' arguments and MindSpore's code semantics;
+* a ``LearningRateSchedule`` cell (MindSpore's own, read from its attributes, or
+  one optbridge generated, which carries its node);
+* a ``mindspore.nn`` optimizer (SGD, Momentum, Adam, AdamWeightDecay): its group
+  setup as MindSpore holds it per parameter (lr object, weight decay), including
+  the beta/gamma weight-decay name filter of an ungrouped optimizer, made an
+  explicit group;
+* a ``mindspore.experimental.optim`` optimizer (SGD, Adam, AdamW), with an
+  optional ``scheduler=`` from its ``lr_scheduler`` module (read from its
+  attributes; it must be freshly constructed: ``last_epoch`` 0).
+
+Groups select their parameters by exact name (regex selectors), so the plan
+resolves over the same net.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mindspore import Parameter, nn
+from mindspore.experimental.optim import lr_scheduler as MLS
+from mindspore.experimental.optim.optimizer import Optimizer as ExpOptimizer
+from mindspore.nn.learning_rate_schedule import LearningRateSchedule
+from mindspore.nn.optim.optimizer import _ConvertToCell, _IteratorLearningRate, _WrappedWeightDecay
+
+from optbridge import ir
+from optbridge.dialects import mindspore as dialect
+from optbridge.errors import ConfigError
+from optbridge.plan import Group, OptimizerSpec, Plan, Selector
+
+from . import mindspore_cells as cells
+
+__all__ = ["from_mindspore"]
+
+
+def _f(x: Any) -> float:
+    if isinstance(x, Parameter) or hasattr(x, "asnumpy"):
+        return float(np.asarray(x.asnumpy()).reshape(-1)[0])
+    return float(x)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def cell_to_node(cell: Any, path: str = "learning_rate") -> tuple[ir.Node | None, float, int | None]:
+    """``(node, base, length)`` for a MindSpore lr object (cell, list wrapper, static Parameter)."""
+    if isinstance(cell, cells.ScheduleCell):
+        if cell.node is None:
+            raise ConfigError(path, "is an optbridge cell without its node", type(cell).__name__)
+        return cell.node, float(cell.base), None
+    if isinstance(cell, cells.ConstantCell):
+        return None, _f(cell.value), None
+    if isinstance(cell, (cells.TableCell, _IteratorLearningRate)):
+        vals = np.asarray(getattr(cell, "values", None).asnumpy() if isinstance(cell, cells.TableCell)
+                          else cell.learning_rate.asnumpy(), dtype=np.float64)
+        return ir.Table(values=tuple(float(v) for v in vals)), float(vals[0]), int(vals.size)
+    if isinstance(cell, _ConvertToCell):
+        return None, _f(cell.learning_rate), None
+    if isinstance(cell, _WrappedWeightDecay):
+        node, base, n = cell_to_node(cell.weight_decay, path)
+        if _f(cell.loss_scale) != 1.0:
+            raise ConfigError(path, "has a loss_scale other than 1.0 (not modelled)", _f(cell.loss_scale))
+        return node, base, n
+    if isinstance(cell, Parameter):
+        return None, _f(cell), None
+    kind = type(cell).__name__
+    if kind in dialect.CELLS:
+        a = _cell_args(cell, kind)
+        lr = dialect._cell(kind, a, path)  # noqa: SLF001 - the dialect's cell reader (validation and semantics)
+        return lr.node, lr.base, None
+    raise ConfigError(path, "is not a LearningRateSchedule optbridge can read (MindSpore's "
+                      + ", ".join(dialect.CELLS) + ", or an optbridge cell)", kind)
+
+
+def _cell_args(cell: Any, kind: str) -> dict[str, Any]:
+    if kind in ("ExponentialDecayLR", "NaturalExpDecayLR", "InverseDecayLR"):
+        return {"learning_rate": float(cell.learning_rate), "decay_rate": float(cell.decay_rate),
+                "decay_steps": int(cell.decay_steps), "is_stair": bool(cell.is_stair)}
+    if kind == "CosineDecayLR":
+        return {"min_lr": float(cell.min_lr), "max_lr": float(cell.max_lr), "decay_steps": int(cell.decay_steps)}
+    if kind == "PolynomialDecayLR":
+        return {"learning_rate": float(cell.start_learning_rate), "end_learning_rate": float(cell.end_learning_rate),
+                "decay_steps": int(cell.decay_steps), "power": float(cell.power),
+                "update_decay_steps": bool(cell.update_decay_steps)}
+    return {"learning_rate": float(cell.learning_rate), "warmup_steps": int(cell.warmup_steps)}
+
+
+def _exact(names: Sequence[str]) -> tuple[Selector, ...]:
+    return (Selector(regex=tuple(re.escape(n) for n in names)),)
+
+
+# --------------------------------------------------------------------------- nn optimizers
+
+
+def _nn_optimizer(opt: Any) -> Plan:
+    kind = type(opt).__name__
+    options: dict[str, Any] = {}
+    if kind == "SGD":
+        ptype = "SGD"
+        options.update(momentum=_f(opt.momentum), dampening=float(opt.dampening), nesterov=bool(opt.nesterov))
+    elif kind == "Momentum":
+        ptype = "SGD"
+        options.update(momentum=_f(opt.momentum), nesterov=bool(opt.use_nesterov))
+    elif kind in ("Adam", "AdamWeightDecay"):
+        ptype = kind
+        options.update(betas=(_f(opt.beta1), _f(opt.beta2)), eps=_f(opt.eps))
+        if kind == "Adam" and (getattr(opt, "use_nesterov", False) or getattr(opt, "use_amsgrad", False)):
+            raise ConfigError("optimizer", "nn.Adam with use_nesterov or use_amsgrad is not modelled", kind)
+    else:
+        raise ConfigError("optimizer", "must be one of mindspore.nn SGD, Momentum, Adam, AdamWeightDecay", kind)
+    if opt.loss_scale != 1.0:
+        raise ConfigError("optimizer.loss_scale", "must be 1.0 (loss scaling is not modelled)", opt.loss_scale)
+    params = list(opt._parameters)  # noqa: SLF001
+    if opt.is_group_lr:
+        lrs = list(opt.learning_rate)
+    else:
+        lrs = [opt.learning_rate] * len(params)
+    if opt.is_group:
+        wds = list(opt.group_weight_decay)
+    else:  # MindSpore's name filter: names containing 'beta' or 'gamma' get no weight decay
+        wds = [opt.weight_decay if flag else 0.0 for flag in opt.decay_flags]
+    keyed: dict[tuple[int, Any], list[str]] = {}
+    objs: dict[tuple[int, Any], tuple[Any, Any]] = {}
+    for p, lr, wd in zip(params, lrs, wds):
+        key = (id(lr), id(wd) if not isinstance(wd, (int, float)) and not hasattr(wd, "asnumpy") else _f(wd))
+        keyed.setdefault(key, []).append(p.name)
+        objs[key] = (lr, wd)
+    groups, schedules, total = [], [], None
+    for i, (key, names) in enumerate(keyed.items()):
+        lr, wd = objs[key]
+        node, base, n = cell_to_node(lr, f"groups[{i}].lr")
+        total = n if n is not None else total
+        sched: dict[str, ir.Node] = {}
+        gopts: dict[str, Any] = {"lr": base}
+        if node is not None:
+            sched["lr"] = node
+        if isinstance(wd, (int, float)) or hasattr(wd, "asnumpy"):
+            gopts["weight_decay"] = _f(wd)
+        else:
+            wnode, wbase, wn = cell_to_node(wd, f"groups[{i}].weight_decay")
+            gopts["weight_decay"] = wbase
+            if wnode is not None:
+                sched["weight_decay"] = wnode
+            total = wn if wn is not None else total
+        groups.append(Group(name=f"group{i}", select=_exact(names), options=gopts, schedule=sched))
+        schedules.append(sched)
+    spec = OptimizerSpec(type=ptype, options=options, groups=tuple(groups))
+    return Plan(optimizers=(spec,), total_steps=total,
+                description=f"imported from mindspore.nn.{kind}")
+
+
+# --------------------------------------------------------------------------- experimental
+
+
+def scheduler_to_node(s: Any, path: str = "scheduler", fresh: float = 0.0) -> ir.Node:
+    """The node an experimental lr_scheduler computes (from its attributes).
+
+    ``fresh`` is the ``last_epoch`` of a scheduler that has not been stepped yet:
+    0 after construction, -1 for the later children of a SequentialLR.
+    """
+    kind = type(s).__name__
+    if kind == "SequentialLR":
+        if _f(s.last_epoch) != 0.0:
+            raise ConfigError(f"{path}.last_epoch", "must be 0 (a freshly constructed scheduler): a resumed schedule "
+                              "is not imported", _f(s.last_epoch))
+        parts = tuple(scheduler_to_node(c, f"{path}.schedulers[{i}]", 0.0 if i == 0 else -1.0)
+                      for i, c in enumerate(s._schedulers))  # noqa: SLF001
+        for i, c in enumerate(s._schedulers[1:], 1):  # noqa: SLF001
+            if type(c).__name__ in ("MultiStepLR", "MultiplicativeLR"):
+                raise ConfigError(f"{path}.schedulers[{i}]", f"MindSpore's SequentialLR does not run {type(c).__name__} "
+                                  "as torch does after a milestone (MultiStepLR raises AttributeError, "
+                                  "MultiplicativeLR skips its first factor)", type(c).__name__)
+        return ir.Sequence(parts=parts, boundaries=tuple(int(m) for m in s.milestones))
+    if kind == "ReduceLROnPlateau":
+        mins = {_f(m) for m in s.min_lrs}
+        if len(mins) != 1:
+            raise ConfigError(f"{path}.min_lr", "must be one value for every group (the plan has one plateau node)",
+                              sorted(mins))
+        return ir.Plateau(mode=s.mode, factor=float(s.factor), patience=int(s.patience), threshold=float(s.threshold),
+                          threshold_mode=s.threshold_mode, cooldown=int(s.cooldown), min_value=mins.pop(),
+                          eps=float(s.eps))
+    if hasattr(s, "last_epoch") and _f(s.last_epoch) != fresh:
+        raise ConfigError(f"{path}.last_epoch", "must be 0 (a freshly constructed scheduler): a resumed schedule "
+                          "is not imported", _f(s.last_epoch))
+    if kind == "StepLR":
+        return ir.Exponential(gamma=float(s.gamma), every=int(s.step_size), stair=True)
+    if kind == "ExponentialLR":
+        return ir.Exponential(gamma=float(s.gamma))
+    if kind == "LinearLR":
+        return ir.Linear(start_factor=float(s.start_factor), end_factor=float(s.end_factor), steps=int(s.total_iters))
+    if kind == "ConstantLR":
+        return ir.Constant(factor=float(s.factor), steps=int(s.total_iters))
+    if kind == "PolynomialLR":
+        return ir.Polynomial(steps=int(s.total_iters), power=float(s.power))
+    if kind == "MultiStepLR":
+        ms = sorted(m for m, c in s.milestones.items() for _ in range(c))
+        return ir.MultiStep(milestones=tuple(int(m) for m in ms), gamma=float(s.gamma))
+    if kind == "CosineAnnealingLR":
+        return ir.Cosine(steps=int(s.T_max), end=float(s.eta_min))
+    if kind == "CosineAnnealingWarmRestarts":
+        return ir.CosineRestarts(period=int(_f(s.T_0)), mult=int(s.T_mult), end=_f(s.eta_min))
+    if kind == "CyclicLR":
+        if s._scale_fn_custom is not None:  # noqa: SLF001
+            raise ConfigError(f"{path}.scale_fn", "a custom scale_fn cannot be read", "function")
+        maxs = {_f(m) for m in s.max_lrs}
+        if len(maxs) != 1:
+            raise ConfigError(f"{path}.max_lr", "must be one value for every group", sorted(maxs))
+        total = float(s.total_step_size)
+        up = int(round(s.step_up_ratio * total))
+        return ir.Cyclic(low=None, high=maxs.pop(), step_size_up=up, step_size_down=int(round(total)) - up,
+                         mode=s.mode, gamma=float(s.gamma))
+    if kind in ("LambdaLR", "MultiplicativeLR"):
+        exprs = {getattr(f, "optbridge_expr", None) for f in s.lr_lambdas}
+        if None in exprs or len(exprs) != 1:
+            raise ConfigError(f"{path}.lr_lambda", "is a Python function: its body cannot be read (write the plan "
+                              "with an expression, e.g. '0.95 ** epoch')", kind)
+        e = exprs.pop()
+        return ir.Lambda(expr=e) if kind == "LambdaLR" else ir.Multiplicative(expr=e)
+    raise ConfigError(path, "is not an experimental lr_scheduler optbridge reads", kind)
+
+
+def _experimental(opt: Any, scheduler: Any | None, names: Mapping[int, str] | None) -> Plan:
+    kind = type(opt).__name__
+    if kind not in ("SGD", "Adam", "AdamW"):
+        raise ConfigError("optimizer", "must be mindspore.experimental.optim SGD, Adam or AdamW", kind)
+    groups = []
+    for i, g in enumerate(opt.param_groups):
+        lr = _f(g["initial_lr"]) if "initial_lr" in g else _f(g["lr"])
+        o: dict[str, Any] = {"lr": lr, "weight_decay": float(g.get("weight_decay", 0.0))}
+        if kind == "SGD":
+            o.update(momentum=_f(g.get("momentum", 0.0)), dampening=float(g.get("dampening", 0.0)),
+                     nesterov=bool(g.get("nesterov", False)), maximize=bool(g.get("maximize", False)))
+        else:
+            b1, b2 = g["betas"]
+            o.update(betas=(float(b1), float(b2)), eps=float(g["eps"]), amsgrad=bool(g.get("amsgrad", False)),
+                     maximize=bool(g.get("maximize", False)))
+        pnames = [names.get(id(p), p.name) if names else p.name for p in g["params"]]
+        groups.append(Group(name=f"group{i}", select=_exact(pnames), options=o))
+    schedule = {}
+    if scheduler is not None:
+        if getattr(scheduler, "optimizer", opt) is not opt:
+            raise ConfigError("scheduler", "belongs to another optimizer", type(scheduler).__name__)
+        schedule["lr"] = scheduler_to_node(scheduler)
+    return Plan(optimizers=(OptimizerSpec(type=kind, groups=tuple(groups)),), schedule=schedule,
+                description=f"imported from mindspore.experimental.optim.{kind}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def from_mindspore(obj: Any, *, scheduler: Any = None, optimizer: str = "SGD",
+                   names: Mapping[int, str] | None = None) -> Plan:
+    """A plan from a MindSpore setup (see the module docstring).
+
+    Args:
+        obj: A dialect document or learning_rate spec (mapping, or list of specs),
+            a LearningRateSchedule cell, an nn optimizer or an experimental optimizer.
+        scheduler: With an experimental optimizer: its lr_scheduler (or SequentialLR /
+            ReduceLROnPlateau).
+        optimizer: With a spec or a cell: the plan's optimizer type (SGD by default).
+        names: ``id(parameter) -> name`` when parameter names differ from the net's
+            ``parameters_and_names()`` paths (they are the same for a net built as usual).
+
+    Raises:
+        ConfigError: naming what cannot be read and why.
+    """
+    if isinstance(obj, Mapping) and ("optimizer" in obj or "dialect" in obj):
+        return dialect.from_mindspore(obj)
+    if isinstance(obj, (Mapping, list, tuple)):
+        return dialect.from_mindspore({"optimizer": {"type": optimizer}, "learning_rate": obj})
+    if isinstance(obj, ExpOptimizer):
+        return _experimental(obj, scheduler, names)
+    if isinstance(obj, nn.Optimizer):
+        if scheduler is not None:
+            raise ConfigError("scheduler", "applies to experimental optimizers only (nn optimizers carry their lr)",
+                              type(scheduler).__name__)
+        return _nn_optimizer(obj)
+    if isinstance(obj, (LearningRateSchedule, Parameter)):
+        node, base, n = cell_to_node(obj)
+        ptype = "SGD" if optimizer == "SGD" else optimizer
+        return Plan(optimizers=(OptimizerSpec(type=ptype, options={"lr": base}),),
+                    schedule={"lr": node} if node is not None else {}, total_steps=n,
+                    description=f"imported from {type(obj).__name__}")
+    if isinstance(obj, (MLS.LRScheduler, MLS.SequentialLR, MLS.ReduceLROnPlateau)):
+        return _experimental(obj.optimizer, obj, names)
+    raise ConfigError("", "from_mindspore reads a dialect document or learning_rate spec, a LearningRateSchedule, an "
+                      "nn optimizer, or an experimental optimizer (with scheduler=)", type(obj).__name__)
