@@ -1,0 +1,182 @@
+"""The MegEngine 1.13 backend: entry points ``to_megengine``, ``from_megengine`` and ``trace``.
+
+MegEngine publishes wheels only for Python <= 3.10, so it usually lives in its own
+interpreter (``.venv-mge``, built by ``./dev setup``). This module imports nothing
+from MegEngine at import time and works in both environments:
+
+* where ``megengine`` is importable, everything runs in-process
+  (:mod:`optbridge_adapters.megengine_build` holds the MegEngine code);
+* elsewhere, :func:`trace` runs the backend-neutral worker
+  (:mod:`optbridge_adapters.worker`) under the MegEngine interpreter: the plan
+  goes over as JSON, the trace comes back with its arrays bit-exact.
+  ``to_megengine`` / ``from_megengine`` build or read live MegEngine objects, so
+  they need MegEngine in this interpreter and raise
+  :class:`~optbridge.BackendUnavailable` (with the set-up hint) otherwise.
+
+The MegEngine interpreter is, in order: the ``python=`` option,
+``$OPTBRIDGE_MGE_PYTHON``, ``<repo root>/.venv-mge/bin/python``.
+
+See docs/megengine.md for the mapping, the traps it avoids and the tolerances.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optbridge.errors import BackendUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from optbridge.plan import Plan
+    from optbridge.tracing import Trace
+
+__all__ = ["to_megengine", "from_megengine", "trace", "megengine_python", "megengine_importable",
+           "BACKEND", "SETUP_HINT"]
+
+BACKEND = "megengine"
+
+#: How to get a MegEngine interpreter (part of every BackendUnavailable message).
+SETUP_HINT = (
+    "MegEngine 1.13 needs Python <= 3.10 and lives in its own environment: run `./dev setup` in the "
+    "optbridge repository (it builds .venv-mge with MegEngine 1.13), or point OPTBRIDGE_MGE_PYTHON at a "
+    "Python 3.10 interpreter that has MegEngine 1.13 and optbridge installed "
+    "(pip install 'MegEngine==1.13.0' 'numpy<2' && pip install -e <optbridge checkout>)")
+
+#: Set in the worker process: a worker that cannot import megengine must not spawn another worker.
+WORKER_ENV = "OPTBRIDGE_WORKER"
+
+
+def megengine_importable() -> bool:
+    """Whether ``megengine`` can be found by this interpreter (nothing is imported)."""
+    try:
+        return importlib.util.find_spec("megengine") is not None
+    except (ImportError, ValueError):  # pragma: no cover - broken meta path entries
+        return False
+
+
+def repo_root() -> Path | None:
+    """The optbridge checkout this module lives in (``adapters/..``), or None when installed elsewhere."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "dev").is_file() and (root / "pyproject.toml").is_file() and (root / "optbridge").is_dir():
+        return root
+    return None
+
+
+def megengine_python() -> str:
+    """Path of the MegEngine interpreter, or BackendUnavailable saying how to create it.
+
+    ``$OPTBRIDGE_MGE_PYTHON`` when set (it must exist), else the repository's
+    ``.venv-mge/bin/python``.
+    """
+    env = os.environ.get("OPTBRIDGE_MGE_PYTHON")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_absolute():
+            root = repo_root()
+            p = (root / p) if root is not None else p.absolute()
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise BackendUnavailable(
+                f"backend 'megengine': OPTBRIDGE_MGE_PYTHON={env} is not an executable file; {SETUP_HINT}")
+        return str(p)
+    root = repo_root()
+    if root is None:
+        raise BackendUnavailable(
+            "backend 'megengine': megengine is not importable here and OPTBRIDGE_MGE_PYTHON is not set "
+            f"(optbridge is not running from a checkout, so there is no default .venv-mge); {SETUP_HINT}")
+    p = root / ".venv-mge" / "bin" / "python"
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        raise BackendUnavailable(
+            f"backend 'megengine': the MegEngine interpreter {p} does not exist; {SETUP_HINT}")
+    return str(p)
+
+
+def _require_megengine(what: str) -> Any:
+    if not megengine_importable():
+        raise BackendUnavailable(
+            f"optbridge.{what} builds live MegEngine objects, and megengine is not importable by this "
+            f"interpreter; run your MegEngine code with the MegEngine interpreter. {SETUP_HINT}. "
+            "(optbridge.trace(plan, steps, backend='megengine') works from any environment: it runs a worker.)")
+    try:
+        from . import megengine_build
+    except ImportError as e:
+        raise BackendUnavailable(f"optbridge.{what}: importing megengine failed ({e}); {SETUP_HINT}") from e
+    return megengine_build
+
+
+def to_megengine(plan: Plan, module: Any, **options: Any) -> Any:
+    """Real MegEngine optimizers and schedule drivers for ``plan`` over ``module``'s parameters.
+
+    Args:
+        plan: The plan.
+        module: A ``megengine.module.Module`` (names from ``named_parameters()``,
+            owner types from ``named_modules()``), a mapping ``name -> Parameter``
+            or an iterable of ``(name, Parameter)``.
+        **options: ``horizon`` (steps the schedule must be exact for; default
+            ``plan.total_steps``; used to lower a staircase exponential to
+            MultiStepLR), ``metrics`` (plateau series known in advance),
+            ``native`` (use MegEngine's MultiStepLR where exact; default True),
+            ``split_nesterov`` (default True; False refuses plans whose SGD groups
+            differ in nesterov), ``strict`` (raise instead of building when an
+            optimizer rule differs from torch's, i.e. Adagrad's eps), ``chunk``
+            (driver evaluation chunk, default 1024 steps).
+
+    Returns:
+        A frozen :class:`optbridge_adapters.megengine_build.MegEngineSetup` with
+        ``.optimizers`` / ``.optimizer``, ``.schedulers`` / ``.scheduler``,
+        ``.gradmanager_params``, ``.clip_gradients()`` and ``.fidelity``.
+
+    Raises:
+        BackendUnavailable: megengine is not importable here.
+        UnsupportedError: the plan needs something MegEngine cannot do exactly
+            (dampening, amsgrad, maximize, an optimizer MegEngine lacks, ...).
+        ConfigError: the plan's groups do not resolve over the module.
+    """
+    return _require_megengine("to_megengine").to_megengine(plan, module, **options)
+
+
+def from_megengine(optimizer: Any, scheduler: Any = None, **options: Any) -> Plan:
+    """A plan from live MegEngine objects (the inverse of :func:`to_megengine`).
+
+    Args:
+        optimizer: A MegEngine optimizer, a list of them, a ``MultipleOptimizer``
+            (optbridge's, or any object with ``.opts`` as in MegEngine's guide).
+        scheduler: None, ``MultiStepLR``, optbridge's ``PlanScheduler``, or a list /
+            ``MultipleScheduler`` of them.
+        **options: ``module`` (a Module, or ``name -> Parameter`` mapping: groups
+            then select their parameters by name and parameters outside every
+            optimizer become a ``frozen: exclude`` group), ``description``.
+
+    Raises:
+        BackendUnavailable: megengine is not importable here.
+        UnsupportedError: an optimizer or scheduler optbridge cannot read exactly.
+    """
+    return _require_megengine("from_megengine").from_megengine(optimizer, scheduler, **options)
+
+
+def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **options: Any) -> Trace:
+    """The MegEngine trace of ``plan`` (the backend contract in docs/adapters.md).
+
+    In-process when megengine is importable; otherwise through the worker under
+    the MegEngine interpreter.
+
+    Options:
+        python: Run the worker under this interpreter (forces the worker).
+        worker: True to use the worker even when megengine is importable here.
+        timeout: Seconds to wait for the worker (default 600).
+        Other options go to the MegEngine side (``native``, ``chunk``, ``split_nesterov``).
+    """
+    python = options.pop("python", None)
+    use_worker = bool(options.pop("worker", False)) or python is not None
+    timeout = options.pop("timeout", None)
+    if not use_worker and megengine_importable():
+        return _require_megengine("trace").trace(plan, steps, metrics=metrics, **options)
+    if python is None and os.environ.get(WORKER_ENV) == "1":
+        import sys
+        raise BackendUnavailable(
+            f"backend 'megengine': megengine is not importable by the worker's interpreter {sys.executable}; {SETUP_HINT}")
+    from .worker import run_in_worker
+    return run_in_worker(python or megengine_python(), BACKEND, plan, steps, metrics=metrics,
+                         timeout=timeout, hint=SETUP_HINT, **options)

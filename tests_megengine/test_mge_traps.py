@@ -1,0 +1,240 @@
+"""The MegEngine 1.13 traps (../shared/reference/semantics.md §3, §5, plus two found here) and how optbridge avoids them.
+
+Each trap is first shown to be real in plain MegEngine, then shown not to reach a
+user of ``to_megengine``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import megengine as mge
+import megengine.optimizer as mopt
+from megengine.core.tensor.utils import set_convert_inputs
+
+import optbridge
+from optbridge import ir
+from optbridge.errors import UnsupportedError
+from optbridge.plan import Clip, Group, OptimizerSpec, Plan, Selector
+from optbridge_adapters import megengine_build as mb
+from optbridge_adapters.megengine_backend import to_megengine
+
+
+def P(*values: float) -> mge.Parameter:
+    return mge.Parameter(np.asarray(values or (0.0,), np.float32))
+
+
+def plan_of(type_: str, groups: tuple[Group, ...] = (), schedule: dict | None = None, **options) -> Plan:
+    return Plan(optimizers=(OptimizerSpec(type=type_, options=options, groups=groups),), schedule=schedule or {})
+
+
+def G(name: str, pattern: str, **options) -> Group:
+    return Group(name=name, select=(Selector(names=(pattern,)),), options=options)
+
+
+# --------------------------------------------------------------------------- state is created only in __init__
+
+def test_trap_group_added_later_breaks_step_and_the_process() -> None:
+    a, b = P(), P()
+    o = mopt.Adam([a], lr=0.1)
+    o.add_param_group({"params": [b]})
+    a.grad = b.grad = mge.tensor(np.ones(1, np.float32))
+    try:
+        with pytest.raises(KeyError):
+            o.step()
+        with pytest.raises(TypeError, match="py_apply expects tensor"):
+            mge.tensor(np.ones(2, np.float32)) * 2.0  # every later python-scalar op fails
+    finally:
+        set_convert_inputs(True)
+
+
+def test_optbridge_gives_every_group_to_the_constructor(monkeypatch) -> None:
+    late = []
+    real = mopt.Optimizer.add_param_group
+
+    def spy(self, group):
+        late.append(bool(self._state))  # state exists only once __init__ has run _create_state
+        return real(self, group)
+
+    monkeypatch.setattr(mopt.Optimizer, "add_param_group", spy)
+    params = {f"w{i}": P(1.0, 2.0) for i in range(3)}
+    plan = plan_of("Adam", (G("g0", "w0", lr=0.1), G("g1", "w1"), G("g2", "w2", betas=(0.8, 0.9))), lr=0.01)
+    setup = to_megengine(plan, params)
+    assert late == [False, False, False]
+    assert set(setup.optimizer._state) == set(params.values())
+    for p in params.values():
+        p.grad = mge.tensor(np.ones(2, np.float32))
+    setup.optimizer.step()
+
+
+def test_trap_momentum_buffer_only_for_nonzero_momentum_at_construction() -> None:
+    p = P()
+    o = mopt.SGD([p], lr=0.1, momentum=0.0)
+    o.param_groups[0]["momentum"] = 0.9  # a momentum schedule written by hand
+    p.grad = mge.tensor(np.ones(1, np.float32))
+    try:
+        with pytest.raises(KeyError):
+            o.step()
+    finally:
+        set_convert_inputs(True)
+
+
+def test_momentum_scheduled_up_from_zero_works() -> None:
+    p = P()
+    plan = plan_of("SGD", schedule={"momentum": ir.Piecewise(boundaries=(2,), values=(0.0, 0.9))}, lr=0.1, momentum=0.0)
+    setup = to_megengine(plan, {"w": p})
+    seen = []
+    for _ in range(4):
+        seen.append(setup.optimizer.param_groups[0]["momentum"])
+        p.grad = mge.tensor(np.ones(1, np.float32))
+        setup.optimizer.step()
+        setup.scheduler.step()
+    assert seen == [0.0, 0.0, 0.9, 0.9]
+    # torch: momentum 0 leaves no buffer; the first step with momentum starts it at the gradient
+    # p: -0.1, -0.2, then buf = 1 -> -0.3, then buf = 1.9 -> -0.49
+    np.testing.assert_allclose(p.numpy(), [-0.49], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- LAMB's constructor
+
+def test_trap_megengine_lamb_constructor_is_broken() -> None:
+    with pytest.raises(TypeError, match="dtype"):
+        mopt.LAMB([P()], lr=0.1)
+
+
+def test_lamb_from_a_plan_builds_and_steps() -> None:
+    p = P(1.0, -2.0, 3.0)
+    setup = to_megengine(plan_of("LAMB", lr=0.1, weight_decay=0.01), {"w": p})
+    assert isinstance(setup.optimizer, mopt.LAMB) and isinstance(setup.optimizer, mb.LAMB)
+    before = p.numpy().copy()
+    for _ in range(3):
+        p.grad = mge.tensor(np.ones(3, np.float32))
+        setup.optimizer.step()
+    assert float(setup.optimizer._state[p]["step"].numpy()) == 3.0
+    assert np.all(p.numpy() != before)
+
+
+# --------------------------------------------------------------------------- nesterov is per optimizer
+
+def test_groups_that_differ_in_nesterov_are_split() -> None:
+    params = {"a": P(1.0), "b": P(1.0), "c": P(1.0)}
+    plan = plan_of("SGD", (G("a", "a", nesterov=True), G("b", "b"), G("c", "c", nesterov=True)), lr=0.1, momentum=0.9)
+    setup = to_megengine(plan, params)
+    assert len(setup.optimizers) == 2 and isinstance(setup.optimizer, mb.MultipleOptimizer)
+    assert [o.nesterov for o in setup.optimizers] == [True, False]
+    assert setup.groups == {"a": (0, 0), "c": (0, 1), "b": (1, 0)}
+    notes = [f for f in setup.fidelity if f.hyper == "nesterov"]
+    assert len(notes) == 3 and all("split" in f.detail for f in notes)
+    # nesterov is optimizer-wide in MegEngine: a group key would be ignored
+    assert all("nesterov" not in g for g in setup.optimizer.param_groups)
+    with pytest.raises(UnsupportedError, match="nesterov per optimizer"):
+        to_megengine(plan, params, split_nesterov=False)
+
+
+# --------------------------------------------------------------------------- what MegEngine lacks
+
+@pytest.mark.parametrize("type_, options, match", [
+    ("SGD", {"momentum": 0.9, "dampening": 0.1}, "no dampening"),
+    ("SGD", {"maximize": True}, "maximize"),
+    ("Adam", {"amsgrad": True}, "amsgrad"),
+    ("AdamW", {"maximize": True}, "maximize"),
+    ("RMSprop", {}, "no RMSprop optimizer"),
+    ("Lion", {}, "no Lion optimizer"),
+])
+def test_unsupported_options_are_clear_errors(type_, options, match) -> None:
+    with pytest.raises(UnsupportedError, match=match) as e:
+        to_megengine(plan_of(type_, **options), {"w": P()})
+    assert e.value.backend == "megengine"
+
+
+def test_dampening_error_names_the_group() -> None:
+    plan = plan_of("SGD", (G("head", "w", dampening=0.5),), lr=0.1, momentum=0.9)
+    with pytest.raises(UnsupportedError) as e:
+        to_megengine(plan, {"w": P()})
+    assert e.value.node == "groups.head.dampening"
+
+
+def test_scheduling_a_key_megengine_does_not_keep_is_refused() -> None:
+    plan = plan_of("SGD", schedule={"dampening": ir.Constant(factor=0.5)}, lr=0.1, momentum=0.9)
+    with pytest.raises(UnsupportedError, match="keeps no per-group 'dampening'"):
+        to_megengine(plan, {"w": P()})
+
+
+def test_adagrad_eps_difference_is_reported_not_hidden() -> None:
+    plan = plan_of("Adagrad", lr=0.1)
+    setup = to_megengine(plan, {"w": P()})
+    (note,) = [f for f in setup.fidelity if f.hyper == "eps"]
+    assert note.form == "unsupported" and "sqrt(sum + eps)" in note.detail
+    with pytest.raises(UnsupportedError, match="sqrt"):
+        to_megengine(plan, {"w": P()}, strict=True)
+    # the note is true: with tiny gradients MegEngine's Adagrad moves far less than torch's rule would
+    p = P(0.0)
+    setup = to_megengine(plan, {"w": p})
+    p.grad = mge.tensor(np.full(1, 1e-7, np.float32))
+    setup.optimizer.step()
+    torch_rule = -0.1 * 1e-7 / (np.sqrt(1e-14) + 1e-10)  # torch: lr * g / (sqrt(sum) + eps) = -0.0999
+    assert abs(p.numpy()[0] - torch_rule) > 0.09
+
+
+def test_adagrad_initial_accumulator_value() -> None:
+    p = P(0.0)
+    setup = to_megengine(plan_of("Adagrad", lr=0.1, initial_accumulator_value=3.0), {"w": p})
+    assert setup.optimizer._state[p]["square_avg"].numpy()[0] == 3.0
+    p.grad = mge.tensor(np.ones(1, np.float32))
+    setup.optimizer.step()
+    np.testing.assert_allclose(p.numpy()[0], -0.1 * 1 / np.sqrt(4.0), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- clipping, frozen parameters
+
+def test_per_group_clipping_matches_torch_formulas() -> None:
+    a1, a2, b, c, x = P(0, 0, 0), P(0, 0), P(0, 0, 0, 0), P(0, 0), P(0)
+    params = {"a1": a1, "a2": a2, "b": b, "c": c, "x": x}
+    plan = plan_of("SGD", (
+        Group(name="a", select=(Selector(names=("a*",)),), clip=Clip(max_norm=6.5)),
+        Group(name="b", select=(Selector(names=("b",)),), clip=Clip(value=1.5)),
+        Group(name="c", select=(Selector(names=("c",)),), clip=Clip(max_norm=1.0, norm_type=float("inf"))),
+        Group(name="x", select=(Selector(names=("x",)),), frozen="exclude"),
+    ), lr=0.1)
+    setup = to_megengine(plan, params)
+    grads = {"a1": [3.0, 4.0, 0.0], "a2": [0.0, 12.0], "b": [-3.0, -1.0, 0.5, 2.0], "c": [-4.0, 2.0]}
+    for n, g in grads.items():
+        params[n].grad = mge.tensor(np.asarray(g, np.float32))
+    norms = setup.clip_gradients()
+    # torch.nn.utils.clip_grad_norm_: total = norm of per-tensor norms; scale = min(max_norm / (total + 1e-6), 1)
+    assert norms["a"] == pytest.approx(13.0) and norms["c"] == pytest.approx(4.0) and "b" not in norms
+    s = 6.5 / (13.0 + 1e-6)
+    np.testing.assert_allclose(a1.grad.numpy(), np.float32([3 * s, 4 * s, 0]), rtol=1e-6)
+    np.testing.assert_allclose(a2.grad.numpy(), np.float32([0, 12 * s]), rtol=1e-6)
+    np.testing.assert_allclose(c.grad.numpy(), np.float32([-4, 2]) / (4 + 1e-6), rtol=1e-6)
+    # torch.nn.utils.clip_grad_value_ is symmetric: [-1.5, 1.5] (MegEngine's lower/upper filled in)
+    np.testing.assert_array_equal(b.grad.numpy(), np.float32([-1.5, -1.0, 0.5, 1.5]))
+    # the excluded parameter is in neither the optimizer nor the GradManager list
+    assert setup.excluded == ("x",)
+    assert all(p is not x for p in setup.gradmanager_params)
+    assert all(p is not x for g in setup.optimizer.param_groups for p in g["params"])
+    assert {id(p) for p in setup.gradmanager_params} == {id(p) for p in (a1, a2, b, c)}
+
+
+# --------------------------------------------------------------------------- state_dict round trip of SGD without momentum
+
+def test_trap_sgd_without_momentum_cannot_load_its_own_state_dict() -> None:
+    p = P(1.0)
+    o = mopt.SGD([p], lr=0.1)
+    with pytest.raises(KeyError):
+        mopt.SGD([P(1.0)], lr=0.1).load_state_dict(o.state_dict())
+
+
+def test_sgd_from_a_plan_loads_its_own_state_dict() -> None:
+    plan = plan_of("SGD", (G("plain", "a"), G("heavy", "b", momentum=0.9)), lr=0.1)
+    a, b = P(1.0), P(1.0)
+    setup = to_megengine(plan, {"a": a, "b": b})
+    a.grad = b.grad = mge.tensor(np.ones(1, np.float32))
+    setup.optimizer.step()
+    state = setup.optimizer.state_dict()
+    a2, b2 = P(1.0), P(1.0)
+    again = to_megengine(plan, {"a": a2, "b": b2})
+    again.optimizer.load_state_dict(state)
+    assert set(again.optimizer._state) == {b2}
+    np.testing.assert_array_equal(again.optimizer._state[b2]["momentum_buffer"].numpy(), np.ones(1, np.float32))
