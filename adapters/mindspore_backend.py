@@ -210,26 +210,8 @@ def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str
         ``group name -> float32 array of length total_steps`` (``frozen: exclude``
         groups left out).
     """
-    n = total_steps if total_steps is not None else plan.total_steps
-    if n is None:
-        raise ConfigError("total_steps", "is required: MindSpore's lr lists must cover every step (it raises past "
-                          "their end), and the plan sets no total_steps", None, show_value=False)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError("total_steps", "must be a positive integer", n)
-    if plan.total_steps is not None and n > plan.total_steps:
-        raise EvaluationError(f"the plan is defined for {plan.total_steps} steps (total_steps), {n} were asked for")
-    _check_steps(int(n), "mindspore-list")
-    for g in plan.groups:
-        node = _node(plan, g, hyper)
-        if node is not None and any(isinstance(x, ir.Plateau) for x in ir.walk(node)):
-            raise UnsupportedError(_path(plan, g, hyper), "mindspore-list", "plateau needs the metric at run time; "
-                                   "a list cannot be precomputed (use form='experimental')")
-    tr = reference_trace(plan, int(n))
-    if hyper not in tr.data:
-        groups = [g for g in plan.groups if g.frozen != "exclude"]
-        return {g.name: np.full(int(n), _base(plan, g, hyper), dtype=np.float32) for g in groups}
-    arr = tr.data[hyper].astype(np.float32)
-    return {name: arr[i] for i, name in enumerate(tr.groups)}
+    from .mindspore_convert import lists
+    return lists(plan, total_steps, hyper=hyper)
 
 
 # --------------------------------------------------------------------------- building
