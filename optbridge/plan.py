@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .ir import FrozenMap, check_choice, check_int, check_real
 
 __all__ = ["Plan", "OptimizerSpec", "Group", "Selector", "Clip", "OPTIMIZER_DEFAULTS",
-           "GROUP_OPTIONS", "hyper_base", "scheduled_hypers"]
+           "GROUP_OPTIONS", "hyper_base", "has_hyper", "scheduled_hypers"]
 
 #: torch 2.13 defaults per optimizer (what torch fills into every group).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -320,6 +320,14 @@ def scheduled_hypers(plan: Plan) -> tuple[str, ...]:
             if k not in keys:
                 keys.append(k)
     return tuple(keys)
+
+
+def has_hyper(plan: Plan, group: Group, hyper: str) -> bool:
+    """Whether ``group``'s optimizer has ``hyper`` at all (SGD has no ``beta1``, Adagrad no ``momentum``)."""
+    if hyper == "lr":
+        return True
+    key = _SCHEDULABLE_ALIASES.get(hyper, (hyper, None))[0]
+    return key in group.options or plan.optimizer_of(group).option(key) is not None
 
 
 def hyper_base(plan: Plan, group: Group, hyper: str, *, path: str = "") -> float:

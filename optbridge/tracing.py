@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 from . import evaluate
 from .backends import get_backend
 from .errors import ConfigError, EvaluationError
-from .plan import Plan, hyper_base, scheduled_hypers
+from .plan import Plan, has_hyper, hyper_base, scheduled_hypers
 
 __all__ = ["Trace", "trace", "reference_trace"]
 
@@ -97,7 +98,10 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
     """The reference backend: evaluate every schedule in float64 with numpy.
 
     Groups that share a schedule node are evaluated in one pass over a column of
-    their base values, so the step-dependent part is computed once.
+    their base values, so the step-dependent part is computed once. A plan-wide
+    schedule of a hyperparameter that some group's optimizer lacks (``beta1`` over
+    an SGD and an Adam) leaves NaN rows for those groups ("not applicable"); it is
+    an error only when no group has it, or when a group's own schedule names it.
     """
     groups = [g for g in plan.groups if g.frozen != "exclude"]
     data: dict[str, np.ndarray] = {}
@@ -108,6 +112,10 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
             node = plan.schedule_for(g, hyper)
             path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
             frozen = hyper == "lr" and g.frozen == "zero_lr"
+            if hyper not in g.schedule and not has_hyper(plan, g, hyper):
+                bases.append(math.nan)
+                batches.setdefault(("n/a",), []).append(i)
+                continue
             bases.append(0.0 if frozen else hyper_base(plan, g, hyper, path=path))
             key = ("zero",) if frozen else (None,) if node is None else (node, path)
             batches.setdefault(key, []).append(i)
@@ -116,6 +124,11 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
             column = np.asarray([bases[i] for i in rows])[:, None]
             if key[0] == "zero":
                 block = np.zeros((len(rows), steps))
+            elif key[0] == "n/a":
+                if len(rows) == len(groups):
+                    g = groups[0]
+                    hyper_base(plan, g, hyper, path=f"schedule.{hyper}")  # raises: no group has it
+                block = np.full((len(rows), steps), np.nan)
             elif key[0] is None:
                 block = np.repeat(column, steps, axis=1)
             else:

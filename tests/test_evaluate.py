@@ -142,3 +142,16 @@ def test_vectorised_long_horizon() -> None:
 def test_trace_stays_the_function_after_submodule_import() -> None:
     import optbridge.tracing  # noqa: F401  (binding a submodule must not shadow optbridge.trace)
     assert callable(optbridge.trace) and optbridge.trace.__name__ == "trace"
+
+
+def test_plan_wide_hyper_missing_in_some_optimizers_is_nan_there() -> None:
+    plan = optbridge.load({"optbridge": 1, "optimizers": [
+        {"name": "sgd", "type": "SGD", "lr": 0.1, "groups": [{"name": "a"}]},
+        {"name": "adam", "type": "Adam", "lr": 1e-3, "groups": [{"name": "b"}]}],
+        "schedule": {"beta1": {"kind": "linear", "start_factor": 1.0, "end_factor": 0.5, "steps": 2}}})
+    tr = optbridge.trace(plan, 3)
+    assert np.isnan(tr["beta1"][0]).all()
+    assert tr["beta1"][1].tolist() == pytest.approx([0.9, 0.675, 0.45], rel=1e-15)
+    sgd_only = optbridge.load({"optbridge": 1, "optimizer": {"type": "SGD"}, "schedule": {"beta1": {"kind": "constant"}}})
+    with pytest.raises(optbridge.ConfigError, match="schedule.beta1: SGD has no hyperparameter 'betas' to schedule"):
+        optbridge.trace(sgd_only, 2)
