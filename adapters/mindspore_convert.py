@@ -27,15 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from optbridge import ir
+from optbridge import evaluate, ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import effective_options
-from optbridge.plan import Plan, scheduled_hypers
+from optbridge.plan import Plan, hyper_base, scheduled_hypers
 from optbridge.tracing import reference_trace
 
 __all__ = ["lists", "write"]
 
 INT32_STEP_LIMIT = 2**31 - 1
+#: Steps evaluated at once for long lists (keeps the float64 intermediates in cache-sized pieces).
+CHUNK = 1 << 20
 
 
 def lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> dict[str, np.ndarray]:
@@ -58,15 +60,33 @@ def lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> d
             path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
             raise UnsupportedError(path, "mindspore-list", "plateau needs the metric at run time; a list cannot be "
                                    "precomputed (use form='experimental')")
-    tr = reference_trace(plan, int(n))
-    if hyper not in tr.data:
-        from optbridge.plan import hyper_base
-        return {g.name: np.full(int(n), 0.0 if g.frozen == "zero_lr" and hyper == "lr" else hyper_base(plan, g, hyper),
-                                dtype=np.float32) for g in groups}
-    out = {}
-    for i, name in enumerate(tr.groups):
-        out[name] = tr.data[hyper][i].astype(np.float32)
-    return out
+    n = int(n)
+    if n <= CHUNK:
+        tr = reference_trace(plan, n)
+        if hyper in tr.data:
+            return {name: tr.data[hyper][i].astype(np.float32) for i, name in enumerate(tr.groups)}
+    # long lists: the reference evaluator over chunks of steps, written straight into float32 (the float64
+    # values of a chunk are rounded once, exactly as a whole-array evaluation would round them)
+    out = np.empty((len(groups), n), dtype=np.float32)
+    batches: dict[Any, list[int]] = {}
+    bases: list[float] = []
+    for i, g in enumerate(groups):
+        node = plan.schedule_for(g, hyper)
+        path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
+        frozen = hyper == "lr" and g.frozen == "zero_lr"
+        bases.append(0.0 if frozen else hyper_base(plan, g, hyper, path=path))
+        key = ("zero",) if frozen else (None,) if node is None else (node, path)
+        batches.setdefault(key, []).append(i)
+    for key, rows in batches.items():
+        column = np.asarray([bases[i] for i in rows])[:, None]
+        if key[0] == "zero" or key[0] is None:
+            out[rows] = column.astype(np.float32) * (0.0 if key[0] == "zero" else 1.0)
+            continue
+        for lo in range(0, n, CHUNK):
+            t = np.arange(lo, min(lo + CHUNK, n), dtype=np.int64)
+            out[rows, lo:lo + t.size] = evaluate.values(key[0], t, base=column, unit=plan.step_unit,
+                                                        steps_per_epoch=plan.steps_per_epoch, path=key[1])
+    return {g.name: out[i] for i, g in enumerate(groups)}
 
 
 def _safe(name: str, taken: set[str]) -> str:

@@ -118,3 +118,20 @@ def test_convert_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
                        encoding="utf-8")
     assert main(["convert", str(plateau), "--to", "mindspore", "-n", "5", "--out", str(tmp_path / "o")]) == 2
     assert "plateau needs the metric" in capsys.readouterr().err
+
+
+def test_long_lists_are_evaluated_in_chunks_bit_identically() -> None:
+    from optbridge import ir
+    from optbridge.plan import Group, OptimizerSpec, Plan
+    from optbridge_adapters.mindspore_convert import CHUNK, lists
+    n = 2 * CHUNK + 3
+    node = ir.Sequence(parts=(ir.Linear(start_factor=0.0, end_factor=1.0, steps=1000, unit="epoch"),
+                              ir.Multiplicative(expr="0.999999"), ir.Cosine(steps=CHUNK)),
+                       boundaries=(CHUNK // 2, CHUNK + 7))
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=(
+        Group(name="a"), Group(name="b", options={"lr": 0.01}), Group(name="z", frozen="zero_lr"),
+        Group(name="c", schedule={"lr": ir.Constant()}))),), schedule={"lr": node}, steps_per_epoch=7)
+    out = lists(plan, n)
+    ref = optbridge.trace(plan, n)["lr"].astype(np.float32)
+    for i, g in enumerate("abzc"):
+        np.testing.assert_array_equal(out[g], ref[i])
