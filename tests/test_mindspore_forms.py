@@ -220,9 +220,15 @@ def test_experimental_form_graph_mode() -> None:
 
 
 def test_experimental_form_driver_is_exact() -> None:
-    plan = _plan({k: NODES[k] for k in ("exponential", "one_cycle", "epoch_cosine")})
-    tr = optbridge.trace(plan, N, backend="mindspore-experimental", scheduler="driver")
-    ref = optbridge.trace(plan, N)["lr"].astype(np.float32).astype(np.float64)
+    """scheduler="driver": every node kind the driver serves, one optimizer with a group per node."""
+    kinds = ("exponential", "one_cycle", "epoch_cosine", "natural_exp", "inverse_time", "piecewise", "chain",
+             "multiplicative")
+    groups = tuple(Group(name=k, options={"lr": 0.1 / (i + 1)}, schedule={"lr": NODES[k]}) for i, k in enumerate(kinds))
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=groups),), steps_per_epoch=SPE,
+                total_steps=N_EXP)
+    tr = optbridge.trace(plan, N_EXP, backend="mindspore-experimental", scheduler="driver")
+    assert {f.form for f in tr.fidelity} == {"table"}
+    ref = optbridge.trace(plan, N_EXP)["lr"].astype(np.float32).astype(np.float64)
     np.testing.assert_array_equal(tr.applied["lr"], ref)
     np.testing.assert_array_equal(tr["lr"], ref)
 

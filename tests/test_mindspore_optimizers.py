@@ -291,3 +291,34 @@ def test_adam_eps_hat_effect_with_tiny_gradients() -> None:
         hat.append(p.copy())
     assert np.abs(got - ref).max() > 1e-2
     assert np.abs(got - np.array(hat)).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind,options,form", [
+    ("SGD", dict(lr=0.1, momentum=0.9), "list"), ("SGD", dict(lr=0.1, momentum=0.9), "cell"),
+    ("Adam", dict(lr=1e-2), "cell"), ("Adam", dict(lr=1e-2), "experimental"), ("AdamW", dict(lr=1e-2), "auto")])
+def test_weight_decay_schedules_match_torch(kind: str, options: dict, form: str) -> None:
+    """A weight-decay schedule (seed 004): nn.Momentum / nn.Adam take a weight-decay cell (list or cell form),
+    experimental Adam/AdamW a driven float32 Parameter; torch gets group['weight_decay'] set every step."""
+    node = ir.Sequence(parts=(ir.Linear(start_factor=1.0, end_factor=0.1, steps=40), ir.Cosine(steps=60)),
+                       boundaries=(40,))
+    plan = Plan(optimizers=(OptimizerSpec(type=kind, options={**options, "weight_decay": 0.05}),),
+                schedule={"weight_decay": node}, total_steps=STEPS)
+    wd = optbridge.trace(plan, STEPS)["weight_decay"][0]
+    p = torch.nn.Parameter(torch.tensor(P0))
+    o = getattr(torch.optim, kind)([p], foreach=False, weight_decay=0.05, **options)
+    ref = []
+    for k, g in enumerate(GRADS):
+        o.param_groups[0]["weight_decay"] = float(wd[k])
+        p.grad = torch.tensor(g)
+        o.step()
+        ref.append(p.detach().numpy().copy())
+    net = One(P0)
+    setup = optbridge.to_mindspore(plan, net, form=form)
+    assert {f.hyper: f.form for f in setup.fidelity}["weight_decay"] in ("table", "generated", "native")
+    got = []
+    for g in GRADS:
+        setup.optimizer(ms.mutable((Tensor(g),)))
+        setup.step()
+        got.append(net.w.asnumpy().copy())
+    tol = 2e-5 if kind == "SGD" else 2e-6
+    assert np.abs(np.array(got) - np.array(ref)).max() <= tol
