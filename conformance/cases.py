@@ -1,0 +1,384 @@
+"""Case files and expected-deviation files: loading, validation, coverage.
+
+A case is data (``conformance/cases/<id>.yaml``, schema ``case.schema.json``)::
+
+    id: cosine-periodic-past-tmax
+    family: cosine
+    description: torch's CosineAnnealingLR is periodic past T_max ...
+    plan: {optbridge: 1, optimizer: {type: SGD, lr: 0.1}, schedule: {kind: cosine, steps: 300}}
+    steps: 1000
+
+Expected deviations are data too (``conformance/xfail/<backend>.yaml``, schema
+``xfail.schema.json``), and strict: an entry that passes fails the run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from optbridge.errors import ConfigError
+
+from . import schema as _schema
+
+__all__ = ["Case", "Deviation", "CASES_DIR", "XFAIL_DIR", "load_case", "load_cases", "select_cases",
+           "load_deviations", "features", "FEATURES", "validate_case_doc", "budget_caps"]
+
+HERE = Path(__file__).resolve().parent
+CASES_DIR = HERE / "cases"
+XFAIL_DIR = HERE / "xfail"
+
+
+def _yaml_load(path: Path) -> Any:
+    import yaml
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "is not valid YAML: " + " ".join(str(e).split()), None, show_value=False) from None
+
+
+# --------------------------------------------------------------------------- cases
+
+_BUDGET: dict[str, tuple[int, str]] | None = None
+
+
+def budget_caps() -> dict[str, tuple[int, str]]:
+    """``backend -> (cap, reason)`` from ``budget.yaml``: at most this many steps per case."""
+    global _BUDGET
+    if _BUDGET is None:
+        doc = _yaml_load(HERE / "budget.yaml") or {}
+        _BUDGET = {b: (int(e["steps"]), " ".join(str(e["reason"]).split())) for b, e in (doc.get("caps") or {}).items()}
+    return _BUDGET
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance case (see ``case.schema.json``).
+
+    ``doc`` is the whole case document; everything else is read from it, so a
+    case crosses process boundaries as plain data.
+    """
+
+    doc: Mapping[str, Any]
+    path: str | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["id"])
+
+    @property
+    def family(self) -> str:
+        return str(self.doc["family"])
+
+    @property
+    def description(self) -> str:
+        return " ".join(str(self.doc["description"]).split())
+
+    @property
+    def steps(self) -> int:
+        return int(self.doc["steps"])
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.doc.get("tags", ()))
+
+    @property
+    def dialect(self) -> str:
+        from optbridge.dialects import detect
+        return detect(self.doc["plan"])
+
+    @cached_property
+    def plan(self):  # -> optbridge.Plan
+        import optbridge
+        try:
+            return optbridge.load(self.doc["plan"])
+        except ConfigError as e:
+            raise e.under(f"{self.where}: plan") from None
+
+    @property
+    def where(self) -> str:
+        return self.path or f"case {self.id}"
+
+    @cached_property
+    def metrics(self):  # -> numpy array or None
+        m = self.doc.get("metrics")
+        if m is None:
+            return None
+        import numpy as np
+        if isinstance(m, Mapping):
+            from optbridge.expr import parse
+            e = parse(m["expr"], path=f"{self.where}: metrics.expr", names=("k",))
+            return np.asarray(e.evaluate({"k": np.arange(int(m["length"]))}), dtype=np.float64)
+        return np.asarray(m, dtype=np.float64)
+
+    def steps_for(self, backend: str) -> int:
+        """Steps on ``backend``: the case's ``steps_by_backend``, else ``steps`` within the budget cap."""
+        own = self.doc.get("steps_by_backend", {}).get(backend)
+        if own is not None:
+            return int(own)
+        cap = budget_caps().get(backend)
+        return self.steps if cap is None else min(self.steps, cap[0])
+
+    def restriction(self, backend: str) -> str | None:
+        """Why this case does not run on ``backend`` (None: it runs)."""
+        b = self.doc.get("backends")
+        if not b:
+            return None
+        if "only" in b:
+            return None if backend in b["only"] else str(b["reason"])
+        return b.get("skip", {}).get(backend)
+
+    @property
+    def pins(self) -> list[Mapping[str, Any]]:
+        return list(self.doc.get("pins", ()))
+
+    def tolerance_override(self, backend: str) -> Mapping[str, Any] | None:
+        return self.doc.get("tolerance", {}).get(backend)
+
+
+def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
+    """Schema errors, then semantic errors (plan loads, steps fit the plan, id = file name)."""
+    where = path or "<case>"
+    errs = [f"{where}: {e}" for e in _schema.errors(doc)]
+    if errs:
+        return errs
+    if path is not None and Path(path).stem != doc["id"]:
+        errs.append(f"{where}: id {doc['id']!r} must equal the file name {Path(path).stem!r}")
+    if "steps_by_backend" in doc and "steps_reason" not in doc:
+        errs.append(f"{where}: steps_by_backend needs steps_reason")
+    case = Case(doc, path)
+    try:
+        plan = case.plan
+        m = case.metrics
+    except ConfigError as e:
+        return errs + [str(e) if str(e).startswith(where) else f"{where}: {e}"]
+    if plan.total_steps is not None:
+        for b, n in [("*", case.steps), *doc.get("steps_by_backend", {}).items()]:
+            if n > plan.total_steps:
+                errs.append(f"{where}: steps ({b}) = {n} exceed the plan's total_steps {plan.total_steps}")
+    if m is not None and not bool((abs(m) < float("inf")).all()):
+        errs.append(f"{where}: metrics must be finite")
+    names = [g.name for g in plan.groups if g.frozen != "exclude"]
+    for i, pin in enumerate(doc.get("pins", ())):
+        if pin["step"] >= case.steps:
+            errs.append(f"{where}: pins[{i}].step {pin['step']} is not below steps {case.steps}")
+        if pin["group"] not in names:
+            errs.append(f"{where}: pins[{i}].group {pin['group']!r} is not a traced group ({', '.join(names)})")
+    return errs
+
+
+def load_case(path: str | Path) -> Case:
+    """Load and validate one case file; raises ConfigError listing every problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "no such case file", None, show_value=False)
+    doc = _yaml_load(p)
+    errs = validate_case_doc(doc, str(p))
+    if errs:
+        raise ConfigError("", "; ".join(errs), None, show_value=False)
+    return Case(doc, str(p))
+
+
+_LOADED: dict[Path, tuple[Case, float]] = {}
+
+
+def _load_cached(p: Path) -> Case:
+    mtime = p.stat().st_mtime
+    hit = _LOADED.get(p)
+    if hit is None or hit[1] != mtime:
+        hit = _LOADED[p] = (load_case(p), mtime)
+    return hit[0]
+
+
+def load_cases(directory: str | Path = CASES_DIR) -> list[Case]:
+    """Every case in ``directory`` (``*.yaml``), sorted by id; ids must be unique.
+
+    Files are parsed and validated once per process (again when they change).
+    """
+    cases = [_load_cached(p.resolve()) for p in sorted(Path(directory).glob("*.yaml"))]
+    seen: dict[str, str] = {}
+    for c in cases:
+        if c.id in seen:
+            raise ConfigError(c.where, f"duplicate case id {c.id!r} (also {seen[c.id]})", None, show_value=False)
+        seen[c.id] = c.where
+    return sorted(cases, key=lambda c: c.id)
+
+
+def select_cases(patterns: Sequence[str], directory: str | Path = CASES_DIR) -> list[Case]:
+    """Cases named by ``patterns``: ids, globs over ids (``cosine-*``), ``family:NAME``, or case files.
+
+    No pattern selects every case. A pattern that selects nothing is an error.
+    """
+    if not patterns:
+        return load_cases(directory)
+    out: dict[str, Case] = {}
+    library: list[Case] | None = None
+    for pat in patterns:
+        p = Path(pat)
+        if pat.endswith((".yaml", ".yml")) or p.is_file():
+            c = load_case(p)
+            out.setdefault(c.id, c)
+            continue
+        if library is None:
+            library = load_cases(directory)
+        if pat.startswith("family:"):
+            hits = [c for c in library if c.family == pat[len("family:"):]]
+        else:
+            hits = [c for c in library if fnmatch.fnmatchcase(c.id, pat)]
+        if not hits:
+            import difflib
+            close = difflib.get_close_matches(pat, [c.id for c in library], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError("CASES", f"{pat!r} matches no case{hint}; `optbridge conform --list` lists them",
+                              None, show_value=False)
+        for c in hits:
+            out.setdefault(c.id, c)
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- expected deviations
+
+@dataclass(frozen=True)
+class Deviation:
+    """One expected deviation of one backend (an entry of ``xfail/<backend>.yaml``)."""
+
+    backend: str
+    case: str
+    expect: str
+    reason: str
+    group: str | None = None
+    hyper: str | None = None
+    issue: str | None = None
+    source: str = ""
+
+    def covers(self, group: str, hyper: str) -> bool:
+        return (self.group is None or self.group == group) and (self.hyper is None or self.hyper == hyper)
+
+    def label(self) -> str:
+        where = "/".join(x for x in (self.group, self.hyper) if x)
+        return f"{self.backend}:{self.case}" + (f" [{where}]" if where else "")
+
+
+def load_deviations(paths: Iterable[str | Path] | None = None) -> dict[str, list[Deviation]]:
+    """``backend -> [Deviation]`` from ``xfail/*.yaml`` (default) or the given files."""
+    files = sorted(XFAIL_DIR.glob("*.yaml")) if paths is None else [Path(p) for p in paths]
+    xs = _schema.load_schema("xfail.schema.json")
+    out: dict[str, list[Deviation]] = {}
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(str(f), "no such expected-deviation file", None, show_value=False)
+        doc = _yaml_load(f)
+        errs = _schema.errors(doc, xs)
+        if errs:
+            raise ConfigError(str(f), "; ".join(errs), None, show_value=False)
+        for e in doc["deviations"]:
+            d = Deviation(backend=doc["backend"], source=str(f), **e)
+            for other in out.get(d.backend, []):
+                if (other.case, other.group, other.hyper) == (d.case, d.group, d.hyper):
+                    raise ConfigError(str(f), f"duplicate expected deviation {d.label()} (also in {other.source})",
+                                      None, show_value=False)
+            out.setdefault(d.backend, []).append(d)
+    return out
+
+
+# --------------------------------------------------------------------------- coverage (computed from the data)
+
+#: Features the issue asks the cases to cover, each computed from a case's plan and steps.
+FEATURES: dict[str, str] = {
+    "sequence": "a sequence (SequentialLR-style composition)",
+    "chain": "a chain (stacked / ChainedScheduler-style product)",
+    "nested": "a combinator inside a combinator",
+    "per-group-schedule": "a different schedule per group",
+    "iter-clock": "a node on the iteration clock",
+    "epoch-clock": "a node on the epoch clock",
+    "mixed-clock": "iteration and epoch nodes in one schedule",
+    "warmup-from-0": "a linear warmup that starts at 0",
+    "restarts": "warm restarts (cosine_restarts, polynomial cycle)",
+    "momentum-cycling": "cyclic / one_cycle on momentum",
+    "beta-cycling": "cyclic / one_cycle on beta1",
+    "plateau-metrics": "a plateau driven by a metric series",
+    "weight-decay-schedule": "a schedule on weight_decay",
+    "frozen-group": "a frozen group (exclude or zero_lr)",
+    "several-optimizers": "more than one optimizer in one plan",
+    "three-groups-different-bases": "three or more groups with different base lrs",
+    "long-horizon": "at least 1e6 steps",
+    "edge-lr-1e-8": "a base lr of 1e-8 or less",
+    "edge-gamma-1": "a decay with gamma 1",
+    "edge-t-max-1": "a cosine with steps (T_max) 1",
+    "edge-milestone-0": "a milestone or boundary at 0",
+    "dialect-torch": "a plan written in the torch dialect",
+    "dialect-mindspore": "a plan written in the MindSpore dialect",
+}
+
+
+def features(case: Case) -> set[str]:
+    """The :data:`FEATURES` and node kinds (``kind:<name>``) a case exercises, read from its plan."""
+    from optbridge import ir
+    from optbridge.plan import hyper_base, scheduled_hypers
+    plan = case.plan
+    out: set[str] = set()
+    dialect = case.dialect
+    if dialect != "optbridge":
+        out.add(f"dialect-{dialect}")
+    roots: list[tuple[str, ir.Node]] = [(h, n) for h, n in plan.schedule.items()]
+    roots += [(h, n) for g in plan.groups for h, n in g.schedule.items()]
+    if any(g.schedule for g in plan.groups):
+        out.add("per-group-schedule")
+
+    def visit(node: ir.Node, unit: str, depth_comb: int, units: set[str], hyper: str) -> None:
+        u = node.unit or unit
+        out.add(f"kind:{node.kind}")
+        units.add(u)
+        if isinstance(node, (ir.Sequence, ir.Chain)):
+            out.add(node.kind)
+            if depth_comb:
+                out.add("nested")
+            if isinstance(node, ir.Sequence) and 0 in node.boundaries:
+                out.add("edge-milestone-0")
+            for child in node.children:
+                visit(child, u, depth_comb + 1, units, hyper)
+            return
+        if isinstance(node, ir.Linear) and node.start_factor == 0.0 and node.end_factor > 0.0:
+            out.add("warmup-from-0")
+        if isinstance(node, (ir.CosineRestarts,)) or (isinstance(node, ir.Polynomial) and node.cycle):
+            out.add("restarts")
+        if isinstance(node, (ir.Cyclic, ir.OneCycle)) and hyper == "momentum":
+            out.add("momentum-cycling")
+        if isinstance(node, (ir.Cyclic, ir.OneCycle)) and hyper == "beta1":
+            out.add("beta-cycling")
+        if isinstance(node, ir.Plateau) and case.metrics is not None:
+            out.add("plateau-metrics")
+        if isinstance(node, (ir.Exponential, ir.MultiStep)) and node.gamma == 1.0:
+            out.add("edge-gamma-1")
+        if isinstance(node, ir.Cosine) and node.steps == 1:
+            out.add("edge-t-max-1")
+        if isinstance(node, ir.MultiStep) and 0 in node.milestones:
+            out.add("edge-milestone-0")
+
+    for hyper, node in roots:
+        units: set[str] = set()
+        visit(node, plan.step_unit, 0, units, hyper)
+        out |= {f"{u}-clock" for u in units}
+        if len(units) > 1:
+            out.add("mixed-clock")
+        if hyper == "weight_decay":
+            out.add("weight-decay-schedule")
+    if any(g.frozen for g in plan.groups):
+        out.add("frozen-group")
+    if len(plan.optimizers) > 1:
+        out.add("several-optimizers")
+    bases = {hyper_base(plan, g, "lr") for g in plan.groups if g.frozen is None}
+    if len(bases) >= 3:
+        out.add("three-groups-different-bases")
+    if any(0.0 < b <= 1e-8 for b in bases):
+        out.add("edge-lr-1e-8")
+    if max([case.steps, *case.doc.get("steps_by_backend", {}).values()]) >= 10**6:
+        out.add("long-horizon")
+    out |= {f"optimizer:{o.type}" for o in plan.optimizers}
+    out |= {f"hyper:{h}" for h in scheduled_hypers(plan)}
+    return out

@@ -1,0 +1,393 @@
+"""The conformance suite: its data, its runner, and the suite itself on every available backend.
+
+* the case files validate against ``conformance/case.schema.json`` and every node kind and
+  every feature the issue lists is covered (computed from the plans, not claimed by tags);
+* the runner passes every case on the reference backend;
+* deliberately wrong backends are caught: the right first divergent step, group and
+  hyperparameter; an expected deviation that passes fails loudly; unsupported, errors
+  and unavailable backends get their own statuses; the CLI's exit codes;
+* random plans (hypothesis) and the whole suite run on every available framework
+  backend at a CI size (``CI_STEPS`` updates per case). The full-size run is
+  ``optbridge conform`` (benchmarks/bench_conformance.py times it); set
+  ``OPTBRIDGE_CONFORMANCE_FULL=1`` to make this file run it too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import optbridge
+from optbridge import ir
+from optbridge.backends import register_backend
+from optbridge.cli import main
+from optbridge_conformance import testing
+from optbridge_conformance.cases import (CASES_DIR, FEATURES, XFAIL_DIR, Case, features, load_cases, load_deviations,
+                                         validate_case_doc)
+from optbridge_conformance.runner import ALL_BACKENDS, run, run_one
+from optbridge_conformance.schema import SchemaError, errors, load_schema
+
+CASE_FILES = sorted(CASES_DIR.glob("*.yaml"))
+#: Updates per case when the whole suite runs on the framework backends in CI.
+CI_STEPS = int(os.environ.get("OPTBRIDGE_CONFORMANCE_CI_STEPS", "40"))
+FULL = bool(os.environ.get("OPTBRIDGE_CONFORMANCE_FULL"))
+
+
+@pytest.fixture
+def test_backends():
+    """Register the misbehaving test backends for one test, then remove them again."""
+    from optbridge import backends
+    for name, target in testing.TARGETS.items():
+        register_backend(name, target, "test backend", clobber=True)
+    yield
+    for name in testing.TARGETS:
+        backends._TABLE.pop(name, None)
+        backends._CACHE.pop(name, None)
+    testing.perturb(0, "")
+
+
+def _doc(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- the data
+
+def test_there_are_at_least_80_case_files() -> None:
+    assert len(CASE_FILES) >= 80
+
+
+@pytest.mark.parametrize("path", CASE_FILES, ids=lambda p: p.stem)
+def test_case_file_validates(path: Path) -> None:
+    assert validate_case_doc(_doc(path), str(path)) == []
+
+
+def test_schemas_use_only_implemented_keywords() -> None:
+    for name in ("case.schema.json", "xfail.schema.json"):
+        schema = load_schema(name)
+        errors({}, schema)  # raises SchemaError on an unimplemented keyword anywhere it looks
+        assert schema["$schema"].endswith("2020-12/schema")
+    with pytest.raises(SchemaError):
+        errors(1, {"type": "integer", "multipleOf": 2})
+
+
+BASE_DOC = {"id": "x-case", "family": "decay", "description": "a case that is valid as it stands",
+            "plan": {"optbridge": 1, "schedule": {"kind": "cosine", "steps": 5}}, "steps": 10}
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"id": None}, "id: is required"),
+    ({"family": "cosines"}, "family: must be one of"),
+    ({"steps": 0}, "steps: must be >= 1"),
+    ({"steps": 2.5}, "steps: must be of type integer"),
+    ({"extra": 1}, "extra: is not a known field"),
+    ({"description": "short"}, "description: must have at least 20 characters"),
+    ({"id": "Bad_Id"}, "id: must match"),
+    ({"backends": {"only": ["reference"]}}, "backends: matches none of the allowed forms"),
+    ({"backends": {"only": ["reference"], "reason": "long enough reason", "skip": {"torch": "some reason here"}}},
+     "backends: matches none of the allowed forms"),
+    ({"tolerance": {"torch": {"rtol": 1e-9}}}, "tolerance.torch.reason: is required"),
+    ({"metrics": {"expr": "k"}}, "metrics: matches none of the allowed forms"),
+    ({"steps_by_backend": {"torch": 5}}, "steps_by_backend needs steps_reason"),
+    ({"plan": {"optbridge": 1, "schedule": {"kind": "cosine", "steps": 0}}}, "schedule.steps: must be a positive integer"),
+    ({"plan": {"optbridge": 1, "total_steps": 5, "schedule": {"kind": "cosine", "steps": 5}}}, "exceed the plan's total_steps"),
+])
+def test_the_validator_rejects_bad_cases(patch: dict, message: str) -> None:
+    doc = copy.deepcopy(BASE_DOC)
+    for k, v in patch.items():
+        if v is None:
+            doc.pop(k)
+        else:
+            doc[k] = v
+    assert validate_case_doc(BASE_DOC) == []
+    errs = validate_case_doc(doc)
+    assert any(message in e for e in errs), errs
+
+
+def test_the_validator_agrees_with_jsonschema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = load_schema()
+    for path in CASE_FILES:
+        jsonschema.validate(_doc(path), schema)
+    bad = dict(BASE_DOC, steps=0)
+    assert errors(bad) and not jsonschema.Draft202012Validator(schema).is_valid(bad) is True
+
+
+def test_case_ids_are_unique_and_equal_file_names() -> None:
+    cases = load_cases()
+    assert [c.id for c in cases] == sorted(p.stem for p in CASE_FILES)
+
+
+def test_every_node_kind_and_feature_is_covered() -> None:
+    cases = load_cases()
+    seen: set[str] = set()
+    for c in cases:
+        seen |= features(c)
+    missing_kinds = [k for k in ir.NODE_TYPES if f"kind:{k}" not in seen]
+    missing = [f for f in FEATURES if f not in seen]
+    assert not missing_kinds, f"node kinds without a case: {missing_kinds}"
+    assert not missing, f"features without a case: {missing}"
+    assert len({f for f in seen if f.startswith("optimizer:")}) >= 4  # several optimizers
+
+
+def test_expected_deviation_files_are_valid_and_name_real_cases() -> None:
+    ids = {c.id for c in load_cases()}
+    devs = load_deviations()
+    for path in sorted(XFAIL_DIR.glob("*.yaml")):
+        assert _doc(path)["backend"] == path.stem, path
+    for backend, entries in devs.items():
+        assert backend in ALL_BACKENDS, backend
+        for d in entries:
+            assert d.case in ids, f"{d.source}: {d.case} is not a case"
+
+
+# --------------------------------------------------------------------------- the runner on the reference
+
+def test_reference_passes_every_case() -> None:
+    r = run(backends=["reference"])
+    bad = {k: v.status for k, v in r.results.items() if v.status != "pass"}
+    assert not bad
+    assert r.exit_code == 0 and len(r.cases) == len(CASE_FILES)
+
+
+def test_a_wrong_pin_fails_the_reference(tmp_path: Path) -> None:
+    doc = _doc(CASES_DIR / "linear-warmup-from-zero.yaml")
+    doc["pins"][1]["value"] = 0.0500001
+    path = tmp_path / "linear-warmup-from-zero.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    res = run([str(path)], backends=["reference"]).result("linear-warmup-from-zero", "reference")
+    assert res.status == "fail"
+    assert any("pin: step 100, group g0, lr: hand-computed 0.0500001, reference 0.05" in p for p in res.problems)
+
+
+# --------------------------------------------------------------------------- wrong backends are caught
+
+@pytest.mark.parametrize("case,step,group,hyper", [
+    ("exponential-continuous", 137, "g1", "lr"),
+    ("multistep-milestone-zero", 0, "g0", "lr"),
+    ("cyclic-triangular-momentum", 321, "g1", "momentum"),
+    ("frozen-zero-lr", 17, "backbone", "lr"),
+])
+def test_a_perturbed_backend_is_caught_at_the_right_step_and_group(test_backends, case, step, group, hyper) -> None:
+    testing.perturb(step, group, hyper, delta=1e-9)
+    r = run([case], backends=["reference", "test-perturbed"])
+    res = r.result(case, "test-perturbed")
+    assert res.status == "fail" and r.exit_code == 1
+    fd = res.first_divergence()
+    assert (fd.first_step, fd.group, fd.hyper) == (step, group, hyper)
+    tr = optbridge.trace(Case(_doc(CASES_DIR / f"{case}.yaml")).plan, step + 1)
+    ref = tr[hyper][tr.groups.index(group), step]
+    assert fd.expected == ref
+    assert fd.got == (ref * (1 + 1e-9) if ref != 0 else 1e-9)
+    assert fd.n_bad == 1
+    assert all(s.ok for s in res.series if (s.group, s.hyper) != (group, hyper))
+
+
+def test_a_perturbation_below_the_tolerance_passes(test_backends) -> None:
+    testing.perturb(50, "g0", delta=1e-14)
+    r = run(["exponential-continuous"], backends=["test-perturbed"])
+    assert r.result("exponential-continuous", "test-perturbed").status == "pass"
+
+
+def test_the_applied_value_is_what_is_compared(test_backends) -> None:
+    testing.perturb(10, "g0", delta=1e-6, applied=False)  # held value off, applied lr exact: judged on applied
+    plan = Case(_doc(CASES_DIR / "exponential-continuous.yaml")).plan
+    tr = optbridge.trace(plan, 30, backend="test-perturbed")
+    assert "lr" not in tr.applied
+    testing.perturb(10, "g0", delta=1e-6, applied=True)
+    res = run(["exponential-continuous"], backends=["test-perturbed"]).result("exponential-continuous", "test-perturbed")
+    assert res.first_divergence().source == "applied"
+
+
+def test_groups_out_of_order_fail(test_backends) -> None:
+    res = run(["multistep-basic"], backends=["test-shuffled"]).result("multistep-basic", "test-shuffled")
+    assert res.status == "fail"
+    assert any("groups differ" in p for p in res.problems)
+
+
+def _xfail_file(tmp_path: Path, backend: str, entries: list[dict]) -> str:
+    p = tmp_path / f"{backend}.yaml"
+    p.write_text(yaml.safe_dump({"backend": backend, "deviations": entries}))
+    return str(p)
+
+
+def test_an_expected_deviation_that_passes_fails_loudly(tmp_path: Path) -> None:
+    xf = _xfail_file(tmp_path, "reference", [{"case": "cosine-clamped", "expect": "mismatch",
+                                               "reason": "pretend the reference deviates here"}])
+    r = run(["cosine-clamped", "multistep-basic"], backends=["reference"], xfail_files=[xf])
+    res = r.result("cosine-clamped", "reference")
+    assert res.status == "xpass" and r.exit_code == 1
+    from optbridge_conformance.report import terminal
+    text = terminal(r)
+    assert "XPASS cosine-clamped @ reference" in text and "FAILED" in text
+
+
+def test_an_expected_mismatch_is_xfail_only_where_listed(test_backends, tmp_path: Path) -> None:
+    testing.perturb(5, "g1", "lr", delta=1e-6)
+    covered = _xfail_file(tmp_path, "test-perturbed", [{"case": "multistep-basic", "group": "g1", "hyper": "lr",
+                                                        "expect": "mismatch", "reason": "a known deviation of g1's lr"}])
+    r = run(["multistep-basic"], backends=["test-perturbed"], xfail_files=[covered])
+    res = r.result("multistep-basic", "test-perturbed")
+    assert (res.status, res.expected, r.exit_code) == ("xfail", True, 0)
+    assert "a known deviation" in res.deviations[0]
+    other = _xfail_file(tmp_path / "..", "test-perturbed", [{"case": "multistep-basic", "group": "g0",
+                                                             "expect": "mismatch", "reason": "a known deviation of g0 only"}])
+    r = run(["multistep-basic"], backends=["test-perturbed"], xfail_files=[other])
+    res = r.result("multistep-basic", "test-perturbed")
+    assert res.status == "fail" and "g1/lr" in res.message and r.exit_code == 1
+
+
+def test_unsupported_is_its_own_status(test_backends, tmp_path: Path) -> None:
+    r = run(["cosine-clamped"], backends=["test-unsupported"])
+    res = r.result("cosine-clamped", "test-unsupported")
+    assert res.status == "unsupported" and "supports nothing" in res.message and r.exit_code == 0
+    assert run(["cosine-clamped"], backends=["test-unsupported"], strict_unsupported=True).exit_code == 1
+    xf = _xfail_file(tmp_path, "test-unsupported", [{"case": "cosine-clamped", "expect": "unsupported",
+                                                     "reason": "this backend cannot express it"}])
+    r = run(["cosine-clamped"], backends=["test-unsupported"], xfail_files=[xf], strict_unsupported=True)
+    assert r.result("cosine-clamped", "test-unsupported").expected and r.exit_code == 0
+
+
+def test_errors_and_unavailable_backends(test_backends) -> None:
+    r = run(["cosine-clamped"], backends=["reference", "test-crashing", "test-missing"])
+    assert r.result("cosine-clamped", "test-crashing").status == "error"
+    assert "simulated backend bug" in r.result("cosine-clamped", "test-crashing").message
+    assert r.result("cosine-clamped", "test-missing").status == "unavailable"
+    assert r.exit_code == 1  # the crash
+    r = run(["cosine-clamped"], backends=["reference", "test-missing"])
+    assert r.exit_code == 0
+    assert run(["cosine-clamped"], backends=["reference", "test-missing"], require_all=True).exit_code == 1
+
+
+def test_max_steps_caps_and_does_not_demand_far_deviations(test_backends, tmp_path: Path) -> None:
+    testing.perturb(150, "g0", delta=1e-6)
+    xf = _xfail_file(tmp_path, "test-perturbed", [{"case": "exponential-continuous", "expect": "mismatch",
+                                                   "reason": "a deviation past update 100"}])
+    r = run(["exponential-continuous"], backends=["test-perturbed"], xfail_files=[xf], max_steps=100)
+    res = r.result("exponential-continuous", "test-perturbed")
+    assert res.steps == 100 and res.capped and res.status == "pass" and r.exit_code == 0
+
+
+# --------------------------------------------------------------------------- the command line
+
+def test_cli_exit_codes(test_backends, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conform", "--backends", "reference", "-q", "cosine-*"]) == 0
+    assert "OK" in capsys.readouterr().out
+    testing.perturb(3, "g0")
+    assert main(["conform", "--backends", "test-perturbed", "-q", "cosine-clamped"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  cosine-clamped @ test-perturbed: step 3, group g0, lr (applied)" in out
+    assert main(["conform", "no-such-case"]) == 2
+    assert "matches no case" in capsys.readouterr().err
+    assert main(["conform", "--backends", "no-such-backend", "cosine-clamped"]) == 2
+    assert main(["conform", "--jobs", "0"]) == 2
+    assert main(["conform", "--list", "family:plateau"]) == 0
+    assert "plateau-min-rel" in capsys.readouterr().out
+
+
+def test_cli_writes_reports_plots_and_docs(test_backends, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    testing.perturb(40, "g1", delta=1e-3)
+    out = tmp_path / "out"
+    docs = tmp_path / "conformance.md"
+    rc = main(["conform", "--backends", "reference,test-perturbed", "--out", str(out), "--write-docs", str(docs),
+               "-q", "cosine-clamped", "multistep-basic"])
+    assert rc == 1
+    rep = json.loads((out / "report.json").read_text())
+    bad = [x for x in rep["results"] if x["status"] == "fail"]
+    assert {x["case"] for x in bad} == {"cosine-clamped", "multistep-basic"}
+    assert bad[0]["first_divergence"]["step"] == 40 and bad[0]["first_divergence"]["group"] == "g1"
+    md = (out / "report.md").read_text()
+    assert "Failures (2)" in md and "step 40, group g1" in md
+    text = docs.read_text()
+    assert text.startswith("<!-- GENERATED by `optbridge conform --write-docs")
+    assert "| decay (1) |" in text or "| decay (1) " in text
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    png = out / "plots" / "cosine-clamped.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_in_a_subprocess() -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = subprocess.run([sys.executable, "-m", "optbridge", "conform", "--backends", "reference", "-q", "family:data"],
+                       capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    assert p.returncode == 0, p.stderr
+    assert "4 pass" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "optbridge_conformance.runner", "nope"], capture_output=True, text=True,
+                       env=env, cwd=Path(__file__).parent.parent)
+    assert p.returncode == 2 and p.stderr.startswith("optbridge: error: CASES: 'nope' matches no case")
+
+
+# --------------------------------------------------------------------------- random plans
+
+def test_random_plans_are_valid_and_reproducible() -> None:
+    pytest.importorskip("hypothesis")
+    from optbridge_conformance.randplans import random_cases
+    a = random_cases(6, seed=3, max_steps=40)
+    b = random_cases(6, seed=3, max_steps=40)
+    assert [c.doc for c in a] == [c.doc for c in b]
+    assert len(a) == 6
+    for c in a:
+        assert validate_case_doc(dict(c.doc)) == []
+    r = run(a, backends=["reference"])
+    assert r.exit_code == 0
+
+
+def _available(names=ALL_BACKENDS[1:]) -> list[str]:
+    from optbridge_conformance.runner import _probe_backend
+    return [b for b in names if _probe_backend(b).available]
+
+
+FRAMEWORK_BACKENDS = [pytest.param(b, id=b) for b in ALL_BACKENDS[1:]]
+
+
+@pytest.mark.parametrize("backend", FRAMEWORK_BACKENDS)
+def test_random_plans_agree_on_every_available_backend(backend: str) -> None:
+    """Hypothesis draws plans and shrinks any disagreement to a minimal plan."""
+    hyp = pytest.importorskip("hypothesis")
+    if not _available([backend]):
+        pytest.skip(f"{backend} is not available here")
+    from hypothesis import HealthCheck, given, settings
+
+    from optbridge_conformance.randplans import case_docs, usable
+    devs = load_deviations().get(backend, [])
+
+    @settings(max_examples=int(os.environ.get("OPTBRIDGE_CONFORMANCE_RANDOM", "6")), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(doc=case_docs(max_steps=30))
+    def check(doc: dict) -> None:
+        hyp.assume(usable(doc))
+        case = Case(doc)
+        res = run_one(case, backend, steps=case.steps, ref_steps=case.steps, deviations=devs, keep_plot=False)
+        assert res.status in ("pass", "unsupported", "xfail"), \
+            f"{res.status}: {res.message} {res.first_divergence()} plan={json.dumps(doc['plan'])}"
+
+    check()
+
+
+# --------------------------------------------------------------------------- the whole suite on every backend
+
+@pytest.mark.parametrize("backend", FRAMEWORK_BACKENDS)
+def test_the_whole_suite_on_an_available_backend(backend: str) -> None:
+    """Every case at CI size (the first CI_STEPS updates; the full run is `optbridge conform`)."""
+    from optbridge.backends import available_backends
+    from optbridge_conformance.runner import _probe_backend
+    info = _probe_backend(backend)
+    if not info.available:
+        framework = {"torch": "torch", "megengine": None}.get(backend, "mindspore")
+        import importlib.util
+        if backend in available_backends() and framework and importlib.util.find_spec(framework):
+            pytest.fail(f"{backend} is registered and {framework} is installed, but the backend is unavailable: "
+                        f"{info.message}")
+        pytest.skip(f"{backend}: {info.message}")
+    r = run(backends=[backend], max_steps=None if FULL else CI_STEPS)
+    from optbridge_conformance.report import terminal
+    assert r.exit_code == 0, terminal(r, full=False)
