@@ -29,6 +29,7 @@ uses the experimental AdamW, and lr values change through ``ops.assign``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -660,6 +661,9 @@ class _ProbeSum(nn.Cell):
         return s
 
 
+_RUNS = itertools.count()
+
+
 def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, mode: str, **options: Any) -> Trace:
     if mode not in ("pynative", "graph"):
         raise ConfigError("mode", "must be 'pynative' or 'graph'", mode)
@@ -672,7 +676,8 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     try:
         groups = [g for g in plan.groups if g.frozen != "exclude"]
-        probes = {g.name: [Parameter(Tensor(np.zeros(1, np.float32)), name=f"optbridge_probe_{i}_{id(plan)}")]
+        run = next(_RUNS)
+        probes = {g.name: [Parameter(Tensor(np.zeros(1, np.float32)), name=f"optbridge_probe_{run}_{i}")]
                   for i, g in enumerate(groups)}
         total = steps if form == "list" else (plan.total_steps or steps)
         setup = _build(plan, probes, total_steps=total, form=form, plain=True, backend=backend,
@@ -719,7 +724,7 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
                 for o, gr in zip(setup.optimizers, grads):
                     o(gr)
             for i, p in enumerate(plist):
-                applied[i, k] = -float(p.asnumpy()[0])
+                applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
             if k + 1 < steps:
                 metric = None
                 if m is not None and k < m.size:
