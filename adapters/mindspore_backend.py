@@ -92,6 +92,8 @@ class MindSporeSetup:
         groups: Group names, in the optimizers' order.
         params: ``group -> list of Parameters``.
         lr: ``group -> the lr object`` (float32 list, cell, or the group's lr Parameter).
+        hypers: ``group -> {hyper: object}`` for other scheduled hyperparameters (weight-decay cell or list,
+            driven momentum / weight-decay Parameter).
         steppers: Schedulers / drivers that :meth:`step` advances (experimental form).
         excluded: Parameters left out (``frozen: exclude``).
     """
@@ -339,7 +341,8 @@ def _build(plan: Plan, params: Mapping[str, list[Any]], *, total_steps: int | No
                     raise UnsupportedError(f"optimizers.{spec.name}", name, nn_ok[spec.name][1] +
                                            "; use form='experimental'")
                 report.append(f"{spec.name}: AdamW -> mindspore.experimental.optim.AdamW (nn.AdamWeightDecay is not "
-                              f"torch's AdamW); its lr is driven by ops.assign from the {chosen} form each step.")
+                              f"torch's AdamW); its lr is driven by ops.assign from the {chosen} form each step: "
+                              "call setup.step() after every update.")
             o, st = _build_experimental(plan, spec, gps, total, chosen, scheduler, name, report, fid, lr_obj,
                                         hyper_obj, plain)
             optimizers.append(o)
