@@ -50,7 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised only without mindspore
 from optbridge import ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import ParamRecord, effective_options, resolve
-from optbridge.plan import Group, OptimizerSpec, Plan, hyper_base, scheduled_hypers
+from optbridge.plan import Group, OptimizerSpec, Plan, has_hyper, hyper_base, scheduled_hypers
 from optbridge.report import Fidelity
 from optbridge.tracing import Trace, reference_trace
 
@@ -141,10 +141,20 @@ def _path(plan: Plan, g: Group, hyper: str) -> str:
     return f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
 
 
+def _applies(plan: Plan, g: Group, hyper: str) -> bool:
+    """False for a plan-wide schedule of a hyperparameter this group's optimizer lacks (beta1 over SGD)."""
+    return hyper in g.schedule or has_hyper(plan, g, hyper)
+
+
 def _node(plan: Plan, g: Group, hyper: str) -> ir.Node | None:
-    if hyper == "lr" and g.frozen == "zero_lr":
+    if (hyper == "lr" and g.frozen == "zero_lr") or not _applies(plan, g, hyper):
         return None
     return plan.schedule_for(g, hyper)
+
+
+def _held(plan: Plan, g: Group, hyper: str) -> float:
+    """The float32 constant MindSpore holds for an unscheduled hyperparameter (NaN: not applicable)."""
+    return float(np.float32(_base(plan, g, hyper))) if _applies(plan, g, hyper) else math.nan
 
 
 def _base(plan: Plan, g: Group, hyper: str) -> float:
@@ -707,7 +717,7 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
             for h in hypers:
                 for g in groups:
                     if h != "lr" and h not in setup.hypers.get(g.name, {}):
-                        data[h][idx[g.name]] = float(np.float32(_base(plan, g, h)))
+                        data[h][idx[g.name]] = _held(plan, g, h)
         m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
         for k in range(steps):
             if form == "experimental":
@@ -717,8 +727,7 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
                         if h == "lr":
                             continue
                         o = setup.hypers.get(g.name, {}).get(h)
-                        data[h][idx[g.name]][k] = float(o.asnumpy()) if o is not None else \
-                            float(np.float32(_base(plan, g, h)))
+                        data[h][idx[g.name]][k] = float(o.asnumpy()) if o is not None else _held(plan, g, h)
             zero()
             if mode == "graph":
                 for r in runners:
