@@ -176,6 +176,11 @@ def _nn_kind(spec: OptimizerSpec, gps: list[_GroupPlan], plan: Plan) -> tuple[st
             return None, "maximize=True: nn optimizers cannot maximize"
         if o.get("amsgrad"):
             return None, "amsgrad=True is not verified in MindSpore (experimental Adam ignores it)"
+    for gp in gps:
+        node = _node(plan, gp.group, "lr")
+        if node is not None and any(isinstance(x, ir.Plateau) for x in ir.walk(node)):
+            return None, ("a plateau schedule needs the metric at run time: only MindSpore's ReduceLROnPlateau "
+                          "(experimental lr_scheduler) runs it")
     hypers = {h for gp in gps for h in scheduled_hypers(plan) if _node(plan, gp.group, h) is not None}
     bad = sorted(hypers - {"lr", "weight_decay"})
     if bad:

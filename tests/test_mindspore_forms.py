@@ -248,3 +248,16 @@ def test_plateau_runs_as_reduce_lr_on_plateau_with_metrics() -> None:
     for backend in ("mindspore-list", "mindspore-cell"):
         with pytest.raises(optbridge.UnsupportedError, match="plateau"):
             optbridge.trace(plan, 10, backend=backend, metrics=metrics)
+    from mindspore import Parameter, Tensor, nn
+
+    class One(nn.Cell):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = Parameter(Tensor(np.zeros(1, np.float32)), name="a")
+            self.b = Parameter(Tensor(np.zeros(1, np.float32)), name="b")
+
+    bound = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=(
+        Group(name="a", select=(optbridge.Selector(names=("a",)),)),
+        Group(name="b", select=(optbridge.Selector(rest=True),), options={"lr": 0.02}))),), schedule={"lr": node})
+    setup = optbridge.to_mindspore(bound, One(), total_steps=80)
+    assert setup.form == "experimental" and "ReduceLROnPlateau" in setup.report
