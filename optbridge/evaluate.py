@@ -294,7 +294,8 @@ def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
     if np.ndim(base):
         return np.vstack([_plateau(n, k, float(b), ctx) for b in np.ravel(base)])
     out = np.empty(hi + 1)
-    lr, best, bad, cool = base, (math.inf if n.mode == "min" else -math.inf), 0, 0
+    fresh = math.inf if n.mode == "min" else -math.inf
+    lr, best, bad, cool = base, fresh if n.best is None else n.best, n.bad_steps, n.cooldown_left
     out[0] = lr
     for j in range(hi):  # sequential by nature: each value depends on the metric history
         cur = float(m[j])  # type: ignore[index]

@@ -624,6 +624,11 @@ class Plateau(Node):
     after more than ``patience`` bad steps outside ``cooldown``,
     ``v \leftarrow \max(v \cdot factor, min\_value)`` if that lowers ``v`` by more
     than ``eps``. Not closed form: evaluated sequentially; only at a schedule's root.
+
+    ``best``, ``bad_steps`` and ``cooldown_left`` are the starting state (torch's
+    ``best``, ``num_bad_epochs``, ``cooldown_counter``): a plan imported from a
+    scheduler mid-run continues from where it stands. ``best=None`` is the fresh
+    state (``inf`` for mode min, ``-inf`` for max).
     """
 
     kind: ClassVar[str] = "plateau"
@@ -635,6 +640,9 @@ class Plateau(Node):
     cooldown: int = 0
     min_value: float = 0.0
     eps: float = 1e-8
+    best: float | None = None
+    bad_steps: int = 0
+    cooldown_left: int = 0
 
     def _validate(self) -> None:
         check_choice("mode", self.mode, ("min", "max"))
@@ -648,6 +656,10 @@ class Plateau(Node):
         _set(self, "cooldown", check_int("cooldown", self.cooldown, minimum=0))
         _set(self, "min_value", check_real("min_value", self.min_value))
         _set(self, "eps", check_real("eps", self.eps))
+        if self.best is not None:
+            _set(self, "best", check_real("best", self.best))
+        _set(self, "bad_steps", check_int("bad_steps", self.bad_steps, minimum=0))
+        _set(self, "cooldown_left", check_int("cooldown_left", self.cooldown_left, minimum=0))
 
 
 # --------------------------------------------------------------------------- registry / helpers
