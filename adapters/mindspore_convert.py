@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from optbridge import evaluate, ir
+from optbridge import ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import effective_options
-from optbridge.plan import Plan, hyper_base, scheduled_hypers
+from optbridge.plan import Plan, scheduled_hypers
 from optbridge.tracing import reference_trace
 
 __all__ = ["lists", "write"]
@@ -61,32 +61,15 @@ def lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> d
             raise UnsupportedError(path, "mindspore-list", "plateau needs the metric at run time; a list cannot be "
                                    "precomputed (use form='experimental')")
     n = int(n)
-    if n <= CHUNK:
-        tr = reference_trace(plan, n)
-        if hyper in tr.data:
-            return {name: tr.data[hyper][i].astype(np.float32) for i, name in enumerate(tr.groups)}
-    # long lists: the reference evaluator over chunks of steps, written straight into float32 (the float64
-    # values of a chunk are rounded once, exactly as a whole-array evaluation would round them)
-    out = np.empty((len(groups), n), dtype=np.float32)
-    batches: dict[Any, list[int]] = {}
-    bases: list[float] = []
-    for i, g in enumerate(groups):
-        node = plan.schedule_for(g, hyper)
-        path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
-        frozen = hyper == "lr" and g.frozen == "zero_lr"
-        bases.append(0.0 if frozen else hyper_base(plan, g, hyper, path=path))
-        key = ("zero",) if frozen else (None,) if node is None else (node, path)
-        batches.setdefault(key, []).append(i)
-    for key, rows in batches.items():
-        column = np.asarray([bases[i] for i in rows])[:, None]
-        if key[0] == "zero" or key[0] is None:
-            out[rows] = column.astype(np.float32) * (0.0 if key[0] == "zero" else 1.0)
-            continue
-        for lo in range(0, n, CHUNK):
-            t = np.arange(lo, min(lo + CHUNK, n), dtype=np.int64)
-            out[rows, lo:lo + t.size] = evaluate.values(key[0], t, base=column, unit=plan.step_unit,
-                                                        steps_per_epoch=plan.steps_per_epoch, path=key[1])
-    return {g.name: out[i] for i, g in enumerate(groups)}
+    # the reference over windows of CHUNK steps (identical to slicing one whole trace), rounded once to float32
+    first = reference_trace(plan, min(n, CHUNK))
+    if hyper not in first.data:
+        raise ConfigError("hyper", "is not scheduled in this plan (scheduled: " + ", ".join(first.data) + ")", hyper)
+    out = np.empty((len(first.groups), n), dtype=np.float32)
+    out[:, : min(n, CHUNK)] = first.data[hyper]
+    for lo in range(CHUNK, n, CHUNK):
+        out[:, lo:min(lo + CHUNK, n)] = reference_trace(plan, min(CHUNK, n - lo), start=lo).data[hyper]
+    return {name: out[i] for i, name in enumerate(first.groups)}
 
 
 def _safe(name: str, taken: set[str]) -> str:

@@ -94,7 +94,7 @@ def trace(plan: Plan, steps: int, backend: str = "reference", metrics: Sequence[
     return get_backend(backend)(plan, int(steps), metrics=metrics, **options)
 
 
-def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None) -> Trace:
+def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, start: int = 0) -> Trace:
     """The reference backend: evaluate every schedule in float64 with numpy.
 
     Groups that share a schedule node are evaluated in one pass over a column of
@@ -102,7 +102,11 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
     schedule of a hyperparameter that some group's optimizer lacks (``beta1`` over
     an SGD and an Adam) leaves NaN rows for those groups ("not applicable"); it is
     an error only when no group has it, or when a group's own schedule names it.
+
+    ``start`` evaluates the window of updates ``start .. start + steps - 1`` (exactly
+    the same values as that slice of a whole trace), so long exports can go in chunks.
     """
+    t = np.arange(start, start + steps, dtype=np.int64)
     groups = [g for g in plan.groups if g.frozen != "exclude"]
     data: dict[str, np.ndarray] = {}
     for hyper in scheduled_hypers(plan):
@@ -132,7 +136,7 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
             elif key[0] is None:
                 block = np.repeat(column, steps, axis=1)
             else:
-                block = evaluate.values(key[0], steps, base=column, unit=plan.step_unit,
+                block = evaluate.values(key[0], t, base=column, unit=plan.step_unit,
                                         steps_per_epoch=plan.steps_per_epoch, metrics=metrics, path=key[1])
             if len(batches) == 1:
                 out = block
