@@ -42,7 +42,7 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    drawn = [r for r in results if r.plot]
+    drawn = [r for r in results if r.plot and r.backend != "reference"]  # the reference is the grey line
     hypers: list[str] = []
     for r in drawn:
         for s in r.series:
@@ -60,6 +60,7 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
         axd = fig.add_subplot(len(hypers), 3, 3 * row + 2)
         axz = fig.add_subplot(len(hypers), 3, 3 * row + 3)
         ref_done = False
+        within: list[str] = []
         first: tuple[int, str, Result] | None = None
         for bi, r in enumerate(drawn):
             p = r.plot.get(hyper) if r.plot else None
@@ -72,11 +73,15 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
                     axv.plot(idx, ref[gi], color="0.75", lw=3.5, label="reference" if gi == 0 else None)
                 ref_done = True
             color = _COLORS[bi % len(_COLORS)]
+            diverges = any(not s.ok for s in r.series if s.hyper == hyper)
             for gi, g in enumerate(groups):
                 style = _STYLES[gi % len(_STYLES)]
                 axv.plot(idx, got[gi], color=color, ls=style, lw=1.1,
                          label=f"{r.backend} [{r.status}]" if gi == 0 else None)
-                axd.plot(idx, got[gi] - ref[gi], color=color, ls=style, lw=1.0, label=f"{r.backend} {g}")
+                if diverges:
+                    axd.plot(idx, got[gi] - ref[gi], color=color, ls=style, lw=1.0, label=f"{r.backend} {g}")
+            if not diverges:
+                within.append(r.backend)
             bad = [s for s in r.series if s.hyper == hyper and not s.ok]
             if bad:
                 s = min(bad, key=lambda s: s.first_step)
@@ -85,6 +90,9 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
         axv.set_title(f"{hyper}: values (line style = group)", fontsize=9)
         axd.set_title(f"{hyper}: backend - reference", fontsize=9)
         axd.axhline(0.0, color="0.5", lw=0.6)
+        if within:
+            axd.text(0.01, 0.01, "within tolerance (not drawn): " + ", ".join(within), transform=axd.transAxes,
+                     fontsize=7, color="0.3", va="bottom")
         if first is not None:
             k, gname, r0 = first
             axd.axvline(k, color="red", lw=0.8, ls=":")

@@ -155,9 +155,12 @@ def _tolerance_rows(run: Run) -> list[str]:
 
 def _family_matrix(run: Run) -> list[str]:
     names = run.backend_names
-    fams: dict[str, list[str]] = defaultdict(list)
+    from .schema import load_schema
+    order = load_schema()["properties"]["family"]["enum"]
+    fams: dict[str, list[str]] = {f: [] for f in order}
     for c in run.cases:
-        fams[c.family].append(c.id)
+        fams.setdefault(c.family, []).append(c.id)
+    fams = {f: ids for f, ids in fams.items() if ids}
     rows = ["| family (cases) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for fam, ids in fams.items():
         cells = []
