@@ -553,6 +553,13 @@ def _build_experimental(plan: Plan, spec: OptimizerSpec, gps: list[_GroupPlan], 
                 if native is None:
                     why = f"no mindspore.experimental lr_scheduler computes {nodes[0].kind} as optbridge does"
     plateau = any(n is not None and isinstance(n, ir.Plateau) for n in nodes)
+    mid_run = [n for n in nodes if isinstance(n, ir.Plateau) and (n.best is not None or n.bad_steps or n.cooldown_left)]
+    if mid_run:
+        n = mid_run[0]
+        raise UnsupportedError(_path(plan, gps[0].group, "lr"), name,
+                               "MindSpore's ReduceLROnPlateau starts fresh and keeps best as float32, so a plateau "
+                               f"imported mid-run (best={n.best}, bad_steps={n.bad_steps}, cooldown_left="
+                               f"{n.cooldown_left}) cannot continue exactly")
     if plateau and native is None:
         raise UnsupportedError(_path(plan, gps[0].group, "lr"), name,
                                "plateau runs only as MindSpore's ReduceLROnPlateau (form='experimental', "

@@ -261,3 +261,13 @@ def test_plateau_runs_as_reduce_lr_on_plateau_with_metrics() -> None:
         Group(name="b", select=(optbridge.Selector(rest=True),), options={"lr": 0.02}))),), schedule={"lr": node})
     setup = optbridge.to_mindspore(bound, One(), total_steps=80)
     assert setup.form == "experimental" and "ReduceLROnPlateau" in setup.report
+
+
+def test_plateau_imported_mid_run_is_refused_not_restarted() -> None:
+    """A plateau with state (from torch mid-run) cannot continue exactly on MindSpore's fresh float32 scheduler."""
+    from optbridge import ir
+    from optbridge.plan import OptimizerSpec, Plan
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}),),
+                schedule={"lr": ir.Plateau(patience=2, best=0.5, bad_steps=1)})
+    with pytest.raises(optbridge.UnsupportedError, match="imported mid-run"):
+        optbridge.trace(plan, 5, backend="mindspore-experimental", metrics=[1.0] * 5)
