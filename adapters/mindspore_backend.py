@@ -719,9 +719,14 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
             runners = [nn.TrainOneStepCell(_ProbeSum(list(o.parameters)), o) for o in setup.optimizers]
         else:
             grads = [ms.mutable(tuple(ones[id(p)] for p in o.parameters)) for o in setup.optimizers]
+        # Lists and cells are read once for all steps; a driven Parameter (e.g. experimental AdamW, which
+        # list/cell forms use for AdamW) holds only the current value, so it is read before each step.
+        driven = {g for g in names if isinstance(setup.lr[g], Parameter)} if form in ("list", "cell") else set(names)
         if form in ("list", "cell"):  # values the objects hold / compute for update k, read once
             t = Tensor(np.arange(steps, dtype=np.int32))
             for g in names:
+                if g in driven:
+                    continue
                 obj = setup.lr[g]
                 data["lr"][idx[g]] = _values(obj, t, steps)
                 for h, o in setup.hypers.get(g, {}).items():
@@ -732,8 +737,8 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
                         data[h][idx[g.name]] = _held(plan, g, h)
         m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
         for k in range(steps):
-            if form == "experimental":
-                for g in groups:
+            for g in groups:
+                if g.name in driven:
                     data["lr"][idx[g.name]][k] = float(setup.lr[g.name].asnumpy())
                     for h in hypers:
                         if h == "lr":
