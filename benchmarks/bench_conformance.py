@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     accounted = sum(v["trace_seconds"] + v["suite_seconds"] for v in out["backends"].values())
     print(f"accounted: {accounted:.1f} s in traces and comparisons; the rest ({max(0.0, wall - accounted) if a.jobs == 1 else 0:.1f} s"
           " with jobs 1) is case loading, random-plan generation and process start-up")
+    from optbridge_conformance.report import terminal
+    print()
+    print(terminal(r, full=False), end="")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0

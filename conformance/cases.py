@@ -56,6 +56,19 @@ def budget_caps() -> dict[str, tuple[int, str]]:
     return _BUDGET
 
 
+def estimated_seconds(backend: str, steps: int) -> float:
+    """A rough cost of one trace (``budget.yaml`` ``cost``), to start the expensive runs first."""
+    doc = _yaml_load(HERE / "budget.yaml") if backend not in _COSTS else None
+    if doc is not None:
+        c = ((doc.get("caps") or {}).get(backend) or {}).get("cost") or {}
+        _COSTS[backend] = (float(c.get("trace_s", 0.0)), float(c.get("update_ms", 0.0)))
+    trace_s, update_ms = _COSTS[backend]
+    return trace_s + update_ms * steps / 1e3
+
+
+_COSTS: dict[str, tuple[float, float]] = {}
+
+
 @dataclass(frozen=True)
 class Case:
     """One conformance case (see ``case.schema.json``).

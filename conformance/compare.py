@@ -136,6 +136,7 @@ class SeriesResult:
     max_rel: float = 0.0
     max_ulps: float | None = None   # float32 backends
     worst_ratio: float = 0.0        # max error / bound (inf where the bound is 0 and the error is not)
+    max_peak: float = 0.0           # max error relative to the series' peak (float32: in ulps of the peak)
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -234,6 +235,9 @@ def _chunk(r: SeriesResult, tol: Tolerance, rv: np.ndarray, gv: np.ndarray, peak
         if tol.precision == "float32":
             u = np.where(same, 0.0, err / _ulp32(rv.astype(np.float32)))
             r.max_ulps = max(r.max_ulps or 0.0, _nanmax(u))
+    unit = float(_ulp32(np.float32(peak))) if tol.precision == "float32" else peak
+    if unit > 0:
+        r.max_peak = max(r.max_peak, _nanmax(np.where(same, 0.0, err)) / unit)
     r.max_abs = max(r.max_abs, _nanmax(absd))
     r.max_rel = max(r.max_rel, _nanmax(rel))
     r.worst_ratio = max(r.worst_ratio, _nanmax(ratio))

@@ -140,16 +140,70 @@ def _md_escape(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _measured(run: Run) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """``(backend, form) -> (worst error in value units, worst in peak units, series)`` over passing results.
+
+    Units: float32 backends, ulps (of the value, of the series' peak); float64, relative (to the value, to the peak).
+    """
+    out: dict[tuple[str, str], list[float]] = {}
+    for (case, b), r in run.results.items():
+        if r.status not in ("pass", "xpass"):
+            continue
+        for srs in r.series:
+            forms = [f for f in srs.forms if f != "unsupported"] or ["default"]
+            key = (b, max(forms, key=lambda f: ("table", "native", "generated", "default").index(f)))
+            v = srs.max_ulps if srs.tolerance.precision == "float32" else srs.max_rel
+            w = out.setdefault(key, [0.0, 0.0, 0])
+            w[0] = max(w[0], v or 0.0)
+            w[1] = max(w[1], srs.max_peak)
+            w[2] += 1
+    return {k: (v[0], v[1], int(v[2])) for k, v in out.items()}
+
+
 def _tolerance_rows(run: Run) -> list[str]:
     from .compare import backend_tolerances
-    rows = ["| backend | form | tolerance | why |", "|---|---|---|---|"]
+    measured = _measured(run)
+    rows = ["| backend | form | tolerance | measured worst over passing series (value; peak) | why |",
+            "|---|---|---|---|---|"]
     for b in run.backends:
         for form, t in backend_tolerances(b.name).items():
-            rows.append(f"| {b.name} | {form} | {t.describe()} | {_md_escape(t.reason)} |")
+            m = measured.get((b.name, form))
+            if form == "default":  # series in a form without its own entry use the default
+                ms = [v for (bb, f), v in measured.items() if bb == b.name and f not in backend_tolerances(b.name)]
+                m = (max(x[0] for x in ms), max(x[1] for x in ms), sum(x[2] for x in ms)) if ms else None
+            if m is None:
+                got = "-"
+            elif t.precision == "float32":
+                got = f"{_g(m[0])} ulp; {_g(m[1])} ulp of peak ({m[2]} series)"
+            else:
+                got = f"{_g(m[0])} rel; {_g(m[1])} of peak ({m[2]} series)"
+            rows.append(f"| {b.name} | {form} | {t.describe()} | {got} | {_md_escape(t.reason)} |")
     overrides = [(c.id, b, o) for c in run.cases for b, o in (c.doc.get("tolerance") or {}).items()]
     for cid, b, o in overrides:
         rule = ", ".join(f"{k} {v}" for k, v in o.items() if k != "reason")
-        rows.append(f"| {b} | case `{cid}` | {rule} | {_md_escape(o.get('reason', ''))} |")
+        rows.append(f"| {b} | case `{cid}` | {rule} | | {_md_escape(o.get('reason', ''))} |")
+    return rows
+
+
+def _g(x: float) -> str:
+    if x == 0:
+        return "0"
+    if x >= 10:
+        return f"{x:.0f}"
+    return f"{x:.2g}"
+
+
+def _budget_rows(run: Run) -> list[str]:
+    from .cases import budget_caps
+    caps = budget_caps()
+    rows = ["| backend | at most | why |", "|---|---|---|"]
+    for b in run.backends:
+        if b.name in caps:
+            n, why = caps[b.name]
+            rows.append(f"| {b.name} | {n:,} updates per case | {_md_escape(why)} |")
+    own = [(c.id, c.doc["steps_by_backend"], c.doc.get("steps_reason", "")) for c in run.cases if c.doc.get("steps_by_backend")]
+    for cid, sb, why in own:
+        rows.append(f"| {', '.join(sb)} | `{cid}`: {', '.join(f'{v:,}' for v in sb.values())} | {_md_escape(why)} |")
     return rows
 
 
@@ -272,6 +326,29 @@ def _backend_rows(run: Run, *, timings: bool) -> list[str]:
     return rows
 
 
+def _forms_section(run: Run, limit: int = 8) -> list[str]:
+    """Per backend: which forms expressed the schedules of the cases that ran, most frequent first."""
+    out = ["| backend | form | what (number of case series) |", "|---|---|---|"]
+    for b in run.backends:
+        if not b.available or b.name == "reference":
+            continue
+        per_form: dict[str, Counter] = defaultdict(Counter)
+        for (case, n), r in run.results.items():
+            if n != b.name or r.status in ("skip", "unavailable", "unsupported", "error"):
+                continue
+            for f in r.fidelity:
+                detail = " ".join(f["detail"].split())
+                per_form[f["form"]][detail if len(detail) <= 90 else detail[:87] + "..."] += 1
+        for form in ("native", "generated", "table", "unsupported"):
+            if not per_form.get(form):
+                continue
+            top = per_form[form].most_common(limit)
+            more = len(per_form[form]) - len(top)
+            text = "; ".join(f"{_md_escape(d)} ({k})" for d, k in top) + (f"; and {more} more" if more > 0 else "")
+            out.append(f"| {b.name} | {form} | {text} |")
+    return out
+
+
 def _random_section(run: Run) -> list[str]:
     rnd = [c for c in run.cases if c.family == "random"]
     if not rnd:
@@ -308,6 +385,7 @@ def markdown(run: Run, *, plots: bool = False) -> str:
     lines += _random_section(run)
     lines += ["", "## Every case", ""] + _case_matrix(run)
     lines += ["", "## Tolerances", ""] + _tolerance_rows(run)
+    lines += ["", "## Fidelity details", ""] + _forms_section(run, limit=20)
     return "\n".join(lines) + "\n"
 
 
@@ -347,6 +425,11 @@ def docs(run: Run) -> str:
         lines += ["", "### Stale expected deviations", ""] + [f"* {s}" for s in run.stale]
     lines += _random_section(run)
     lines += ["", "## Tolerances", ""] + _tolerance_rows(run)
+    lines += ["", "## Step budget", "",
+              "The reference evaluates every case over its whole horizon; backends that step the real optimizer "
+              "once per update run the first updates of a long case, within a budget (`conformance/budget.yaml`); "
+              "the case tables show `(n)` where a backend ran fewer updates than the case has.", ""] + _budget_rows(run)
+    lines += ["", "## How each backend expressed the schedules (fidelity details)", ""] + _forms_section(run)
     lines += ["", "## Coverage (computed from the case files)", ""] + _coverage(run)
     lines += ["", "## Every case", "", "N native, G generated, T table (the form the backend reported).", ""]
     lines += _case_matrix(run)

@@ -396,6 +396,6 @@ def test_the_whole_suite_on_an_available_backend(backend: str) -> None:
     cases = load_cases()
     if not FULL:
         cases = cases[::CI_SAMPLE.get(backend, 1)]
-    r = run(cases, backends=[backend], max_steps=None if FULL else CI_STEPS[backend])
+    r = run(cases, backends=[backend], max_steps=None if FULL else CI_STEPS[backend], strict_unsupported=True)
     from optbridge_conformance.report import terminal
     assert r.exit_code == 0, terminal(r, full=False)
