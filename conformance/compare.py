@@ -191,7 +191,8 @@ def compare_traces(ref: Any, got: Any, backend: str, *, steps: int, override: Ma
         rv_all = np.asarray(ref.data[hyper], dtype=np.float64)[:, :steps]
         gv_all, source = series_values(got, hyper)
         if gv_all is None:
-            problems.append(f"{hyper}: not in the backend's trace (it has {', '.join(getattr(got, 'data', {})) or 'nothing'})")
+            has = ", ".join(getattr(got, "data", {})) or "nothing"
+            problems.append(f"{hyper}: not in the backend's trace (it has {has})")
             continue
         if gv_all.ndim != 2 or gv_all.shape[1] < steps:
             problems.append(f"{hyper}: shape {gv_all.shape}, expected ({len(ref_groups)}, {steps})")

@@ -104,7 +104,8 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
                 gi = r.plot["groups"].index(gname)
                 sel = (p["idx"] >= k - 40) & (p["idx"] <= k + 40)
                 if bi == 0 or not axz.lines:
-                    axz.plot(p["idx"][sel], p["ref"][gi][sel], color="0.75", lw=3.5, marker="o", ms=3, label="reference")
+                    axz.plot(p["idx"][sel], p["ref"][gi][sel], color="0.75", lw=3.5, marker="o", ms=3,
+                             label="reference")
                 axz.plot(p["idx"][sel], p["got"][gi][sel], color=_COLORS[bi % len(_COLORS)], lw=1.1, marker=".",
                          ms=4, label=r.backend)
             axz.axvline(k, color="red", lw=0.8, ls=":")

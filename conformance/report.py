@@ -51,7 +51,8 @@ def _divergence(r: Result) -> str:
     if fd is None:
         return "; ".join(r.problems) or r.message
     where = f"step {fd.first_step}, group {fd.group}, {fd.hyper} ({fd.source})"
-    return (f"{where}: expected {_fmt(fd.expected)}, got {_fmt(fd.got)} (|diff| {abs((fd.got or 0) - (fd.expected or 0)):.3g}"
+    diff = abs((fd.got or 0) - (fd.expected or 0))
+    return (f"{where}: expected {_fmt(fd.expected)}, got {_fmt(fd.got)} (|diff| {diff:.3g}"
             f" > bound {fd.bound:.3g}; {fd.tolerance.describe()}); {fd.n_bad} of {r.steps} steps out"
             + ("; " + "; ".join(r.problems) if r.problems else ""))
 
@@ -201,7 +202,8 @@ def _budget_rows(run: Run) -> list[str]:
         if b.name in caps:
             n, why = caps[b.name]
             rows.append(f"| {b.name} | {n:,} updates per case | {_md_escape(why)} |")
-    own = [(c.id, c.doc["steps_by_backend"], c.doc.get("steps_reason", "")) for c in run.cases if c.doc.get("steps_by_backend")]
+    own = [(c.id, c.doc["steps_by_backend"], c.doc.get("steps_reason", ""))
+           for c in run.cases if c.doc.get("steps_by_backend")]
     for cid, sb, why in own:
         rows.append(f"| {', '.join(sb)} | `{cid}`: {', '.join(f'{v:,}' for v in sb.values())} | {_md_escape(why)} |")
     return rows
@@ -315,8 +317,8 @@ def _backend_rows(run: Run, *, timings: bool) -> list[str]:
                         + (" | |" if timings else ""))
             continue
         c = run.counts(b.name)
-        row = f"| {b.name} | {b.precision} | " + " | ".join(str(c[s]) for s in
-                                                          ("pass", "xfail", "unsupported", "skip", "fail", "xpass", "error")) + " |"
+        statuses = ("pass", "xfail", "unsupported", "skip", "fail", "xpass", "error")
+        row = f"| {b.name} | {b.precision} | " + " | ".join(str(c[s]) for s in statuses) + " |"
         if timings:
             rs = [r for (case, n), r in run.results.items() if n == b.name]
             secs = sum(r.seconds for r in rs)
@@ -371,11 +373,13 @@ def markdown(run: Run, *, plots: bool = False) -> str:
     """report.md: everything, with timings."""
     v = framework_versions()
     lines = [f"# Conformance report ({run.started})", "",
-             f"`optbridge conform` on {len(run.cases)} cases x {len(run.backend_names)} backends in {run.seconds:.1f} s "
+             f"`optbridge conform` on {len(run.cases)} cases x {len(run.backend_names)} backends "
+             f"in {run.seconds:.1f} s "
              f"(jobs {run.options.get('jobs')}"
              + (f", max steps {run.options['max_steps']}" if run.options.get("max_steps") else "") + "). "
              + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; {platform.platform()}.", "",
-             "**Verdict: " + ("OK" if run.exit_code == 0 else f"FAILED ({len(run.failures()) + len(run.stale)} unexpected)")
+             "**Verdict: "
+             + ("OK" if run.exit_code == 0 else f"FAILED ({len(run.failures()) + len(run.stale)} unexpected)")
              + "**", "", "## Backends", ""]
     lines += _backend_rows(run, timings=True)
     lines += ["", "## Matrix by family", ""] + _family_matrix(run)

@@ -61,7 +61,9 @@ def _type_ok(value: Any, name: str) -> bool:
     if name == "null":
         return value is None
     if name == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if name == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     raise SchemaError(f"unknown type {name!r}")

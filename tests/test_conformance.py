@@ -7,10 +7,11 @@
   hyperparameter; an expected deviation that passes fails loudly; unsupported, errors
   and unavailable backends get their own statuses; the CLI's exit codes;
 * random plans (hypothesis) and the whole suite run on every available framework
-  backend at a CI size (``CI_STEPS`` updates per case; every ``CI_SAMPLE``-th case on the
-  backends with a large fixed cost per trace). The full-size run is ``optbridge conform --require-all`` (about 5 minutes with
-  ``--jobs 2``; benchmarks/bench_conformance.py times it); ``OPTBRIDGE_CONFORMANCE_FULL=1``
-  makes this file run it too, and lets hypothesis shrink a failing random plan.
+  backend at a CI size: ``CI_STEPS`` updates per case, and every ``CI_SAMPLE``-th case on
+  the backends with a large fixed cost per trace (about 2 minutes in all). The full-size
+  run is ``optbridge conform --require-all --jobs 2`` (about 5 minutes;
+  benchmarks/bench_conformance.py times it). ``OPTBRIDGE_CONFORMANCE_FULL=1`` makes this
+  file run it too, and lets hypothesis shrink a failing random plan.
 """
 
 from __future__ import annotations
