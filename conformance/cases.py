@@ -267,6 +267,7 @@ class Deviation:
     group: str | None = None
     hyper: str | None = None
     issue: str | None = None
+    kind: str = "framework"   # or "backend-bug": reported, listed until fixed
     source: str = ""
 
     def covers(self, group: str, hyper: str) -> bool:

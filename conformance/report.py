@@ -27,7 +27,7 @@ _FORM_NAMES = ("native", "generated", "table")
 
 def cell(r: Result) -> str:
     """``pass N`` (native), ``pass T+N``, ``xfail``, ``FAIL``, ... for one result."""
-    text = _SHORT[r.status]
+    text = "xfail(bug)" if r.status == "xfail" and r.bug else _SHORT[r.status]
     if r.status in ("pass", "fail", "xfail", "xpass") and r.forms and r.backend != "reference":
         text += " " + "+".join(_FORM_LETTER.get(f, "?") for f in r.forms)
     if r.status in ("pass", "fail", "xfail", "xpass") and 0 < r.steps < r.case_steps:
@@ -237,6 +237,10 @@ def _family_cell(rs: list[Result]) -> str:
     forms = Counter(f for r in passed for f in r.forms if f in _FORM_NAMES)
     if forms and rs and rs[0].backend != "reference":
         text += " (" + ", ".join(f"{f} {forms[f]}" for f in _FORM_NAMES if forms[f]) + ")"
+    bugs = sum(r.bug and r.status == "xfail" for r in rs)
+    if bugs:
+        st["xfail"] -= bugs
+        text += f"; {bugs} known backend bug{'s' if bugs > 1 else ''}"
     for s in ("xfail", "unsupported", "skip", "fail", "xpass", "error"):
         if st.get(s):
             text += f"; {st[s]} {s}"
@@ -255,12 +259,18 @@ def _case_matrix(run: Run) -> list[str]:
 
 def _details(run: Run, *, with_plots: bool = False) -> list[str]:
     out: list[str] = []
-    order = ("fail", "xpass", "error", "xfail", "unsupported", "skip")
+    order = ("fail", "xpass", "error", "bug", "xfail", "unsupported", "skip")
     titles = {"fail": "Failures", "xpass": "Expected deviations that pass (stale ledger)", "error": "Errors",
-              "xfail": "Known deviations (conformance/xfail/)", "unsupported": "Refused as unsupported",
+              "bug": "Known backend bugs (reported; listed in conformance/xfail/ until fixed)",
+              "xfail": "Known framework deviations (conformance/xfail/)", "unsupported": "Refused as unsupported",
               "skip": "Not run (case restrictions)"}
     for status in order:
-        rs = [r for r in run.results.values() if r.status == status]
+        if status == "bug":
+            rs = [r for r in run.results.values() if r.bug and r.status == "xfail"]
+        elif status == "xfail":
+            rs = [r for r in run.results.values() if r.status == "xfail" and not r.bug]
+        else:
+            rs = [r for r in run.results.values() if r.status == status]
         if not rs:
             continue
         out += ["", f"### {titles[status]} ({len(rs)})", ""]
@@ -272,7 +282,7 @@ def _details(run: Run, *, with_plots: bool = False) -> list[str]:
                 out.append(f"* `{cid}` on {', '.join(r.backend for r in lst)}: {_md_escape(lst[0].message)}")
             continue
         for r in rs:
-            if status in ("fail", "xfail", "xpass") and r.series:
+            if status in ("fail", "xfail", "xpass", "bug") and r.series:
                 text = _divergence(r)
                 if r.message:
                     text = f"{r.message}; {text}"
@@ -281,7 +291,7 @@ def _details(run: Run, *, with_plots: bool = False) -> list[str]:
             line = f"* `{r.case}` on **{r.backend}**: {_md_escape(text)}"
             if r.deviations:
                 line += " — " + _md_escape("; ".join(r.deviations))
-            if with_plots and r.status in ("fail", "xfail", "xpass"):
+            if with_plots and r.status in ("fail", "xfail", "xpass") and r.plot:
                 line += f" ([plot](plots/{r.case}.png))"
             out.append(line)
     return out

@@ -74,6 +74,7 @@ class Result:
     fidelity: list[dict[str, str]] = field(default_factory=list)
     deviations: list[str] = field(default_factory=list)    # reasons of the xfail entries that apply
     expected: bool = False                  # the status is the one xfail/ asked for
+    bug: bool = False                       # an xfail entry of kind backend-bug applies
     capped: bool = False                    # steps were capped by --max-steps
     case_steps: int = 0                     # the case's own steps (more than `steps` under a budget cap)
     plot: dict[str, Any] | None = None      # sampled traces for plots
@@ -94,6 +95,7 @@ class Result:
         fd = self.first_divergence()
         return {
             "case": self.case, "backend": self.backend, "status": self.status, "expected": self.expected,
+            "backend_bug": self.bug,
             "steps": self.steps, "capped": self.capped, "seconds": round(self.seconds, 4),
             "overhead_seconds": round(self.overhead, 4), "message": self.message,
             "forms": list(self.forms), "fidelity": self.fidelity, "deviations": self.deviations,
@@ -248,7 +250,9 @@ def _judge(res: Result, raw: str, devs: Sequence[Deviation]) -> None:
     if not devs:
         res.status = {"ok": "pass", "mismatch": "fail", "unsupported": "unsupported", "error": "error"}[raw]
         return
-    res.deviations = [f"{d.label()}: expected {d.expect}: {d.reason}" for d in devs]
+    res.deviations = [f"{d.label()}: expected {d.expect}" + (" (backend bug)" if d.kind == "backend-bug" else "")
+                      + f": {d.reason}" for d in devs]
+    res.bug = any(d.kind == "backend-bug" for d in devs)
     expects = {d.expect for d in devs}
     if raw == "ok":
         if res.capped:  # the deviation lies beyond the capped horizon
@@ -369,8 +373,11 @@ def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] |
     t_start = time.perf_counter()
     selected = [c for c in cases if isinstance(c, Case)]
     named = [c for c in cases if not isinstance(c, Case)]
-    if named or not selected:
-        selected += select_cases(list(named))
+    only_random = bool(named) and all(n == "family:random" for n in named)
+    if only_random and not random:
+        raise ConfigError("CASES", "family:random selects the random plans: give --random N", None, show_value=False)
+    if not only_random and (named or not selected):
+        selected += select_cases([n for n in named if n != "family:random"])
     if random:
         from .randplans import random_cases
         selected += random_cases(random, seed=seed, max_steps=random_steps)

@@ -773,7 +773,8 @@ def _display_path(p: Path) -> str:
 
 _CONFORM_EPILOG = """\
 CASES are case ids, globs over ids ('cosine-*'), 'family:NAME' or case files
-(.yaml); none runs every case in conformance/cases/. Each case runs on each
+(.yaml); none runs every case in conformance/cases/ ('family:random' with
+--random N runs only the random plans). Each case runs on each
 backend and is compared with the reference per step, group and hyperparameter.
 
 statuses: pass, fail, xfail (a known deviation in conformance/xfail/), xpass (a
