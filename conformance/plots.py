@@ -115,11 +115,9 @@ def plot_case(case: Any, results: list[Result], path: Path) -> Path:
             ax.set_xlabel("optimizer update", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        axv.legend(fontsize=7, loc="best")
-        if axd.lines:
-            axd.legend(fontsize=6, loc="best", ncol=2)
-        if axz.lines:
-            axz.legend(fontsize=7, loc="best")
+        for ax, size, ncol in ((axv, 7, 1), (axd, 6, 2), (axz, 7, 1)):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=size, loc="best", ncol=ncol)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -133,8 +133,22 @@ def framework_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed here"
     if out["MegEngine"] == "not installed here":
-        out["MegEngine"] = "not in this interpreter (the megengine backend runs it in its worker)"
+        out["MegEngine"] = _worker_version("MegEngine")
     return out
+
+
+def _worker_version(dist: str) -> str:
+    """The version installed in the MegEngine worker's interpreter (metadata only: nothing is imported)."""
+    import os
+    import subprocess
+    repo = Path(__file__).resolve().parent.parent
+    python = os.environ.get("OPTBRIDGE_MGE_PYTHON") or str(repo / ".venv-mge" / "bin" / "python")
+    try:
+        p = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "not found"
+    return p.stdout.strip() + " (worker interpreter)" if p.returncode == 0 and p.stdout.strip() else "not found"
 
 
 def _md_escape(text: str) -> str:
@@ -289,7 +303,9 @@ def _details(run: Run, *, with_plots: bool = False) -> list[str]:
             else:
                 text = r.message
             line = f"* `{r.case}` on **{r.backend}**: {_md_escape(text)}"
-            if r.deviations:
+            if status == "unsupported":
+                line += " (listed in `xfail/`)" if r.expected else " (not listed in `xfail/`)"
+            elif r.deviations:
                 line += " — " + _md_escape("; ".join(r.deviations))
             if with_plots and r.status in ("fail", "xfail", "xpass") and r.plot:
                 line += f" ([plot](plots/{r.case}.png))"
@@ -420,8 +436,8 @@ def docs(run: Run) -> str:
         "data in `conformance/tolerances.yaml` (table below).",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "optbridge") + ".",
-        "Regenerate: `optbridge conform --require-all --random " + str(run.options.get("random") or 0)
-        + " --write-docs docs/conformance.md`.",
+        "Regenerate: `optbridge conform --require-all --jobs 2 --random " + str(run.options.get("random") or 0)
+        + " --write-docs docs/conformance.md` (about 5 minutes).",
         "",
         "Cell legend: `k/n pass` over the family's cases that ran on the backend, then the fidelity forms the "
         "passing cases used (native: the framework's own class; generated: optbridge-generated code evaluating "
