@@ -736,6 +736,10 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
                     if h != "lr" and h not in setup.hypers.get(g.name, {}):
                         data[h][idx[g.name]] = _held(plan, g, h)
         m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
+        # metrics are one per plateau step (per epoch on the epoch clock), as the reference reads them
+        plateau_units = {n.unit or plan.step_unit for g in groups for n in [plan.schedule_for(g, "lr")]
+                         if isinstance(n, ir.Plateau)}
+        plateau_every = int(plan.steps_per_epoch or 1) if "epoch" in plateau_units else 1
         for k in range(steps):
             for g in groups:
                 if g.name in driven:
@@ -755,9 +759,8 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
             for i, p in enumerate(plist):
                 applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
             if k + 1 < steps:
-                metric = None
-                if m is not None and k < m.size:
-                    metric = float(m[k])
+                j = (k + 1) // plateau_every - 1 if (k + 1) % plateau_every == 0 else -1  # plateau step that ends here
+                metric = float(m[j]) if m is not None and 0 <= j < m.size else None
                 setup.step(metric)
         return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
     finally:

@@ -181,14 +181,17 @@ class NativeStepper:
         self.scheduler, self.every, self.plateau, self.k = scheduler, every, plateau, 0
 
     def step(self, metric: float | None = None) -> None:
+        """Call after every optimizer update; the metric is needed only on the updates that end a
+        scheduler step (every ``every`` updates: the epoch's metric for an epoch-clock plateau)."""
         self.k += 1
+        if self.k % self.every:
+            return
         if self.plateau:
             if metric is None:
-                raise ValueError("ReduceLROnPlateau needs the metric: call step(metric) after each update")
-            if self.k % self.every == 0:
-                self.scheduler.step(Tensor(float(metric), F32))
-            return
-        if self.k % self.every == 0:
+                raise ValueError("ReduceLROnPlateau needs the metric: call step(metric) at the end of each "
+                                 f"scheduler step (every {self.every} updates)")
+            self.scheduler.step(Tensor(float(metric), F32))
+        else:
             self.scheduler.step()
 
 
@@ -220,7 +223,8 @@ def native_scheduler(node: ir.Node, *, unit: str, bases: Sequence[float], horizo
     """
     u = _unit_of(node, unit)
     if isinstance(node, ir.Constant):
-        if node.steps is not None and 0.0 <= node.factor <= 1.0 and node.factor != 0.0:
+        # steps=0 means the factor never applies; torch's and MindSpore's ConstantLR(total_iters=0) apply it forever
+        if node.steps is not None and node.steps >= 1 and 0.0 <= node.factor <= 1.0 and node.factor != 0.0:
             return (lambda o: MLS.ConstantLR(o, factor=node.factor, total_iters=node.steps),
                     f"ConstantLR(factor={node.factor:g}, total_iters={node.steps})")
         return None
@@ -273,7 +277,9 @@ def native_scheduler(node: ir.Node, *, unit: str, bases: Sequence[float], horizo
         return (lambda o: MLS.MultiplicativeLR(o, lr_lambda=_f(node.expr)),
                 f"MultiplicativeLR({node.expr.source!r})")
     if isinstance(node, ir.Sequence):
-        if in_sequence:
+        # a boundary at 0: experimental SequentialLR continues the second scheduler from the first's value,
+        # while torch and the IR start it fresh at update 0
+        if in_sequence or (node.boundaries and node.boundaries[0] == 0):
             return None
         kids = []
         for i, p in enumerate(node.parts):
