@@ -238,3 +238,17 @@ def test_sgd_from_a_plan_loads_its_own_state_dict() -> None:
     again.optimizer.load_state_dict(state)
     assert set(again.optimizer._state) == {b2}
     np.testing.assert_array_equal(again.optimizer._state[b2]["momentum_buffer"].numpy(), np.ones(1, np.float32))
+
+
+def test_trap_import_flushes_subnormals_to_zero() -> None:
+    """``import megengine`` leaves the process in flush-to-zero mode: float64 subnormals compute as 0.
+
+    Checked in a fresh interpreter, so the state before the import is known.
+    """
+    import subprocess
+    import sys
+    # print the "before" result before the import: afterwards even comparing or printing a subnormal reads 0 (DAZ)
+    code = ("import numpy as np; a = np.array([1e-310]); print(a[0] * 1.0 != 0.0); import megengine; "
+            "print(a[0] * 1.0 == 0.0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
+    assert out.split()[-2:] == ["True", "True"]
