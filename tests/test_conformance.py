@@ -396,10 +396,7 @@ def _dialect_cases(dialect: str) -> list[Case]:
 
 
 #: Dialect cases whose document the dialect translates wrongly (core bugs, reported): strict xfails.
-DIALECT_BUGS = {
-    "torch-constantlr-zero-iters": "optbridge.dialects.torch maps ConstantLR(total_iters=0) to constant(steps=0) "
-                                   "(the base lr), but torch 2.13 applies the factor forever",
-}
+DIALECT_BUGS: dict[str, str] = {}  # torch-dialect documents torch runs differently (none known)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=DIALECT_BUGS[c.id],

@@ -97,7 +97,7 @@ TORCH_CASES = [
     ({"type": "StepLR", "step_size": 7, "gamma": 0.5}, ir.Exponential(gamma=0.5, every=7, stair=True)),
     ({"type": "MultiStepLR", "milestones": [80, 30, 30]}, ir.MultiStep(milestones=(30, 30, 80), gamma=0.1)),
     ({"type": "ConstantLR"}, ir.Constant(factor=1.0 / 3, steps=5)),
-    ({"type": "ConstantLR", "factor": 0.5, "total_iters": 0}, ir.Constant(factor=0.5, steps=0)),
+    ({"type": "ConstantLR", "factor": 0.5, "total_iters": 0}, ir.Constant(factor=0.5, steps=None)),  # torch: total_iters 0 holds the factor forever
     ({"type": "LinearLR"}, ir.Linear(start_factor=1.0 / 3, end_factor=1.0, steps=5)),
     ({"type": "LinearLR", "start_factor": 1.0, "end_factor": 0.0, "total_iters": 100},
      ir.Linear(start_factor=1.0, end_factor=0.0, steps=100)),
@@ -950,3 +950,18 @@ scheduler:
 def test_errors_are_value_errors():
     with pytest.raises(ValueError):
         optbridge.load(torch_doc({"type": "StepLR", "step_size": -3}))
+
+
+@pytest.mark.parametrize("scheduler,expected", [
+    ({"type": "ConstantLR", "factor": 0.5, "total_iters": 0}, [0.5] * 6),  # torch: factor forever
+    ({"type": "SequentialLR", "schedulers": [{"type": "ExponentialLR", "gamma": 0.9},
+                                             {"type": "ConstantLR", "factor": 0.5, "total_iters": 0}], "milestones": [2]},
+     [1.0, 0.9, 1.0, 1.0, 1.0, 1.0]),  # later SequentialLR part: closed form at the milestone, never applies
+    ({"type": "SequentialLR", "schedulers": [{"type": "ConstantLR", "factor": 0.5, "total_iters": 0},
+                                             {"type": "ExponentialLR", "gamma": 0.9}], "milestones": [3]},
+     [0.5, 0.5, 0.5, 1.0, 0.9, 0.81]),  # first part: factor until the milestone
+])
+def test_constantlr_zero_iters_as_torch_runs_it(scheduler, expected) -> None:
+    """Values measured with torch 2.13 (SGD lr 1.0, scheduler.step() after each update)."""
+    plan = optbridge.load({"dialect": "torch", "optimizer": {"type": "SGD", "lr": 1.0}, "scheduler": scheduler})
+    np.testing.assert_allclose(optbridge.trace(plan, 6)["lr"][0], expected, rtol=1e-15)

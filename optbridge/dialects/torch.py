@@ -247,7 +247,13 @@ class _Reader:
         if not 0.0 <= f <= 1.0:
             raise ConfigError(join(path, "factor"), "must be between 0 and 1 (torch's ConstantLR requires "
                               "0 <= factor <= 1)", args["factor"])
-        lr = self.same(lambda: make_node(ir.Constant, path, {"steps": "total_iters"}, factor=f, steps=args["total_iters"]))
+        steps = args["total_iters"]
+        if steps == 0 and not (where == "sequential" and index > 0):
+            # torch 2.13 applies the factor at its initial step and only lifts it when last_epoch reaches
+            # total_iters again, which never happens for 0: the factor holds forever. As a later SequentialLR
+            # part the milestone takes the closed form (factor if k < 0), so there it never applies (steps 0).
+            steps = None
+        lr = self.same(lambda: make_node(ir.Constant, path, {"steps": "total_iters"}, factor=f, steps=steps))
         return _Entry("ConstantLR", path, lr, chainable=True)
 
     def _LinearLR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
