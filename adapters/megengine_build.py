@@ -182,12 +182,6 @@ class PlanScheduler(LRScheduler):
         self._lo = self._hi = 0
         self._scalar: list[tuple[dict, str, list[float]]] = []
         self._betas: list[tuple[dict, list[float] | None, list[float] | None, float, float]] = []
-        batches: dict[tuple[str, Any, str], list[int]] = {}
-        for i, r in enumerate(self.rows):
-            batches.setdefault((r.hyper, r.node, r.path), []).append(i)
-        self._batches = [(self.rows[ix[0]].node, self.rows[ix[0]].path, ix,
-                          np.asarray([self.rows[i].base for i in ix], dtype=np.float64)[:, None])
-                         for ix in batches.values()]
         self._plateaus = [r.node for r in self.rows if isinstance(r.node, ir.Plateau)]
         self._fingerprint = _fingerprint(self.rows, step_unit, steps_per_epoch, total_steps)
         super().__init__(optimizer, current_epoch)
@@ -321,15 +315,10 @@ class PlanScheduler(LRScheduler):
         return float(b[0]), float(b[1])
 
     def _evaluate(self, lo: int, hi: int) -> list[list[float]]:
-        t = np.arange(lo, hi, dtype=np.int64)
         metrics = np.asarray(self._metrics, dtype=np.float64) if self._plateaus else None
-        out: list[list[float]] = [[] for _ in self.rows]
-        for node, path, ix, column in self._batches:
-            block = evaluate.values(node, t, base=column, unit=self.step_unit,
-                                    steps_per_epoch=self.steps_per_epoch, metrics=metrics, path=path)
-            for j, i in enumerate(ix):
-                out[i] = block[j].tolist()
-        return out
+        slots = [(r.node, r.base, r.path) for r in self.rows]
+        return evaluate.table(slots, lo, hi - lo, unit=self.step_unit, steps_per_epoch=self.steps_per_epoch,
+                              metrics=metrics).tolist()
 
 
 def _fingerprint(rows: Sequence[_Row], unit: str, spe: int | None, total: int | None) -> str:

@@ -91,12 +91,7 @@ class PlanScheduler(LRScheduler):
                  steps_per_epoch: int | None, total_steps: int | None, chunk: int = CHUNK) -> None:
         self.plan_hash = plan_hash
         self._unit, self._spe, self._total, self._chunk = unit, steps_per_epoch, total_steps, int(chunk)
-        blocks: dict[tuple[ir.Node, str], list[int]] = {}
-        for j, s in enumerate(slots):
-            blocks.setdefault((s.node, s.path), []).append(j)
-        self._blocks = [(node, path, np.asarray([slots[j].base for j in js])[:, None], js)
-                        for (node, path), js in blocks.items()]
-        self._nslots = len(slots)
+        self._slots = [(s.node, s.base, s.path) for s in slots]
         # group indices, not dicts: optimizer.load_state_dict() replaces the group dicts
         self._scalar = [(s.group, s.hyper, j) for j, s in enumerate(slots) if s.hyper not in ("beta1", "beta2")]
         betas: dict[int, list[int | None]] = {}
@@ -110,11 +105,7 @@ class PlanScheduler(LRScheduler):
     # ---------------------------------------------------------------- values
 
     def _evaluate(self, t: int, n: int) -> list[list[float]]:
-        out = np.empty((self._nslots, n))
-        tt = np.arange(t, t + n, dtype=np.int64)
-        for node, path, column, js in self._blocks:
-            out[js] = evaluate.values(node, tt, base=column, unit=self._unit, steps_per_epoch=self._spe, path=path)
-        return out.T.tolist()
+        return evaluate.table(self._slots, t, n, unit=self._unit, steps_per_epoch=self._spe).T.tolist()
 
     def _fill(self, t: int) -> bool:
         """Values from step ``t`` on; False at ``t == total_steps`` (no update uses them)."""

@@ -21,7 +21,7 @@ import numpy as np
 from . import ir
 from .errors import ConfigError, EvaluationError
 
-__all__ = ["values", "Context"]
+__all__ = ["values", "table", "Context"]
 
 Array = np.ndarray
 #: A scalar base value, or a column ``(groups, 1)`` of them.
@@ -86,6 +86,31 @@ def values(
     out = _eval(node, tt, b, ctx.child(node, ""))
     shape = np.broadcast_shapes(np.shape(b), tt.shape)
     return out if out.shape == shape and out.flags.writeable else np.array(np.broadcast_to(out, shape))
+
+
+def table(slots: Seq[tuple[ir.Node, float, str]], start: int, n: int, *, unit: str = "iter",
+          steps_per_epoch: int | None = None, metrics: Seq[float] | Array | None = None) -> Array:
+    """Values of many ``(node, base, path)`` slots over updates ``start .. start + n - 1``.
+
+    Slots that share a node are evaluated in one pass over a column of their bases
+    (the step-dependent part is computed once). Returns ``(len(slots), n)`` float64.
+    Backends that write values step by step (torch's and MegEngine's drivers) and
+    the reference trace all go through here.
+    """
+    t = np.arange(start, start + n, dtype=np.int64)
+    batches: dict[tuple[ir.Node, str], list[int]] = {}
+    for j, (node, _, path) in enumerate(slots):
+        batches.setdefault((node, path), []).append(j)
+    out: Array | None = None
+    for (node, path), rows in batches.items():
+        column = np.asarray([slots[j][1] for j in rows], dtype=np.float64)[:, None]
+        block = values(node, t, base=column, unit=unit, steps_per_epoch=steps_per_epoch, metrics=metrics, path=path)
+        if len(batches) == 1:
+            return block  # one shared node: no copy
+        if out is None:
+            out = np.empty((len(slots), n))
+        out[rows] = block
+    return out if out is not None else np.empty((0, n))
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -106,43 +106,34 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
     ``start`` evaluates the window of updates ``start .. start + steps - 1`` (exactly
     the same values as that slice of a whole trace), so long exports can go in chunks.
     """
-    t = np.arange(start, start + steps, dtype=np.int64)
     groups = [g for g in plan.groups if g.frozen != "exclude"]
     data: dict[str, np.ndarray] = {}
     for hyper in scheduled_hypers(plan):
-        batches: dict[Any, list[int]] = {}
-        bases: list[float] = []
+        out = np.empty((len(groups), steps))
+        slots, rows, applicable = [], [], 0
         for i, g in enumerate(groups):
             node = plan.schedule_for(g, hyper)
             path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
-            frozen = hyper == "lr" and g.frozen == "zero_lr"
             if hyper not in g.schedule and not has_hyper(plan, g, hyper):
-                bases.append(math.nan)
-                batches.setdefault(("n/a",), []).append(i)
+                out[i] = np.nan  # not applicable to this group's optimizer
                 continue
-            bases.append(0.0 if frozen else hyper_base(plan, g, hyper, path=path))
-            key = ("zero",) if frozen else (None,) if node is None else (node, path)
-            batches.setdefault(key, []).append(i)
-        out: np.ndarray | None = None
-        for key, rows in batches.items():
-            column = np.asarray([bases[i] for i in rows])[:, None]
-            if key[0] == "zero":
-                block = np.zeros((len(rows), steps))
-            elif key[0] == "n/a":
-                if len(rows) == len(groups):
-                    g = groups[0]
-                    hyper_base(plan, g, hyper, path=f"schedule.{hyper}")  # raises: no group has it
-                block = np.full((len(rows), steps), np.nan)
-            elif key[0] is None:
-                block = np.repeat(column, steps, axis=1)
+            applicable += 1
+            if hyper == "lr" and g.frozen == "zero_lr":
+                out[i] = 0.0
+                continue
+            base = hyper_base(plan, g, hyper, path=path)
+            if node is None:
+                out[i] = base
             else:
-                block = evaluate.values(key[0], t, base=column, unit=plan.step_unit,
-                                        steps_per_epoch=plan.steps_per_epoch, metrics=metrics, path=key[1])
-            if len(batches) == 1:
-                out = block
-            else:
-                if out is None:
-                    out = np.empty((len(groups), steps))
-                out[rows] = block
-        data[hyper] = out if out is not None else np.zeros((0, steps))
+                slots.append((node, base, path))
+                rows.append(i)
+        if groups and not applicable:
+            hyper_base(plan, groups[0], hyper, path=f"schedule.{hyper}")  # raises: no group has it
+        if len(rows) == len(groups):
+            out = evaluate.table(slots, start, steps, unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
+                                 metrics=metrics)
+        elif rows:
+            out[rows] = evaluate.table(slots, start, steps, unit=plan.step_unit,
+                                       steps_per_epoch=plan.steps_per_epoch, metrics=metrics)
+        data[hyper] = out
     return Trace(tuple(g.name for g in groups), data, "reference")

@@ -107,3 +107,17 @@ def description(d: Mapping[str, Any]) -> dict[str, Any]:
     if d.get("description") is None or "description" not in {f.name for f in fields(Plan)}:
         return {}
     return {"description": d["description"]}
+
+
+def check_document(d: Any, dialect: str, keys: Iterable[str]) -> Mapping[str, Any]:
+    """The dialect document as a mapping whose keys are all ``keys`` and whose ``dialect`` (if any) is ``dialect``."""
+    from ..serialize import expect_mapping
+    d = expect_mapping("", d)
+    keys = tuple(keys)
+    for key in d:
+        if key not in keys:
+            raise ConfigError(key, f"is not a key of the {dialect} dialect" + suggest(key, keys)
+                              + " (keys: " + ", ".join(keys) + ")", d[key])
+    if d.get("dialect", dialect) != dialect:
+        raise ConfigError("dialect", f"must be {dialect} here", d["dialect"])
+    return d

@@ -59,7 +59,7 @@ from .. import ir
 from ..errors import ConfigError
 from ..plan import Group, OptimizerSpec, Plan
 from ..serialize import selectors_from_config, expect_mapping
-from ._common import REQUIRED, check_keywords, description as _description, group_path, join, make_node, suggest
+from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
 
 __all__ = ["from_mindspore", "LIST_FUNCTIONS", "CELLS", "OPTIMIZERS"]
 
@@ -413,13 +413,7 @@ def from_mindspore(d: Mapping[str, Any]) -> Plan:
     Raises:
         ConfigError: naming the dialect path (``learning_rate.decay_epoch``), the rule and the value.
     """
-    d = expect_mapping("", d)
-    for key in d:
-        if key not in _TOP_KEYS:
-            raise ConfigError(key, "is not a key of the mindspore dialect" + suggest(key, _TOP_KEYS)
-                              + " (keys: " + ", ".join(_TOP_KEYS) + ")", d[key])
-    if d.get("dialect", "mindspore") != "mindspore":
-        raise ConfigError("dialect", "must be mindspore here", d["dialect"])
+    d = check_document(d, "mindspore", _TOP_KEYS)
     if "optimizer" not in d:
         raise ConfigError("optimizer", "is required (e.g. {type: Momentum, momentum: 0.9})", None, show_value=False)
     opt = expect_mapping("optimizer", d["optimizer"])

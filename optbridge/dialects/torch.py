@@ -58,7 +58,7 @@ from ..errors import ConfigError
 from ..ir import check_choice, check_int, check_real
 from ..plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
 from ..serialize import selectors_from_config, expect_mapping
-from ._common import REQUIRED, check_keywords, description as _description, group_path, join, make_node, suggest
+from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
 
 __all__ = ["from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
 
@@ -443,13 +443,7 @@ def from_torch(d: Mapping[str, Any]) -> Plan:
     Raises:
         ConfigError: naming the dialect path (``scheduler.schedulers[1].T_max``), the rule and the value.
     """
-    d = expect_mapping("", d)
-    for key in d:
-        if key not in _TOP_KEYS:
-            raise ConfigError(key, "is not a key of the torch dialect" + suggest(key, _TOP_KEYS)
-                              + " (keys: " + ", ".join(_TOP_KEYS) + ")", d[key])
-    if d.get("dialect", "torch") != "torch":
-        raise ConfigError("dialect", "must be torch here", d["dialect"])
+    d = check_document(d, "torch", _TOP_KEYS)
 
     # ---- optimizer
     if "optimizer" not in d:
