@@ -57,7 +57,7 @@ def driver(steps: int = 20_000) -> None:
     import numpy as np
 
     from optbridge import ir
-    from optbridge_adapters.megengine_backend import to_megengine
+    from optbridge_adapters.megengine.backend import to_megengine
 
     multistep = {"lr": ir.MultiStep(milestones=(5000, 10000, 15000), gamma=0.1)}
     three = {"lr": ir.Sequence(parts=(ir.Linear(start_factor=0.0, steps=1000), ir.Cosine(steps=steps)), boundaries=(1000,)),
@@ -70,7 +70,7 @@ def driver(steps: int = 20_000) -> None:
     for groups in (1, 3, 10):
         def make(schedule, native):
             params = {f"p{i}": mge.Parameter(np.zeros(1000, np.float32)) for i in range(groups)}
-            return to_megengine(plan_for(groups, schedule), params, native=native), params
+            return to_megengine(plan_for(groups, schedule), params, form="auto" if native else "table"), params
 
         def sched_cost(schedule, native):
             def run():
@@ -104,7 +104,8 @@ def driver(steps: int = 20_000) -> None:
 def worker_part() -> None:
     import optbridge
     from optbridge import ir
-    from optbridge_adapters import megengine_backend, worker
+    from optbridge_adapters import worker
+    from optbridge_adapters.megengine import backend as megengine_backend
 
     py = megengine_backend.megengine_python()
     plan = plan_for(3, {"lr": ir.Cosine(steps=1000)})
@@ -137,7 +138,7 @@ def main(argv: list[str]) -> int:
     elif part == "all":
         worker_part()
         print()
-        from optbridge_adapters.megengine_backend import megengine_importable, megengine_python
+        from optbridge_adapters.megengine.backend import megengine_importable, megengine_python
         if megengine_importable():
             driver()
         else:

@@ -25,7 +25,7 @@ from mindspore import Parameter, Tensor, nn, ops  # noqa: E402
 import optbridge  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import Group, OptimizerSpec, Plan  # noqa: E402
-from optbridge_adapters.mindspore_cells import build_cell  # noqa: E402
+from optbridge_adapters.mindspore.cells import build_cell  # noqa: E402
 
 N, W = 10_000_000, 100_000
 LRS = (0.1, 0.01, 0.001)

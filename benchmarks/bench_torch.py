@@ -28,7 +28,7 @@ from torch.optim import lr_scheduler as S
 
 from optbridge import ir
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
-from optbridge_adapters.torch_backend import to_torch
+from optbridge_adapters.torch.build import to_torch
 
 LRS = (0.1, 0.05, 0.02)
 WARM = 1000
@@ -58,7 +58,7 @@ def steps(sched: object, n: int) -> tuple[float, list[float]]:
 
 
 def planscheduler(schedule: ir.Node) -> object:
-    return to_torch(plan_for(schedule), model(), native=False).scheduler
+    return to_torch(plan_for(schedule), model(), form="table").scheduler
 
 
 def main() -> None:

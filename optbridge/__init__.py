@@ -12,11 +12,14 @@ the traces and every backend load on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import ir
 from .errors import BackendUnavailable, ConfigError, EvaluationError, OptbridgeError, UnsupportedError
 from .plan import Clip, Group, OptimizerSpec, Plan, Selector
+from .entry import (from_megengine, from_mindspore, from_torch, to_megengine, to_mindspore, to_mindspore_lists,
+                    to_torch)
+from ._lazy import lazy_attributes
 from .serialize import dump, dumps, load, loads, to_dict, from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,30 +36,11 @@ __all__ = [
     "OptbridgeError", "ConfigError", "EvaluationError", "UnsupportedError", "BackendUnavailable",
 ]
 
-_LAZY = {
-    "trace": ("optbridge.tracing", "trace"),
-    "Trace": ("optbridge.tracing", "Trace"),
-    "ParamRecord": ("optbridge.params", "ParamRecord"),
-    "resolve": ("optbridge.params", "resolve"),
-    "recipes": ("optbridge.recipes", None),
-    "Fidelity": ("optbridge.report", "Fidelity"),
-    # backends (adapters/, installed as optbridge_adapters); each imports its framework lazily
-    "to_torch": ("optbridge_adapters.torch_backend", "to_torch"),
-    "from_torch": ("optbridge_adapters.torch_backend", "from_torch"),
-    "to_mindspore": ("optbridge_adapters.mindspore_backend", "to_mindspore"),
-    "to_mindspore_lists": ("optbridge_adapters.mindspore_backend", "to_mindspore_lists"),
-    "from_mindspore": ("optbridge_adapters.mindspore_backend", "from_mindspore"),
-    "to_megengine": ("optbridge_adapters.megengine_backend", "to_megengine"),
-    "from_megengine": ("optbridge_adapters.megengine_backend", "from_megengine"),
-}
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: numpy-using modules load on first use
-    if name in _LAZY:
-        import importlib
-        module, attr = _LAZY[name]
-        mod = importlib.import_module(module)
-        value = mod if attr is None else getattr(mod, attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'optbridge' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {
+    "trace": (".tracing", "trace"),
+    "Trace": (".tracing", "Trace"),
+    "ParamRecord": (".params", "ParamRecord"),
+    "resolve": (".params", "resolve"),
+    "recipes": (".recipes", None),
+    "Fidelity": (".report", "Fidelity"),
+})

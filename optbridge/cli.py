@@ -940,7 +940,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     steps = args.total_steps or plan.total_steps
     if steps is None:
         raise CLIError("--total-steps N is required (the plan sets no total_steps)")
-    from optbridge_adapters.mindspore_convert import write  # numpy and optbridge only: no MindSpore needed here
+    from optbridge_adapters.mindspore.convert import write  # numpy and optbridge only: no MindSpore needed here
     written = write(plan, steps, args.out, source=Path(args.config).name)
     for path in written:
         print(f"wrote {path}")

@@ -29,7 +29,8 @@ from optbridge import ir
 from optbridge.errors import BackendUnavailable, ConfigError, EvaluationError, UnsupportedError
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
 from optbridge.report import Fidelity
-from optbridge_adapters import megengine_backend, worker
+from optbridge_adapters import worker
+from optbridge_adapters.megengine import backend as megengine_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -123,7 +123,7 @@ def test_convert_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_long_lists_are_evaluated_in_chunks_bit_identically() -> None:
     from optbridge import ir
     from optbridge.plan import Group, OptimizerSpec, Plan
-    from optbridge_adapters.mindspore_convert import CHUNK, lists
+    from optbridge_adapters.mindspore.convert import CHUNK, lists
     n = 2 * CHUNK + 3
     node = ir.Sequence(parts=(ir.Linear(start_factor=0.0, end_factor=1.0, steps=1000, unit="epoch"),
                               ir.Multiplicative(expr="0.999999"), ir.Cosine(steps=CHUNK)),

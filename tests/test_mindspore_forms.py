@@ -32,7 +32,7 @@ pytest.importorskip("mindspore")
 import optbridge  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import Group, OptimizerSpec, Plan  # noqa: E402
-from optbridge_adapters.mindspore_cells import NATIVE_BOUNDS  # noqa: E402
+from optbridge_adapters.mindspore.cells import NATIVE_BOUNDS  # noqa: E402
 
 N = 120
 SPE = 10

@@ -22,6 +22,7 @@ from mindspore.experimental.optim import lr_scheduler as MLS  # noqa: E402
 import optbridge  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector  # noqa: E402
+from optbridge_adapters.mindspore.read import read_spec  # noqa: E402
 
 N = 200
 
@@ -33,12 +34,12 @@ def _ref(plan: Plan, n: int = N) -> np.ndarray:
 def test_list_function_specs() -> None:
     spec = {"type": "cosine_decay_lr", "min_lr": 1e-4, "max_lr": 0.1, "total_step": N, "step_per_epoch": 10,
             "decay_epoch": 15}
-    plan = optbridge.from_mindspore(spec)
+    plan = read_spec(spec)
     np.testing.assert_allclose(_ref(plan)[0], nn.cosine_decay_lr(1e-4, 0.1, N, 10, 15), rtol=1e-12, atol=0)
     specs = [{"type": "warmup_lr", "learning_rate": 0.1, "total_step": 40, "step_per_epoch": 10, "warmup_epoch": 4},
              {"type": "polynomial_decay_lr", "learning_rate": 0.1, "end_learning_rate": 1e-3, "total_step": 160,
               "step_per_epoch": 10, "decay_epoch": 16, "power": 2.0}]
-    plan = optbridge.from_mindspore(specs, optimizer="Adam")
+    plan = read_spec(specs, optimizer="Adam")
     expected = nn.warmup_lr(0.1, 40, 10, 4) + nn.polynomial_decay_lr(0.1, 1e-3, 160, 10, 16, 2.0)
     assert plan.optimizers[0].type == "Adam" and plan.total_steps == N
     np.testing.assert_allclose(_ref(plan)[0], expected, rtol=1e-12, atol=0)

@@ -26,7 +26,7 @@ import optbridge  # noqa: E402
 import optbridge.evaluate  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector  # noqa: E402
-from optbridge_adapters import mindspore_backend, mindspore_cells, mindspore_optim  # noqa: E402
+from optbridge_adapters.mindspore import build as mindspore_backend, cells as mindspore_cells, optim as mindspore_optim  # noqa: E402
 
 
 class Net(nn.Cell):

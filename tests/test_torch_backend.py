@@ -38,8 +38,8 @@ import optbridge  # noqa: E402
 import test_reference_vs_torch as tref  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import scheduled_hypers  # noqa: E402
-from optbridge_adapters import torch_backend as tb  # noqa: E402
-from optbridge_adapters.torch_build import _read, build, step_scheduler  # noqa: E402
+from optbridge_adapters import torch as tb  # noqa: E402
+from optbridge_adapters.torch.build import _read, build, step_scheduler  # noqa: E402
 from test_reference_vs_torch import CASES, LRS, RTOL, Case  # noqa: E402
 
 IDS = [c.id for c in CASES]

@@ -18,8 +18,8 @@ import megengine as mge
 from optbridge import ir
 from optbridge.errors import ConfigError
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
-from optbridge_adapters import megengine_build as mb
-from optbridge_adapters.megengine_backend import to_megengine
+from optbridge_adapters.megengine import build as mb
+from optbridge_adapters.megengine.backend import to_megengine
 
 N = 90
 RS = np.random.RandomState(7)

@@ -11,7 +11,7 @@ import megengine.optimizer as mopt
 import optbridge
 from optbridge import ir
 from optbridge.errors import UnsupportedError
-from optbridge_adapters.megengine_backend import from_megengine, to_megengine
+from optbridge_adapters.megengine.backend import from_megengine, to_megengine
 
 from _mge_cases import N, cases
 from test_mge_resume import PLAN as THREE_OPTIMIZERS, NAMES as THREE_NAMES
@@ -34,8 +34,8 @@ def records(params):
 def test_plan_to_megengine_and_back_traces_the_same(name: str) -> None:
     plan, metrics = CASES[name]
     params = params_for(plan)
-    setup = to_megengine(plan, params, horizon=N)
-    back = from_megengine(setup.optimizer, setup.scheduler, module=params)
+    setup = to_megengine(plan, params, total_steps=N)
+    back = from_megengine(setup.optimizer, setup.scheduler, model=params)
     a, b = optbridge.trace(plan, N, metrics=metrics), optbridge.trace(back, N, metrics=metrics)
     assert a.groups == b.groups
     for h in a:
@@ -58,7 +58,7 @@ schedule: {lr: {kind: cosine, steps: 50}}
     params = {"a": mge.Parameter(np.zeros(2, np.float32)), "b": mge.Parameter(np.zeros(2, np.float32))}
     setup = to_megengine(plan, params)
     assert len(setup.optimizers) == 2
-    back = from_megengine(setup.optimizer, setup.scheduler, module=params)
+    back = from_megengine(setup.optimizer, setup.scheduler, model=params)
     assert len(back.optimizers) == 1 and back.optimizers[0].name == "optimizer"
     assert [g.options.get("nesterov", False) for g in back.optimizers[0].groups] == [True, False]
     np.testing.assert_array_equal(optbridge.trace(back, 60)["lr"], optbridge.trace(plan, 60)["lr"])
@@ -67,7 +67,7 @@ schedule: {lr: {kind: cosine, steps: 50}}
 def test_three_optimizers_round_trip() -> None:
     params = {n: mge.Parameter(np.zeros(2, np.float32)) for n in THREE_NAMES}
     setup = to_megengine(THREE_OPTIMIZERS, params)
-    back = from_megengine(setup.optimizer, setup.scheduler, module=params)
+    back = from_megengine(setup.optimizer, setup.scheduler, model=params)
     assert [(o.name, o.type) for o in back.optimizers] == [("sgd", "SGD"), ("adam", "AdamW"), ("steps", "SGD")]
     assert back.optimizers[2].groups[0].schedule["lr"] == ir.MultiStep(milestones=(20, 50), gamma=0.5)
     rebuilt = to_megengine(back, {n: mge.Parameter(np.zeros(2, np.float32)) for n in THREE_NAMES})

@@ -28,8 +28,8 @@ import optbridge
 from optbridge import ir
 from optbridge.errors import EvaluationError
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
-from optbridge_adapters import megengine_build as mb
-from optbridge_adapters.megengine_backend import to_megengine
+from optbridge_adapters.megengine import build as mb
+from optbridge_adapters.megengine.backend import to_megengine
 
 from _mge_cases import METRICS, N, cases, kinds_used
 
@@ -78,10 +78,10 @@ def test_exponential_stair_is_native_only_over_a_known_horizon() -> None:
     params = params_for(plan)
     unbounded = to_megengine(plan, params)  # no horizon: MultiStepLR would stop decaying somewhere
     assert isinstance(unbounded.scheduler, mb.PlanScheduler)
-    bounded = to_megengine(plan, params_for(plan), horizon=N)
+    bounded = to_megengine(plan, params_for(plan), total_steps=N)
     assert type(bounded.scheduler) is mopt.MultiStepLR
     assert bounded.scheduler.milestones == [40, 80, 120, 160]
-    forced = to_megengine(plan, params_for(plan), horizon=N, native=False)
+    forced = to_megengine(plan, params_for(plan), total_steps=N, form="table")
     assert isinstance(forced.scheduler, mb.PlanScheduler)
     for s in (unbounded, bounded, forced):
         seen = []

@@ -22,8 +22,8 @@ import megengine.optimizer as mopt
 from megengine.autodiff import GradManager
 
 import optbridge
-from optbridge_adapters import megengine_build as mb
-from optbridge_adapters.megengine_backend import from_megengine, to_megengine
+from optbridge_adapters.megengine import build as mb
+from optbridge_adapters.megengine.backend import from_megengine, to_megengine
 
 BATCHES_PER_EPOCH = 3
 
@@ -177,7 +177,7 @@ optimizers:
     for n in a:
         np.testing.assert_array_equal(a[n], b[n], err_msg=n)
     # and the guide's object reads back as the same plan
-    back = from_megengine(optimizer, module=twin)
+    back = from_megengine(optimizer, model=twin)
     assert [(o.type, [g.name for g in o.groups]) for o in back.optimizers] == [("SGD", ["group0"]), ("Adam", ["group1"])]
     res = optbridge.resolve(back, [optbridge.ParamRecord(n, tuple(p.shape), "", id(p)) for n, p in twin.named_parameters()])
     assert [len(g.params) for g in res.groups] == [4, 6]
@@ -215,7 +215,7 @@ def test_from_megengine_reads_the_guides_optimizer_and_multisteplr() -> None:
     fc_p = [p for n, p in net.named_parameters() if "conv" not in n]
     opt = mopt.SGD([{"params": conv_p}, {"params": fc_p, "lr": 0.01}], lr=0.05, momentum=0.9)
     sched = mopt.MultiStepLR(opt, milestones=[30, 60], gamma=0.1)
-    plan = from_megengine(opt, sched, module=net)
+    plan = from_megengine(opt, sched, model=net)
     assert plan.schedule["lr"] == optbridge.ir.MultiStep(milestones=(30, 60), gamma=0.1)
     tr = optbridge.trace(plan, 90)
     seen = []

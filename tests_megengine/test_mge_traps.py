@@ -17,8 +17,8 @@ import optbridge
 from optbridge import ir
 from optbridge.errors import UnsupportedError
 from optbridge.plan import Clip, Group, OptimizerSpec, Plan, Selector
-from optbridge_adapters import megengine_build as mb
-from optbridge_adapters.megengine_backend import to_megengine
+from optbridge_adapters.megengine import build as mb
+from optbridge_adapters.megengine.backend import to_megengine
 
 
 def P(*values: float) -> mge.Parameter:

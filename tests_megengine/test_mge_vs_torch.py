@@ -30,7 +30,7 @@ import pytest
 import megengine as mge
 
 import optbridge
-from optbridge_adapters.megengine_backend import to_megengine
+from optbridge_adapters.megengine.backend import to_megengine
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "torch_trajectories.npz"
 DATA = dict(np.load(FIXTURE))

@@ -44,6 +44,8 @@ __all__ = ["to_megengine", "from_megengine", "trace", "MegEngineSetup", "PlanSch
            "MultipleOptimizer", "MultipleScheduler", "SGD", "LAMB", "BACKEND"]
 
 BACKEND = "megengine"
+#: ``form=`` values of :func:`to_megengine`.
+FORMS = ("auto", "table")
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -678,17 +680,18 @@ def _named_params(module: Any) -> tuple[list[tuple[str, Any]], dict[str, str]]:
     return named, owners
 
 
-def to_megengine(plan: Plan, module: Any, *, horizon: int | None = None, metrics: Sequence[float] | None = None,
-                 native: bool = True, split_nesterov: bool = True, strict: bool = False,
-                 chunk: int = 1024) -> MegEngineSetup:
-    """See :func:`optbridge_adapters.megengine_backend.to_megengine`."""
-    named, owners = _named_params(module)
+def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+                 metrics: Sequence[float] | None = None, split_nesterov: bool = True,
+                 strict: bool = False) -> MegEngineSetup:
+    """See :func:`optbridge.to_megengine`."""
+    form = ir.check_choice("form", "auto" if form is None else form, FORMS)
+    named, owners = _named_params(model)
     records = [ParamRecord(n, tuple(p.shape), owners.get(n, ""), id(p)) for n, p in named]
     by_name = dict(named)
     res = resolve(plan, records)
     bind = {rg.name: [by_name[n] for n in rg.params] for rg in res.groups}
-    built, fid = _build(plan, bind, horizon=horizon, metrics=metrics, native=native,
-                        split_nesterov=split_nesterov, strict=strict, chunk=chunk)
+    built, fid = _build(plan, bind, horizon=total_steps, metrics=metrics, native=form == "auto",
+                        split_nesterov=split_nesterov, strict=strict)
     return _setup(plan, built, fid, res.excluded)
 
 
@@ -803,9 +806,11 @@ def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-def from_megengine(optimizer: Any, scheduler: Any = None, *, module: Any = None,
-                   description: str | None = None) -> Plan:
-    """See :func:`optbridge_adapters.megengine_backend.from_megengine`."""
+def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+                   steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """See :func:`optbridge.from_megengine`."""
+    ir.check_choice("step_unit", step_unit, ir.UNITS)
+    module, description = model, None
     opts = _as_list(optimizer, ("opts", "optimizers"))
     if not opts or not all(isinstance(o, mopt.Optimizer) for o in opts):
         raise ConfigError("optimizer", "must be a MegEngine optimizer, a list of them or a MultipleOptimizer",
@@ -907,6 +912,6 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, module: Any = None,
                             for g in sp["groups"]]
     optimizers = tuple(OptimizerSpec(type=sp["type"], name=sp["name"], options={"lr": sp["lr"]},
                                      groups=tuple(sp["groups"])) for sp in specs)
-    unit, spe, total = clock if clock is not None else ("iter", None, None)
+    unit, spe, total = clock if clock is not None else (step_unit, steps_per_epoch, total_steps)
     return Plan(optimizers=optimizers, schedule=plan_schedule, step_unit=unit, steps_per_epoch=spe,
                 total_steps=total, description=description)

@@ -16,7 +16,7 @@ Forms:
   as a Cell).
 * ``cell``: one ``LearningRateSchedule`` per group: MindSpore's own cell where its
   code computes the node, else a generated cell of float64 MindSpore ops
-  (:mod:`optbridge_adapters.mindspore_cells`).
+  (:mod:`optbridge_adapters.mindspore.cells`).
 * ``experimental``: ``mindspore.experimental.optim`` optimizers with torch-like
   groups, stepped by its ``lr_scheduler`` classes where they compute the node, else
   by a driver that assigns the reference's values each step.
@@ -29,7 +29,6 @@ uses the experimental AdamW, and lr values change through ``ops.assign``.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,12 +51,11 @@ from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import ParamRecord, effective_options, resolve
 from optbridge.plan import Group, OptimizerSpec, Plan, has_hyper, hyper_base, scheduled_hypers
 from optbridge.report import Fidelity
-from optbridge.tracing import Trace, reference_trace
 
-from . import mindspore_cells as cells
-from . import mindspore_optim as mopt_
+from . import cells
+from . import optim as mopt_
 
-__all__ = ["to_mindspore", "to_mindspore_lists", "from_mindspore", "trace_list", "trace_cell", "trace_experimental",
+__all__ = ["to_mindspore", "to_mindspore_lists",
            "MindSporeSetup", "FORMS", "INT32_STEP_LIMIT"]
 
 FORMS = ("auto", "list", "cell", "experimental")
@@ -228,7 +226,7 @@ def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str
         ``group name -> float32 array of length total_steps`` (``frozen: exclude``
         groups left out).
     """
-    from .mindspore_convert import lists
+    from .convert import lists
     return lists(plan, total_steps, hyper=hyper)
 
 
@@ -257,18 +255,19 @@ def _resolve_params(plan: Plan, net: Any) -> tuple[dict[str, list[Any]], tuple[s
     return {g.name: [by_name[n] for n in g.params] for g in res.groups}, res.excluded, order
 
 
-def to_mindspore(plan: Plan, net: Any, *, total_steps: int | None = None, form: str = "auto",
-                 scheduler: str = "native") -> MindSporeSetup:
+def to_mindspore(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+                 metrics: Sequence[float] | None = None, scheduler: str = "native") -> MindSporeSetup:
     """Build real MindSpore optimizers for ``plan`` over ``net``'s trainable parameters.
 
     Args:
         plan: The plan.
-        net: A ``mindspore.nn.Cell``; groups are resolved over
+        model: A ``mindspore.nn.Cell``; groups are resolved over
             ``net.parameters_and_names()`` (trainable ones), module type = the
             owning Cell's class name.
         total_steps: The horizon (default: the plan's). Required by the list
             form; enables table cells and the native-cell checks.
-        form: ``auto``, ``list``, ``cell`` or ``experimental`` (see the module docstring).
+        form: ``auto`` (default), ``list``, ``cell`` or ``experimental`` (see the module docstring).
+        metrics: Plateau metrics known in advance (not supported yet: pass them to ``step(metric)``).
         scheduler: Experimental form: ``native`` (MindSpore's lr_scheduler classes
             where they compute the node, float32 recursion) or ``driver`` (assign
             the reference's float32 values every step, exact).
@@ -280,9 +279,12 @@ def to_mindspore(plan: Plan, net: Any, *, total_steps: int | None = None, form: 
         UnsupportedError: no exact form exists (the message says why).
         ConfigError: the plan's groups do not resolve over the net.
     """
-    params, excluded, order = _resolve_params(plan, net)
-    return _build(plan, params, total_steps=total_steps, form=form, scheduler=scheduler, order=order,
-                  excluded=excluded)
+    if metrics is not None:
+        raise ConfigError("metrics", "is not supported by to_mindspore yet: pass each metric to setup.step(metric)",
+                          None, show_value=False)
+    params, excluded, order = _resolve_params(plan, model)
+    return _build(plan, params, total_steps=total_steps, form="auto" if form is None else form, scheduler=scheduler,
+                  order=order, excluded=excluded)
 
 
 def _build(plan: Plan, params: Mapping[str, list[Any]], *, total_steps: int | None, form: str,
@@ -652,150 +654,3 @@ def _driver_source(plan: Plan, gp: _GroupPlan, hyper: str, node: ir.Node | None,
     fid.append(Fidelity(name, gp.group.name, hyper, "table", "reference values (optbridge.evaluate), assigned each "
                         "step by a driver (ops.assign), exact to float32"))
     return mopt_.Source(target, node, base, plan.step_unit, plan.steps_per_epoch, path=path)
-
-
-# --------------------------------------------------------------------------- tracing
-
-
-class _Zero(nn.Cell):
-    def __init__(self, params: list[Any]) -> None:
-        super().__init__()
-        self.ps = ms.ParameterTuple(params)
-        self.z = Tensor(np.zeros(1, np.float32))
-        self.n = len(params)
-
-    @ms.jit
-    def construct(self):
-        for i in range(self.n):
-            ops.assign(self.ps[i], self.z)
-        return self.z
-
-
-class _ProbeSum(nn.Cell):
-    """loss = sum of the probe parameters: its gradient is exactly 1 for every probe."""
-
-    def __init__(self, params: list[Any]) -> None:
-        super().__init__()
-        self.ps = ms.ParameterTuple(params)
-        self.n = len(params)
-
-    def construct(self):
-        s = self.ps[0].sum()
-        for i in range(1, self.n):
-            s = s + self.ps[i].sum()
-        return s
-
-
-_RUNS = itertools.count()
-
-
-def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, mode: str, **options: Any) -> Trace:
-    if mode not in ("pynative", "graph"):
-        raise ConfigError("mode", "must be 'pynative' or 'graph'", mode)
-    scheduler = options.pop("scheduler", "native")
-    if options:
-        raise ConfigError(next(iter(options)), "is not an option of the MindSpore trace backends (mode, scheduler)",
-                          options[next(iter(options))])
-    backend = f"mindspore-{form}"
-    prev = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    try:
-        groups = [g for g in plan.groups if g.frozen != "exclude"]
-        run = next(_RUNS)
-        probes = {g.name: [Parameter(Tensor(np.zeros(1, np.float32)), name=f"optbridge_probe_{run}_{i}")]
-                  for i, g in enumerate(groups)}
-        total = steps if form == "list" else (plan.total_steps or steps)
-        setup = _build(plan, probes, total_steps=total, form=form, plain=True, backend=backend,
-                       scheduler=scheduler)
-        names = [g.name for g in groups]
-        hypers = scheduled_hypers(plan)
-        data = {h: np.zeros((len(names), steps)) for h in hypers}
-        applied = np.zeros((len(names), steps))
-        idx = {n: i for i, n in enumerate(names)}
-        plist = [probes[n][0] for n in names]
-        zero = _Zero(plist)
-        ones = {id(p): Tensor(np.ones(1, np.float32)) for p in plist}
-        if mode == "graph":
-            runners = [nn.TrainOneStepCell(_ProbeSum(list(o.parameters)), o) for o in setup.optimizers]
-        else:
-            grads = [ms.mutable(tuple(ones[id(p)] for p in o.parameters)) for o in setup.optimizers]
-        # Lists and cells are read once for all steps; a driven Parameter (e.g. experimental AdamW, which
-        # list/cell forms use for AdamW) holds only the current value, so it is read before each step.
-        driven = {g for g in names if isinstance(setup.lr[g], Parameter)} if form in ("list", "cell") else set(names)
-        if form in ("list", "cell"):  # values the objects hold / compute for update k, read once
-            t = Tensor(np.arange(steps, dtype=np.int32))
-            for g in names:
-                if g in driven:
-                    continue
-                obj = setup.lr[g]
-                data["lr"][idx[g]] = _values(obj, t, steps)
-                for h, o in setup.hypers.get(g, {}).items():
-                    data[h][idx[g]] = _values(o, t, steps)
-            for h in hypers:
-                for g in groups:
-                    if h != "lr" and h not in setup.hypers.get(g.name, {}):
-                        data[h][idx[g.name]] = _held(plan, g, h)
-        m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
-        # metrics are one per plateau step (per epoch on the epoch clock), as the reference reads them
-        plateau_units = {n.unit or plan.step_unit for g in groups for n in [plan.schedule_for(g, "lr")]
-                         if isinstance(n, ir.Plateau)}
-        plateau_every = int(plan.steps_per_epoch or 1) if "epoch" in plateau_units else 1
-        for k in range(steps):
-            for g in groups:
-                if g.name in driven:
-                    data["lr"][idx[g.name]][k] = float(setup.lr[g.name].asnumpy())
-                    for h in hypers:
-                        if h == "lr":
-                            continue
-                        o = setup.hypers.get(g.name, {}).get(h)
-                        data[h][idx[g.name]][k] = float(o.asnumpy()) if o is not None else _held(plan, g, h)
-            zero()
-            if mode == "graph":
-                for r in runners:
-                    r()
-            else:
-                for o, gr in zip(setup.optimizers, grads):
-                    o(gr)
-            for i, p in enumerate(plist):
-                applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
-            if k + 1 < steps:
-                j = (k + 1) // plateau_every - 1 if (k + 1) % plateau_every == 0 else -1  # plateau step that ends here
-                metric = float(m[j]) if m is not None and 0 <= j < m.size else None
-                setup.step(metric)
-        return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
-    finally:
-        ms.set_context(mode=prev)
-
-
-def _values(obj: Any, t: Any, steps: int) -> np.ndarray:
-    if isinstance(obj, np.ndarray):
-        return obj[:steps].astype(np.float64)
-    return obj(t).asnumpy().astype(np.float64).reshape(-1)
-
-
-def trace_list(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
-               **options: Any) -> Trace:
-    """Trace the list form: nn.SGD with per-group float32 lr lists; ``data`` = the list entries,
-    ``applied["lr"]`` = the parameter change of plain SGD with gradient 1 (probe reset to 0 before each step)."""
-    return _trace(plan, steps, "list", metrics, mode, **options)
-
-
-def trace_cell(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
-               **options: Any) -> Trace:
-    """Trace the cell form: ``data`` = each group's LearningRateSchedule at ``global_step=k``; ``applied`` as above."""
-    return _trace(plan, steps, "cell", metrics, mode, **options)
-
-
-def trace_experimental(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
-                       **options: Any) -> Trace:
-    """Trace the experimental form: ``data`` = each group's lr Parameter before update k; ``applied`` as above.
-
-    Options: ``scheduler="native"`` (default) or ``"driver"``.
-    """
-    return _trace(plan, steps, "experimental", metrics, mode, **options)
-
-
-def from_mindspore(*args: Any, **kwargs: Any) -> Plan:
-    """Import MindSpore setups into a plan (see :mod:`optbridge_adapters.mindspore_import`)."""
-    from .mindspore_import import from_mindspore as _impl
-    return _impl(*args, **kwargs)

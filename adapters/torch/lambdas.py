@@ -5,7 +5,7 @@ counter; it evaluates an optbridge expression (:mod:`optbridge.expr`: parsed wit
 a whitelist, never executed as Python). Because it is an expression and not a
 Python function:
 
-* :func:`optbridge_adapters.torch_backend.from_torch` imports it exactly as a
+* :func:`optbridge.from_torch` imports it exactly as a
   ``lambda`` / ``multiplicative`` node (a plain Python function can only be
   sampled into a table);
 * it pickles, and torch's ``LambdaLR.state_dict()`` stores it: torch saves the

@@ -26,7 +26,7 @@
   ``T_max``); a root chain whose parts run on different clocks becomes several
   schedulers stacked on the optimizer, each stepped on its own clock;
 * ``lambda`` -> LambdaLR and ``multiplicative`` -> MultiplicativeLR with
-  :class:`~optbridge_adapters.torch_lambda.Lambda` callables; ``plateau`` ->
+  :class:`~optbridge_adapters.torch.Lambda` callables; ``plateau`` ->
   ReduceLROnPlateau with its state; ``table``, ``piecewise``, ``natural_exp`` and
   ``inverse_time`` have no torch class.
 
@@ -41,7 +41,7 @@ from typing import Any
 
 from optbridge import ir
 
-from .torch_lambda import Lambda
+from .lambdas import Lambda
 
 __all__ = ["Spec", "NotNative", "lower_lr", "pair_momentum", "construct", "CHAINABLE"]
 

@@ -5,7 +5,7 @@ interpreter (``.venv-mge``, built by ``./dev setup``). This module imports nothi
 from MegEngine at import time and works in both environments:
 
 * where ``megengine`` is importable, everything runs in-process
-  (:mod:`optbridge_adapters.megengine_build` holds the MegEngine code);
+  (:mod:`optbridge_adapters.megengine.build` holds the MegEngine code);
 * elsewhere, :func:`trace` runs the backend-neutral worker
   (:mod:`optbridge_adapters.worker`) under the MegEngine interpreter: the plan
   goes over as JSON, the trace comes back with its arrays bit-exact.
@@ -58,8 +58,8 @@ def megengine_importable() -> bool:
 
 
 def repo_root() -> Path | None:
-    """The optbridge checkout this module lives in (``adapters/..``), or None when installed elsewhere."""
-    root = Path(__file__).resolve().parent.parent
+    """The optbridge checkout this module lives in (``adapters/megengine/../..``), or None when installed elsewhere."""
+    root = Path(__file__).resolve().parents[2]
     if (root / "dev").is_file() and (root / "pyproject.toml").is_file() and (root / "optbridge").is_dir():
         return root
     return None
@@ -100,60 +100,34 @@ def _require_megengine(what: str) -> Any:
             f"interpreter; run your MegEngine code with the MegEngine interpreter. {SETUP_HINT}. "
             "(optbridge.trace(plan, steps, backend='megengine') works from any environment: it runs a worker.)")
     try:
-        from . import megengine_build
+        from . import build as megengine_build
     except ImportError as e:
         raise BackendUnavailable(f"optbridge.{what}: importing megengine failed ({e}); {SETUP_HINT}") from e
     return megengine_build
 
 
-def to_megengine(plan: Plan, module: Any, **options: Any) -> Any:
-    """Real MegEngine optimizers and schedule drivers for ``plan`` over ``module``'s parameters.
-
-    Args:
-        plan: The plan.
-        module: A ``megengine.module.Module`` (names from ``named_parameters()``,
-            owner types from ``named_modules()``), a mapping ``name -> Parameter``
-            or an iterable of ``(name, Parameter)``.
-        **options: ``horizon`` (steps the schedule must be exact for; default
-            ``plan.total_steps``; used to lower a staircase exponential to
-            MultiStepLR), ``metrics`` (plateau series known in advance),
-            ``native`` (use MegEngine's MultiStepLR where exact; default True),
-            ``split_nesterov`` (default True; False refuses plans whose SGD groups
-            differ in nesterov), ``strict`` (raise instead of building when an
-            optimizer rule differs from torch's, i.e. Adagrad's eps), ``chunk``
-            (driver evaluation chunk, default 1024 steps).
-
-    Returns:
-        A frozen :class:`optbridge_adapters.megengine_build.MegEngineSetup` with
-        ``.optimizers`` / ``.optimizer``, ``.schedulers`` / ``.scheduler``,
-        ``.gradmanager_params``, ``.clip_gradients()`` and ``.fidelity``.
+def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, strict: bool = False) -> Any:
+    """See :func:`optbridge.to_megengine` (needs megengine importable in this interpreter).
 
     Raises:
         BackendUnavailable: megengine is not importable here.
-        UnsupportedError: the plan needs something MegEngine cannot do exactly
-            (dampening, amsgrad, maximize, an optimizer MegEngine lacks, ...).
-        ConfigError: the plan's groups do not resolve over the module.
     """
-    return _require_megengine("to_megengine").to_megengine(plan, module, **options)
+    return _require_megengine("to_megengine").to_megengine(plan, model, total_steps=total_steps, form=form,
+                                                           metrics=metrics, split_nesterov=split_nesterov,
+                                                           strict=strict)
 
 
-def from_megengine(optimizer: Any, scheduler: Any = None, **options: Any) -> Plan:
-    """A plan from live MegEngine objects (the inverse of :func:`to_megengine`).
-
-    Args:
-        optimizer: A MegEngine optimizer, a list of them, a ``MultipleOptimizer``
-            (optbridge's, or any object with ``.opts`` as in MegEngine's guide).
-        scheduler: None, ``MultiStepLR``, optbridge's ``PlanScheduler``, or a list /
-            ``MultipleScheduler`` of them.
-        **options: ``module`` (a Module, or ``name -> Parameter`` mapping: groups
-            then select their parameters by name and parameters outside every
-            optimizer become a ``frozen: exclude`` group), ``description``.
+def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+                   steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """See :func:`optbridge.from_megengine` (needs megengine importable in this interpreter).
 
     Raises:
         BackendUnavailable: megengine is not importable here.
-        UnsupportedError: an optimizer or scheduler optbridge cannot read exactly.
     """
-    return _require_megengine("from_megengine").from_megengine(optimizer, scheduler, **options)
+    return _require_megengine("from_megengine").from_megengine(optimizer, scheduler, model=model,
+                                                               step_unit=step_unit, steps_per_epoch=steps_per_epoch,
+                                                               total_steps=total_steps)
 
 
 def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **options: Any) -> Trace:
@@ -177,6 +151,6 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **o
         import sys
         raise BackendUnavailable(
             f"backend 'megengine': megengine is not importable by the worker's interpreter {sys.executable}; {SETUP_HINT}")
-    from .worker import run_in_worker
+    from ..worker import run_in_worker
     return run_in_worker(python or megengine_python(), BACKEND, plan, steps, metrics=metrics,
                          timeout=timeout, hint=SETUP_HINT, **options)

@@ -1,11 +1,12 @@
 """MindSpore to plan: list-function specs, LearningRateSchedule cells, nn optimizers, experimental schedulers.
 
-:func:`from_mindspore` accepts:
+:func:`read_spec` reads a MindSpore-dialect document or a ``learning_rate`` spec
+(a mapping such as ``{"type": "cosine_decay_lr", "min_lr": 0.0, ...}``, or a list
+of list-function specs, concatenated) through :mod:`optbridge.dialects.mindspore`,
+which knows the list functions' arguments and MindSpore's code semantics.
 
-* a MindSpore-dialect document or a ``learning_rate`` spec (a mapping such as
-  ``{"type": "cosine_decay_lr", "min_lr": 0.0, ...}``, or a list of list-function
-  specs, concatenated): read by :mod:`optbridge.dialects.mindspore`, which knows
-  the list functions' arguments and MindSpore's code semantics;
+:func:`from_mindspore` reads live objects:
+
 * a ``LearningRateSchedule`` cell (MindSpore's own, read from its attributes, or
   one optbridge generated, which carries its node);
 * a ``mindspore.nn`` optimizer (SGD, Momentum, Adam, AdamWeightDecay): its group
@@ -22,6 +23,7 @@ resolves over the same net.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,9 +41,9 @@ from optbridge.dialects import mindspore as dialect
 from optbridge.errors import ConfigError
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
 
-from . import mindspore_cells as cells
+from . import cells
 
-__all__ = ["from_mindspore"]
+__all__ = ["from_mindspore", "read_spec"]
 
 
 def _f(x: Any) -> float:
@@ -259,40 +261,69 @@ def _experimental(opt: Any, scheduler: Any | None, names: Mapping[int, str] | No
 # --------------------------------------------------------------------------- entry point
 
 
-def from_mindspore(obj: Any, *, scheduler: Any = None, optimizer: str = "SGD",
-                   names: Mapping[int, str] | None = None) -> Plan:
-    """A plan from a MindSpore setup (see the module docstring).
+def read_spec(spec: Any, *, optimizer: str = "SGD") -> Plan:
+    """A plan from a MindSpore-dialect document or a ``learning_rate`` spec.
 
     Args:
-        obj: A dialect document or learning_rate spec (mapping, or list of specs),
-            a LearningRateSchedule cell, an nn optimizer or an experimental optimizer.
+        spec: A dialect document (a mapping with ``optimizer``), a list-function
+            spec (``{"type": "cosine_decay_lr", ...}``) or a list of them (concatenated).
+        optimizer: The plan's optimizer type when ``spec`` does not name one.
+    """
+    if isinstance(spec, Mapping) and ("optimizer" in spec or "dialect" in spec):
+        return dialect.from_mindspore(spec)
+    if isinstance(spec, (Mapping, list, tuple)):
+        return dialect.from_mindspore({"optimizer": {"type": optimizer}, "learning_rate": spec})
+    raise ConfigError("spec", "must be a MindSpore-dialect document or a learning_rate spec (mapping or list)",
+                      type(spec).__name__)
+
+
+def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+                   steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """A plan from live MindSpore objects (see the module docstring and :func:`optbridge.from_mindspore`).
+
+    Args:
+        optimizer: An nn optimizer, an experimental optimizer, or a
+            LearningRateSchedule cell (then the plan's optimizer is SGD).
         scheduler: With an experimental optimizer: its lr_scheduler (or SequentialLR /
             ReduceLROnPlateau).
-        optimizer: With a spec or a cell: the plan's optimizer type (SGD by default).
-        names: ``id(parameter) -> name`` when parameter names differ from the net's
-            ``parameters_and_names()`` paths (they are the same for a net built as usual).
+        model: The net whose ``parameters_and_names()`` name the parameters (default:
+            the names the parameters carry, the same for a net built as usual).
+        step_unit: What the experimental scheduler's ``step()`` counts.
+        steps_per_epoch: Updates per epoch.
+        total_steps: Updates the plan is defined for.
 
     Raises:
         ConfigError: naming what cannot be read and why.
     """
-    if isinstance(obj, Mapping) and ("optimizer" in obj or "dialect" in obj):
-        return dialect.from_mindspore(obj)
+    obj = optimizer
     if isinstance(obj, (Mapping, list, tuple)):
-        return dialect.from_mindspore({"optimizer": {"type": optimizer}, "learning_rate": obj})
+        raise ConfigError("optimizer", "from_mindspore reads live MindSpore objects; for a MindSpore-dialect "
+                          "document or a learning_rate spec use optbridge.load / optbridge.loads, or "
+                          "optbridge_adapters.mindspore.read.read_spec(spec)", type(obj).__name__)
+    ir.check_choice("step_unit", step_unit, ir.UNITS)
+    names = None if model is None else {id(p): n for n, p in model.parameters_and_names()}
     if isinstance(obj, ExpOptimizer):
-        return _experimental(obj, scheduler, names)
-    if isinstance(obj, nn.Optimizer):
+        plan = _experimental(obj, scheduler, names)
+    elif isinstance(obj, nn.Optimizer):
         if scheduler is not None:
             raise ConfigError("scheduler", "applies to experimental optimizers only (nn optimizers carry their lr)",
                               type(scheduler).__name__)
-        return _nn_optimizer(obj)
-    if isinstance(obj, (LearningRateSchedule, Parameter)):
+        plan = _nn_optimizer(obj)
+    elif isinstance(obj, (LearningRateSchedule, Parameter)):
         node, base, n = cell_to_node(obj)
-        ptype = "SGD" if optimizer == "SGD" else optimizer
-        return Plan(optimizers=(OptimizerSpec(type=ptype, options={"lr": base}),),
+        plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": base}),),
                     schedule={"lr": node} if node is not None else {}, total_steps=n,
                     description=f"imported from {type(obj).__name__}")
-    if isinstance(obj, (MLS.LRScheduler, MLS.SequentialLR, MLS.ReduceLROnPlateau)):
-        return _experimental(obj.optimizer, obj, names)
-    raise ConfigError("", "from_mindspore reads a dialect document or learning_rate spec, a LearningRateSchedule, an "
-                      "nn optimizer, or an experimental optimizer (with scheduler=)", type(obj).__name__)
+    elif isinstance(obj, (MLS.LRScheduler, MLS.SequentialLR, MLS.ReduceLROnPlateau)):
+        plan = _experimental(obj.optimizer, obj, names)
+    else:
+        raise ConfigError("optimizer", "from_mindspore reads an nn optimizer, an experimental optimizer (with "
+                          "scheduler=) or a LearningRateSchedule", type(obj).__name__)
+    changes: dict[str, Any] = {}
+    if step_unit != plan.step_unit:
+        changes["step_unit"] = step_unit
+    if steps_per_epoch is not None:
+        changes["steps_per_epoch"] = steps_per_epoch
+    if total_steps is not None:
+        changes["total_steps"] = total_steps
+    return dataclasses.replace(plan, **changes) if changes else plan

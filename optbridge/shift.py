@@ -1,6 +1,6 @@
 """Start a schedule where it stands: ``shift(node, K)`` is a node whose value at ``t`` is the original's at ``t + K``.
 
-:func:`~optbridge_adapters.torch_backend.from_torch` uses it for schedulers that
+:func:`optbridge.from_torch` uses it for schedulers that
 were already stepped ``K`` times. The counter is the node's own (all nodes of one
 torch scheduler run on one clock). Forms, per kind:
 

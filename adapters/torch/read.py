@@ -6,10 +6,10 @@ its composition rules), and the resulting plan is then completed with what a
 document cannot say:
 
 * plain Python ``lr_lambda`` functions are sampled into tables (with a warning);
-  :class:`~optbridge_adapters.torch_lambda.Lambda` / :class:`optbridge.expr.Expr`
+  :class:`~optbridge_adapters.torch.Lambda` / :class:`optbridge.expr.Expr`
   callables stay expressions;
 * schedulers already stepped ``K`` times start where they stand
-  (:mod:`optbridge_adapters.torch_shift`); an epoch scheduler in the middle of an
+  (:mod:`optbridge.shift`); an epoch scheduler in the middle of an
   epoch (known from an iteration scheduler next to it) holds its value for the
   rest of that epoch;
 * ReduceLROnPlateau keeps its state (best, bad epochs, cooldown, current lr);
@@ -35,8 +35,8 @@ from optbridge.errors import ConfigError
 from optbridge.expr import Expr
 from optbridge.plan import OPTIMIZER_DEFAULTS, Group, Plan, Selector
 
-from .torch_lambda import Lambda
-from .torch_shift import shift, value_at
+from .lambdas import Lambda
+from optbridge.shift import shift, value_at
 
 __all__ = ["from_torch", "SampledLambdaWarning", "glob_escape"]
 
@@ -229,7 +229,31 @@ def _names(model: Any) -> dict[int, str]:
 
 def from_torch(optimizer: torch.optim.Optimizer, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
                steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
-    """The plan of a live torch setup (see :func:`optbridge_adapters.torch_backend.from_torch`)."""
+    """The plan of a live torch optimizer and its scheduler(s).
+
+    Args:
+        optimizer: A ``torch.optim`` optimizer (SGD, Adam, AdamW, RMSprop, Adagrad,
+            Adadelta, Adamax, NAdam, RAdam). Every group option is written as torch
+            filled it (defaults explicit at the optimizer level, differences per group).
+        scheduler: None, a torch scheduler, a list of schedulers stacked on the
+            optimizer, or a list of ``(scheduler, "iter" | "epoch")`` pairs (what each
+            ``step()`` counts). Schedulers already stepped ``K`` times start where they
+            stand: update 0 of the plan is the optimizer's next update.
+        model: The module (or ``(name, tensor)`` pairs) whose ``named_parameters()``
+            name the groups' parameters: each group selects exactly its names;
+            parameters in no group go to a ``frozen: exclude`` group. Without a model
+            the groups have no selectors (enough for tracing).
+        step_unit: What ``scheduler.step()`` counts when not given per pair.
+        steps_per_epoch: Updates per epoch (needed to mix iteration and epoch schedulers).
+        total_steps: Updates the plan is defined for; needed to sample plain Python
+            ``lr_lambda`` functions into tables (with a :class:`SampledLambdaWarning`).
+            :class:`Lambda` functions need no horizon.
+
+    Raises:
+        ConfigError: a scheduler torch cannot compose that way, a plain Python function
+            without ``total_steps``, a parameter not in ``model``, or a scheduler whose
+            state does not follow its schedule.
+    """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError("optimizer", "must be a torch.optim optimizer", type(optimizer).__name__)
     otype = type(optimizer).__name__
@@ -397,7 +421,7 @@ def _warn(reader: _Reader, total: int | None) -> None:
     names = ", ".join(getattr(f, "__qualname__", type(f).__name__) for f in reader.functions.values())
     warnings.warn(f"from_torch: lr_lambda function(s) {names} are plain Python code, not optbridge expressions: "
                   f"sampled into tables over total_steps={total} (the plan is defined for those steps only); pass "
-                  "optbridge_adapters.torch_backend.Lambda('<expression>') to keep a schedule portable",
+                  "optbridge_adapters.torch.Lambda('<expression>') to keep a schedule portable",
                   SampledLambdaWarning, stacklevel=3)
 
 
@@ -427,7 +451,7 @@ def _entry(node: ir.Node, base: float, k: int, r: int, unit: str, reader: _Reade
         if total is None:
             raise ConfigError("total_steps", "is needed: the schedulers use plain Python lr_lambda functions, which "
                               "from_torch samples into tables over total_steps (or pass "
-                              "optbridge_adapters.torch_backend.Lambda('<expression>') functions instead)", None,
+                              "optbridge_adapters.torch.Lambda('<expression>') functions instead)", None,
                               show_value=False)
         horizon = k + total * (spe if unit == "iter" and step_unit == "epoch" else 1) + 2
         n = _sample(n, base, horizon, reader, False)
@@ -480,7 +504,7 @@ def _call(f: Any, j: int) -> float:
 def _check_current(plan: Plan, optimizer: torch.optim.Optimizer) -> None:
     """The imported plan's values for the next update must be what the optimizer's groups hold."""
     from optbridge.tracing import reference_trace
-    from .torch_build import _read
+    from .build import _read
     tr = reference_trace(plan, 1)
     for i, g in enumerate(optimizer.param_groups):
         for h in tr:

@@ -4,7 +4,7 @@
 torch optimizers and one scheduler object, choosing per optimizer and
 hyperparameter between
 
-* torch's own scheduler classes (:mod:`optbridge_adapters.torch_lower`) where one
+* torch's own scheduler classes (:mod:`optbridge_adapters.torch.forms`) where one
   computes the schedule exactly (fidelity ``native``), and
 * :class:`PlanScheduler`, which writes the reference evaluator's values
   (:func:`optbridge.evaluate.values`, computed 4096 steps at a time) into the
@@ -14,31 +14,33 @@ hyperparameter between
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from optbridge import evaluate, ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
-from optbridge.params import Resolution, effective_options
+from optbridge.params import ParamRecord, Resolution, effective_options, resolve
 from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, has_hyper, hyper_base, scheduled_hypers
 from optbridge.report import Fidelity
 from optbridge.serialize import to_dict
 
-from .torch_lower import NotNative, Spec, construct, lower_lr, pair_momentum
+from .forms import NotNative, Spec, construct, lower_lr, pair_momentum
 
-__all__ = ["PlanScheduler", "SetupScheduler", "TorchSetup", "Slot", "Entry", "build", "step_scheduler", "plan_hash",
+__all__ = ["to_torch", "model_records", "PlanScheduler", "SetupScheduler", "TorchSetup", "Slot", "Entry", "build", "step_scheduler", "plan_hash",
            "CHUNK"]
 
 BACKEND = "torch"
 CHUNK = 4096
+#: ``form=`` values of :func:`to_torch`.
+FORMS = ("auto", "table")
 
 _NO_TORCH = {
     "LAMB": "torch 2.13 has no LAMB optimizer (torch.optim has no layer-wise trust ratio)",
@@ -247,7 +249,7 @@ class SetupScheduler:
 
 @dataclass(frozen=True, eq=False)
 class TorchSetup:
-    """What :func:`~optbridge_adapters.torch_backend.to_torch` builds.
+    """What :func:`to_torch` builds.
 
     Attributes:
         optimizers: ``name -> torch.optim.Optimizer`` (one per plan optimizer with trained groups).
@@ -467,3 +469,75 @@ def step_scheduler(setup: TorchSetup, k: int, metrics: Any, used: list[int]) -> 
     setup.scheduler.step(float(metrics[j]))
     used[0] = j + 1
 
+
+# --------------------------------------------------------------------------- entry point
+
+def model_records(model: Any) -> tuple[list[ParamRecord], dict[str, torch.Tensor]]:
+    """Parameter records of ``model`` for :func:`optbridge.params.resolve`, and ``name -> tensor``.
+
+    ``model`` is an ``nn.Module`` (module type = the owning module's class name;
+    tied parameters are listed under every name, with one ``ident``), or a mapping /
+    iterable of ``(name, tensor)`` pairs (no module types).
+    """
+    records: list[ParamRecord] = []
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(model, torch.nn.Module):
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            for pname, p in mod._parameters.items():
+                if p is None:
+                    continue
+                full = f"{mname}.{pname}" if mname else pname
+                records.append(ParamRecord(full, tuple(p.shape), type(mod).__name__, id(p), p.requires_grad))
+                tensors.setdefault(full, p)
+    else:
+        items = model.items() if isinstance(model, Mapping) else model
+        for name, p in items:
+            if not isinstance(p, torch.Tensor):
+                raise ConfigError(f"model[{name!r}]", "must be a tensor", type(p).__name__)
+            records.append(ParamRecord(name, tuple(p.shape), "", id(p), p.requires_grad))
+            tensors.setdefault(name, p)
+    return records, tensors
+
+
+def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+             metrics: Sequence[float] | None = None, freeze_excluded: bool = True) -> TorchSetup:
+    """Torch optimizers and a scheduler for ``plan`` over ``model``'s parameters.
+
+    Args:
+        plan: The plan.
+        model: An ``nn.Module`` (or ``(name, tensor)`` pairs). Groups are resolved
+            with :func:`optbridge.params.resolve` over ``model.named_parameters()``;
+            tied weights count once.
+        total_steps: Updates the setup must be exact for (default: the plan's).
+        form: ``"auto"`` (default; torch's own scheduler classes where exact) or
+            ``"table"`` (the PlanScheduler drives every scheduled hyperparameter).
+        metrics: Plateau metrics known in advance (not supported yet: call
+            ``scheduler.step(metric)``).
+        freeze_excluded: Set ``requires_grad=False`` on the parameters of
+            ``frozen: exclude`` groups (they are in no optimizer either way).
+
+    Returns:
+        A :class:`TorchSetup`: ``.optimizers`` (``.optimizer`` when there is one),
+        ``.scheduler`` (call ``step()`` once per update, after ``optimizer.step()``;
+        ``step(metric)`` when ``.plateau_every`` says a ReduceLROnPlateau is due),
+        ``.clip_gradients()`` (per-group clipping, before ``optimizer.step()``),
+        ``.fidelity``, ``.resolution``.
+
+    Raises:
+        ConfigError: the groups do not resolve over the model, or torch rejects an option.
+        UnsupportedError: an optimizer torch lacks (LAMB, Lion, AdamWeightDecay), or a
+            schedule with no exact torch form (plateau on another hyperparameter than lr).
+    """
+    form = ir.check_choice("form", "auto" if form is None else form, FORMS)
+    if metrics is not None:
+        raise ConfigError("metrics", "is not supported by to_torch yet: call scheduler.step(metric)", None,
+                          show_value=False)
+    if total_steps is not None:
+        plan = dataclasses.replace(plan, total_steps=ir.check_int("total_steps", total_steps, minimum=1))
+    records, tensors = model_records(model)
+    res = resolve(plan, records)
+    params = {g.name: [tensors[n] for n in g.params] for g in res.groups}
+    if freeze_excluded:
+        for n in res.excluded:
+            tensors[n].requires_grad_(False)
+    return build(plan, params, resolution=res, native=form == "auto", excluded=tuple(res.excluded))

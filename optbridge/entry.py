@@ -1,0 +1,176 @@
+"""The framework entry points: ``to_<framework>`` and ``from_<framework>``.
+
+One shape and one signature per direction, for every framework::
+
+    to_torch(plan, model, *, total_steps=None, form=None, metrics=None, ...)      -> TorchSetup
+    to_mindspore(plan, model, *, total_steps=None, form=None, metrics=None, ...)  -> MindSporeSetup
+    to_megengine(plan, model, *, total_steps=None, form=None, metrics=None, ...)  -> MegEngineSetup
+
+    from_torch(optimizer, scheduler=None, *, model=None, step_unit="iter", steps_per_epoch=None, total_steps=None)
+    from_mindspore(...)  /  from_megengine(...)    # the same parameters
+
+These functions import nothing heavy: each loads its adapter package
+(``optbridge_adapters.<framework>``) on call, and a framework that is not
+installed raises :class:`~optbridge.errors.BackendUnavailable` with the install
+hint. ``from optbridge import *`` therefore imports no framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plan import Plan
+
+__all__ = ["to_torch", "from_torch", "to_mindspore", "to_mindspore_lists", "from_mindspore", "to_megengine",
+           "from_megengine", "FRAMEWORK_HINTS"]
+
+#: How to install each framework (part of every BackendUnavailable message).
+FRAMEWORK_HINTS = {
+    "torch": "install torch: pip install 'optbridge[torch]'",
+    "mindspore": "pip install 'optbridge[mindspore]' (mindspore 2.10)",
+    "megengine": "MegEngine 1.13 needs Python <= 3.10: run `./dev setup` (it builds .venv-mge), or see docs/megengine.md",
+}
+
+
+def _adapter(framework: str, module: str, name: str) -> Any:
+    """``optbridge_adapters.<framework>.<module>.<name>``, or BackendUnavailable."""
+    try:
+        mod = importlib.import_module(f"optbridge_adapters.{framework}.{module}")
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] in (framework, "optbridge_adapters"):
+            raise BackendUnavailable(f"optbridge.{name} needs {framework}, which is not importable here ({e}); "
+                                     f"{FRAMEWORK_HINTS[framework]}") from e
+        raise
+    return getattr(mod, name)
+
+
+# --------------------------------------------------------------------------- plan -> framework
+
+def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+             metrics: Sequence[float] | None = None, freeze_excluded: bool = True) -> Any:
+    """Real torch optimizers and one scheduler object for ``plan`` over ``model``'s parameters.
+
+    Args:
+        plan: The plan (:func:`optbridge.load`).
+        model: An ``nn.Module`` (or ``(name, tensor)`` pairs); groups resolve over
+            its named parameters, tied weights count once.
+        total_steps: Updates the setup must be exact for (default: the plan's).
+        form: ``"auto"`` (default: torch's own scheduler classes wherever one is
+            exact, the reference's values written per step elsewhere) or ``"table"``
+            (the reference's values everywhere).
+        metrics: Plateau metric series known in advance (else ``scheduler.step(metric)``).
+        freeze_excluded: Set ``requires_grad=False`` on ``frozen: exclude`` parameters.
+
+    Returns:
+        A ``TorchSetup`` (``.optimizer(s)``, ``.scheduler``, ``.clip_gradients()``,
+        ``.fidelity``, ``.resolution``); see docs/torch.md.
+    """
+    return _adapter("torch", "build", "to_torch")(plan, model, total_steps=total_steps, form=form, metrics=metrics,
+                                                   freeze_excluded=freeze_excluded)
+
+
+def to_mindspore(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+                 metrics: Sequence[float] | None = None, scheduler: str = "native") -> Any:
+    """Real MindSpore optimizers (and the driver that moves their schedules) for ``plan`` over ``model``.
+
+    Args:
+        plan: The plan.
+        model: A ``mindspore.nn.Cell``; groups resolve over its trainable parameters.
+        total_steps: Updates the setup must be exact for (default: the plan's;
+            required by the ``list`` form).
+        form: ``"auto"`` (default), ``"list"``, ``"cell"`` or ``"experimental"``
+            (docs/mindspore.md: which form holds what, exactly or not at all).
+        metrics: Plateau metric series known in advance.
+        scheduler: Experimental form: ``"native"`` MindSpore lr_scheduler classes
+            where they compute the node, or ``"driver"`` (the reference's values).
+
+    Returns:
+        A ``MindSporeSetup`` (``.optimizer(s)``, ``.step()``, ``.fidelity``, ``.report``).
+    """
+    return _adapter("mindspore", "build", "to_mindspore")(plan, model, total_steps=total_steps, form=form,
+                                                           metrics=metrics, scheduler=scheduler)
+
+
+def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> Any:
+    """Per-group float32 lists of ``hyper`` for MindSpore's ``learning_rate=[...]`` (numpy only)."""
+    return _adapter("mindspore", "convert", "lists")(plan, total_steps, hyper=hyper)
+
+
+def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
+                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, strict: bool = False) -> Any:
+    """Real MegEngine optimizers and schedule drivers for ``plan`` over ``model``'s parameters.
+
+    Args:
+        plan: The plan.
+        model: A ``megengine.module.Module`` (or ``name -> Parameter`` pairs).
+        total_steps: Updates the setup must be exact for (default: the plan's).
+        form: ``"auto"`` (default: MegEngine's MultiStepLR where exact, the
+            reference's values written per step elsewhere) or ``"table"``.
+        metrics: Plateau metric series known in advance.
+        split_nesterov: Split SGD groups that differ in nesterov into separate optimizers.
+        strict: Raise instead of building when a native optimizer's rule differs from torch's.
+
+    Returns:
+        A ``MegEngineSetup``; see docs/megengine.md.
+    """
+    return _adapter("megengine", "backend", "to_megengine")(plan, model, total_steps=total_steps, form=form,
+                                                             metrics=metrics, split_nesterov=split_nesterov,
+                                                             strict=strict)
+
+
+# --------------------------------------------------------------------------- framework -> plan
+
+def from_torch(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+               steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """The plan of a live torch optimizer and its scheduler(s).
+
+    Args:
+        optimizer: A ``torch.optim`` optimizer.
+        scheduler: None, a scheduler, a list of schedulers stacked on the optimizer,
+            or ``(scheduler, "iter" | "epoch")`` pairs. Schedulers already stepped
+            start where they stand: update 0 of the plan is the optimizer's next update.
+        model: The module whose parameter names the groups select.
+        step_unit: What ``scheduler.step()`` counts when not given per pair.
+        steps_per_epoch: Updates per epoch.
+        total_steps: Updates the plan is defined for, counted from the optimizer's
+            next update (the remaining run); needed to sample plain Python lambdas.
+    """
+    return _adapter("torch", "read", "from_torch")(optimizer, scheduler, model=model, step_unit=step_unit,
+                                                    steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+                   steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """The plan of a live MindSpore optimizer (nn or experimental) and its scheduler.
+
+    Args:
+        optimizer: An ``nn`` optimizer (its ``learning_rate`` list or cell is read) or
+            a ``mindspore.experimental.optim`` optimizer. (A ``LearningRateSchedule``
+            cell alone is accepted too and gives an SGD plan.)
+        scheduler: With an experimental optimizer: its lr_scheduler.
+        model: The net whose parameter names the groups select (default: the names
+            the optimizer's parameters carry).
+        step_unit, steps_per_epoch, total_steps: As :func:`from_torch`.
+    """
+    return _adapter("mindspore", "read", "from_mindspore")(optimizer, scheduler, model=model, step_unit=step_unit,
+                                                            steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
+                   steps_per_epoch: int | None = None, total_steps: int | None = None) -> Plan:
+    """The plan of live MegEngine optimizer(s) and scheduler(s) (the inverse of :func:`to_megengine`).
+
+    Args:
+        optimizer: A MegEngine optimizer, a list of them, or a ``MultipleOptimizer``.
+        scheduler: None, ``MultiStepLR``, optbridge's ``PlanScheduler``, or a list of them.
+        model: The module whose parameter names the groups select.
+        step_unit, steps_per_epoch, total_steps: As :func:`from_torch`.
+    """
+    return _adapter("megengine", "backend", "from_megengine")(optimizer, scheduler, model=model, step_unit=step_unit,
+                                                               steps_per_epoch=steps_per_epoch,
+                                                               total_steps=total_steps)
