@@ -1,22 +1,26 @@
 """Plans to and from plain data, and files (JSON, YAML, TOML).
 
-The canonical document::
+Reading: :func:`load` / :func:`loads` parse a document, find its dialect
+(:mod:`optbridge.dialects`: the canonical IR of
+:mod:`optbridge.dialects.canonical`, torch, MindSpore, MMEngine, timm, Hugging
+Face) and build the plan. Writing: :func:`to_dict` / :func:`dumps` /
+:func:`dump` give the canonical document. Loading never executes code: YAML is
+read with ``safe_load``; expressions are parsed by :mod:`optbridge.expr`.
 
-    optbridge: 1                  # IR version (marks the canonical dialect)
-    step_unit: iter               # or epoch
-    steps_per_epoch: 100          # optional
-    optimizer: {type: SGD, lr: 0.1, momentum: 0.9}
-    groups:
-      - {name: head, params: ["head.*"], lr_mult: 10}
-      - {name: rest, params: rest}
-    schedule:
-      lr: {kind: sequence, parts: [{kind: linear, start_factor: 0.0, steps: 5},
-                                   {kind: cosine, steps: 95}], boundaries: [5]}
+What :func:`load` does with a string (a path, or the text of a document):
 
-Several optimizers: ``optimizers: [{name, type, ..., groups: [...]}, ...]``.
-``schedule: {kind: ...}`` is shorthand for ``schedule: {lr: {kind: ...}}``.
-Loading never executes code: YAML is read with ``safe_load``; expressions are
-parsed by :mod:`optbridge.expr`.
+* a string with a newline, or starting with ``{``, is document text;
+* any other string names a file when it is an existing path, ends in ``.json``,
+  ``.yaml``, ``.yml`` or ``.toml``, or has no colon (a one-line YAML mapping
+  needs one: ``"optbridge: 1"``); such a path must be a readable UTF-8 file, or
+  the error says it does not exist, is a directory, or is not text;
+* other one-line strings (``"{optbridge: 1, ...}"``, ``"optbridge: 1"``) are
+  document text. :func:`loads` always takes text.
+
+The shared reading helpers (:func:`expect_mapping`, :func:`selectors_from_config`,
+:func:`node_from_dict`) live in :mod:`optbridge.configio`, the canonical reader
+(:func:`from_dict`) in :mod:`optbridge.dialects.canonical`; both names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -30,57 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from . import ir
-from .errors import ConfigError, join_path as _join
-from .plan import Clip, Group, OptimizerSpec, Plan, Selector
+from .configio import expect_mapping, node_from_dict, rethrow, schedule_map as _schedule_map, selectors_from_config
+from .dialects import detect, from_dialect
+from .dialects.canonical import from_dict
+from .errors import ConfigError
+from .plan import Group, OptimizerSpec, Plan, Selector
 
 __all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_dict", "node_from_dict",
            "selectors_from_config", "expect_mapping"]
 
 
-# --------------------------------------------------------------------------- errors with paths
-
-def rethrow(prefix: str, err: ConfigError) -> ConfigError:
-    """A copy of ``err`` whose path is prefixed with ``prefix``."""
-    return err.under(prefix)
-
-
-def expect_mapping(path: str, v: object) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise ConfigError(path, "must be a mapping", v)
-    for k in v:
-        if not isinstance(k, str):
-            raise ConfigError(path, "keys must be strings", k)
-    return v
-
-
 # --------------------------------------------------------------------------- nodes
-
-def node_from_dict(d: object, path: str = "schedule") -> ir.Node:
-    """Build a node from ``{"kind": ..., field: value}``, validating with paths."""
-    d = expect_mapping(path, d)
-    kind = d.get("kind")
-    cls = ir.NODE_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ConfigError(f"{path}.kind", "must be one of " + ", ".join(ir.NODE_TYPES), kind)
-    names = {f.name for f in fields(cls)}
-    kw: dict[str, Any] = {}
-    for key, v in d.items():
-        if key == "kind":
-            continue
-        if key not in names:
-            raise ConfigError(f"{path}.{key}", f"is not a field of {kind} (fields: {', '.join(sorted(names))})", v)
-        if key == "parts":
-            if not isinstance(v, list) or not v:
-                raise ConfigError(f"{path}.parts", "must be a non-empty list of schedules", v)
-            v = tuple(node_from_dict(p, f"{path}.parts[{i}]") for i, p in enumerate(v))
-        elif isinstance(v, list):
-            v = tuple(v)
-        kw[key] = v
-    try:
-        return cls(**kw)
-    except ConfigError as e:
-        raise rethrow(path, e) from None
-
 
 def node_to_dict(node: ir.Node) -> dict[str, Any]:
     """``{"kind": ..., non-default fields...}`` for a node (expressions as strings)."""
@@ -104,121 +68,6 @@ def _same(a: object, b: object) -> bool:
 
 
 # --------------------------------------------------------------------------- plan
-
-_GROUP_KEYS = {"name", "params", "schedule", "frozen", "clip"}
-_OPT_KEYS = {"name", "type", "groups"}
-_PLAN_KEYS = {"optbridge", "dialect", "step_unit", "steps_per_epoch", "total_steps", "optimizer",
-              "optimizers", "groups", "schedule", "description"}
-
-
-def from_dict(d: object, path: str = "") -> Plan:
-    """Build a :class:`Plan` from the canonical document (see the module docstring)."""
-    d = expect_mapping(path, d)
-    for key in d:
-        if key not in _PLAN_KEYS:
-            raise ConfigError(_join(path, key), "is not a plan field (fields: " + ", ".join(sorted(_PLAN_KEYS)) + ")", d[key])
-    if "optimizer" in d and "optimizers" in d:
-        raise ConfigError(_join(path, "optimizers"), "cannot be given together with optimizer", d["optimizers"])
-    if "optimizers" in d:
-        if "groups" in d:
-            raise ConfigError(_join(path, "groups"), "must sit inside each optimizer when optimizers is a list", d["groups"])
-        raw = d["optimizers"]
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError(_join(path, "optimizers"), "must be a non-empty list", raw)
-        opts = tuple(_optimizer(o, _join(path, f"optimizers[{i}]"), None) for i, o in enumerate(raw))
-    else:
-        opt = d.get("optimizer", {"type": "SGD"})
-        opts = (_optimizer(opt, _join(path, "optimizer"), d.get("groups"), _join(path, "groups")),)
-    sched = _schedule_map(d.get("schedule", {}), _join(path, "schedule"))
-    kw = {k: d[k] for k in ("step_unit", "steps_per_epoch", "total_steps", "description") if k in d and d[k] is not None}
-    if "optbridge" in d:
-        kw["version"] = d["optbridge"]
-    try:
-        return Plan(optimizers=opts, schedule=sched, **kw)
-    except ConfigError as e:
-        raise rethrow(path, e) from None
-
-
-def _schedule_map(v: object, path: str) -> dict[str, ir.Node]:
-    v = expect_mapping(path, v)
-    if "kind" in v:
-        return {"lr": node_from_dict(v, path)}
-    return {h: node_from_dict(n, f"{path}.{h}") for h, n in v.items()}
-
-
-def _optimizer(o: object, path: str, groups: object = None, groups_path: str | None = None) -> OptimizerSpec:
-    o = expect_mapping(path, o)
-    if "type" not in o:
-        raise ConfigError(f"{path}.type", "is required (SGD, Adam, AdamW, ...)", None, show_value=False)
-    options = {k: v for k, v in o.items() if k not in _OPT_KEYS}
-    gpath = groups_path or f"{path}.groups"
-    graw = o.get("groups", groups)
-    if graw is None:
-        graw = []
-    if not isinstance(graw, list):
-        raise ConfigError(gpath, "must be a list of groups", graw)
-    gs = tuple(_group(g, f"{gpath}[{i}]") for i, g in enumerate(graw))
-    kw = {"name": o["name"]} if "name" in o else {}
-    try:
-        return OptimizerSpec(type=o["type"], options=options, groups=gs, **kw)
-    except ConfigError as e:
-        if e.path.startswith("groups"):
-            raise rethrow(gpath.rsplit(".groups", 1)[0] if ".groups" in gpath else "", e) from None
-        raise rethrow(path, e) from None
-
-
-def _group(g: object, path: str) -> Group:
-    g = expect_mapping(path, g)
-    if "name" not in g:
-        raise ConfigError(f"{path}.name", "is required", None, show_value=False)
-    options = {k: v for k, v in g.items() if k not in _GROUP_KEYS}
-    select = selectors_from_config(g.get("params"), f"{path}.params")
-    sched = _schedule_map(g.get("schedule", {}), f"{path}.schedule")
-    clip = None
-    if g.get("clip") is not None:
-        c = expect_mapping(f"{path}.clip", g["clip"])
-        for k in c:
-            if k not in ("max_norm", "norm_type", "value"):
-                raise ConfigError(f"{path}.clip.{k}", "is not a clip field (max_norm, norm_type, value)", c[k])
-        try:
-            clip = Clip(**c)
-        except ConfigError as e:
-            raise rethrow(f"{path}.clip", e) from None
-    try:
-        return Group(name=g["name"], select=select, options=options, schedule=sched,
-                     frozen=g.get("frozen"), clip=clip)
-    except ConfigError as e:
-        raise rethrow(path, e) from None
-
-
-def selectors_from_config(v: object, path: str) -> tuple[Selector, ...]:
-    """Selectors from a config value: "rest", a glob, a selector mapping, or a list of them."""
-    if v is None:
-        return ()
-    if v == "rest":
-        return (Selector(rest=True),)
-    if isinstance(v, (str, Mapping)):
-        v = [v]
-    if not isinstance(v, list):
-        raise ConfigError(path, "must be 'rest', a glob, a selector mapping or a list of them", v)
-    out = []
-    for i, s in enumerate(v):
-        p = f"{path}[{i}]"
-        if s == "rest":
-            out.append(Selector(rest=True))
-        elif isinstance(s, str):
-            out.append(Selector(names=(s,)))
-        else:
-            s = expect_mapping(p, s)
-            for k in s:
-                if k not in ("names", "regex", "modules", "ndim", "leaf", "rest"):
-                    raise ConfigError(f"{p}.{k}", "is not a selector field (names, regex, modules, ndim, leaf, rest)", s[k])
-            try:
-                out.append(Selector(**{k: (tuple(x) if isinstance(x, list) else x) for k, x in s.items()}))
-            except ConfigError as e:
-                raise rethrow(p, e) from None
-    return tuple(out)
-
 
 def to_dict(plan: Plan) -> dict[str, Any]:
     """The canonical document of ``plan`` (JSON-compatible)."""
@@ -283,7 +132,13 @@ _FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 
 
 def loads(text: str, fmt: str = "yaml") -> Plan:
-    """Parse a document in ``fmt`` (json, yaml, toml) and build the plan."""
+    """Parse a document in ``fmt`` (json, yaml, toml) and build the plan, in any dialect.
+
+    Raises:
+        ConfigError: the text is not valid ``fmt``, or the document is not a valid plan.
+    """
+    if not isinstance(text, str):
+        raise ConfigError("", "loads() takes the text of a document (str)", type(text).__name__)
     return _from_any(_parse(text, fmt, "<string>"))
 
 
@@ -291,34 +146,67 @@ def load(src: str | os.PathLike[str] | Mapping[str, Any]) -> Plan:
     """Load a plan from a path, a document string, or a dict, in any dialect.
 
     Dialects: the canonical IR (``optbridge: 1``), torch-style
-    (``dialect: torch`` or an ``optimizer``/``scheduler`` with torch class names)
-    and MindSpore-style (``dialect: mindspore``).
+    (``dialect: torch`` or an ``optimizer``/``scheduler`` with torch class names),
+    MindSpore-style (``dialect: mindspore``), and the library dialects ``mmengine``,
+    ``timm`` and ``hf`` (see :mod:`optbridge.dialects`). Which strings are paths
+    is said in the module docstring.
 
     Raises:
-        ConfigError: naming the field path, the rule and the value.
+        ConfigError: naming the field path, the rule and the value; or the file
+            that does not exist, is a directory, or is not UTF-8 text.
     """
     if isinstance(src, Mapping):
         return _from_any(src)
-    if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and Path(src).suffix.lower() in _FORMATS):
+    if isinstance(src, os.PathLike) or (isinstance(src, str) and _names_a_file(src)):
         p = Path(src)
-        if not p.is_file():
-            raise ConfigError("", f"config file {str(p)!r} does not exist", str(p), show_value=False)
-        fmt = _FORMATS.get(p.suffix.lower())
-        if fmt is None:
-            raise ConfigError("", "config files must end in .json, .yaml, .yml or .toml", str(p))
-        return _from_any(_parse(p.read_text(encoding="utf-8"), fmt, str(p)))
+        return _from_any(_parse(_read(p), _format_of(p), str(p)))
     if isinstance(src, str):
         return _from_any(_parse(src, "json" if src.lstrip().startswith("{") else "yaml", "<string>"))
     raise ConfigError("", "load() takes a path, a document string or a dict", type(src).__name__)
 
 
+def _names_a_file(s: str) -> bool:
+    """Whether :func:`load` reads string ``s`` as a path (the rule in the module docstring)."""
+    if "\n" in s or s.lstrip().startswith("{"):
+        return False
+    try:
+        exists = Path(s).exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        exists = False
+    return exists or Path(s).suffix.lower() in _FORMATS or ":" not in s
+
+
+def _format_of(p: Path) -> str:
+    fmt = _FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ConfigError("", "config files must end in .json, .yaml, .yml or .toml", str(p))
+    return fmt
+
+
+def _read(p: Path) -> str:
+    """The text of config file ``p``; every failure is a ConfigError naming the file."""
+    try:
+        if p.is_dir():
+            raise ConfigError("", f"{str(p)!r} is a directory, not a config file", None, show_value=False)
+        if not p.is_file():
+            raise ConfigError("", f"config file {str(p)!r} does not exist (no such file)", None, show_value=False)
+        _format_of(p)
+        data = p.read_bytes()
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ConfigError("", f"cannot read config file {str(p)!r}: {reason}", None, show_value=False) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"config file {str(p)!r} is not UTF-8 text (byte {e.start} is {data[e.start]:#04x}); "
+                          "configs are JSON, YAML or TOML text", None, show_value=False) from None
+
+
 def _from_any(d: Mapping[str, Any]) -> Plan:
-    from .dialects import detect, from_dialect
     d = expect_mapping("", d)
-    dialect = detect(d)
-    if dialect == "optbridge":
-        return from_dict({k: v for k, v in d.items() if k != "dialect"})
-    return from_dialect(dialect, d)
+    return from_dialect(detect(d), d)
 
 
 def _parse(text: str, fmt: str, where: str) -> Mapping[str, Any]:

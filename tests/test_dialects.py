@@ -72,7 +72,7 @@ def test_detect(doc, expected):
 
 
 def test_detect_errors():
-    with pytest.raises(ConfigError, match=r"^dialect: must be one of optbridge, torch, mindspore \(did you mean 'torch'\?\), got 'troch'"):
+    with pytest.raises(ConfigError, match=r"^dialect: must be one of optbridge, torch, mindspore, mmengine, timm, hf \(did you mean 'torch'\?\), got 'troch'"):
         detect({"dialect": "troch"})
     with pytest.raises(ConfigError, match=r"^dialect: cannot tell the dialect.*scheduler.*learning_rate"):
         detect({"scheduler": {}, "learning_rate": 0.1})

@@ -151,6 +151,7 @@ def test_load_accepts_dict_string_and_shorthand() -> None:
     ({"optbridge": 1, "schedul": {}}, "schedul: is not a plan field"),
 ])
 def test_errors_name_path_rule_and_value(doc, message) -> None:
+    doc = {"optimizer": {"type": "SGD"}, **doc}  # a plan needs an optimizer (tested on its own below)
     with pytest.raises(optbridge.ConfigError) as info:
         optbridge.load(doc)
     assert message in str(info.value)
@@ -233,4 +234,4 @@ def test_random_text_raises_only_config_error(text, fmt) -> None:
 def test_nan_and_inf_are_rejected() -> None:
     for bad in (math.nan, math.inf):
         with pytest.raises(optbridge.ConfigError, match="must be a finite number"):
-            optbridge.load({"optbridge": 1, "schedule": {"kind": "exponential", "gamma": bad}})
+            optbridge.load({"optbridge": 1, "optimizer": {"type": "SGD"}, "schedule": {"kind": "exponential", "gamma": bad}})

@@ -1,4 +1,11 @@
-"""Helpers shared by the dialect readers: keyword checks and IR-error translation."""
+"""Helpers shared by the dialect readers: keyword checks, IR-error translation, document checks.
+
+The config-reading helpers every dialect needs (:func:`expect_mapping`,
+:func:`selectors_from_config`, :func:`node_from_dict`, ...) live in
+:mod:`optbridge.configio` and are re-exported here, so a dialect module imports
+from ``._common`` only, and never from :mod:`optbridge.serialize` (which
+imports the dialects).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import ir
+from ..configio import expect_list, expect_mapping, node_from_dict, schedule_map, selectors_from_config
 from ..errors import ConfigError, join_path as join
 
 __all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path", "group_path",
-           "description"]
+           "description", "check_document", "expect_mapping", "expect_list", "node_from_dict", "schedule_map",
+           "selectors_from_config"]
 
 
 class _Required:
@@ -111,7 +120,6 @@ def description(d: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_document(d: Any, dialect: str, keys: Iterable[str]) -> Mapping[str, Any]:
     """The dialect document as a mapping whose keys are all ``keys`` and whose ``dialect`` (if any) is ``dialect``."""
-    from ..serialize import expect_mapping
     d = expect_mapping("", d)
     keys = tuple(keys)
     for key in d:

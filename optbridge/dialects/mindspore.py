@@ -58,10 +58,10 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError
 from ..plan import Group, OptimizerSpec, Plan
-from ..serialize import selectors_from_config, expect_mapping
+from ..configio import selectors_from_config, expect_mapping
 from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
 
-__all__ = ["from_mindspore", "LIST_FUNCTIONS", "CELLS", "OPTIMIZERS"]
+__all__ = ["parse", "looks_like", "from_mindspore", "LIST_FUNCTIONS", "CELLS", "OPTIMIZERS"]
 
 _TOP_KEYS = ("dialect", "description", "optimizer", "learning_rate", "group_params", "step_unit",
              "steps_per_epoch", "total_steps")
@@ -407,7 +407,7 @@ def _optimizer(opt: Mapping[str, Any]) -> tuple[str, dict[str, Any], Any]:
     return mtype, out, opt.get("learning_rate")
 
 
-def from_mindspore(d: Mapping[str, Any]) -> Plan:
+def parse(d: Mapping[str, Any]) -> Plan:
     """Build a plan from a MindSpore-dialect document (see the module docstring).
 
     Raises:
@@ -523,3 +523,13 @@ def from_mindspore(d: Mapping[str, Any]) -> Plan:
                     total_steps=total, **_description(d))
     except ConfigError as e:
         raise group_path(e, [g[4] for g in groups], "", "group_params") from None
+
+
+from_mindspore = parse  # the reader's former name (optbridge.from_mindspore is the live-object importer)
+
+
+def looks_like(doc: Mapping[str, Any]) -> bool:
+    """True when ``doc`` has ``learning_rate`` or ``group_params`` (top level or ``optimizer.learning_rate``)."""
+    opt = doc.get("optimizer")
+    return any(k in doc for k in ("learning_rate", "group_params")) or (
+        isinstance(opt, Mapping) and "learning_rate" in opt)

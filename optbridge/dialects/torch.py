@@ -57,10 +57,10 @@ from .. import ir
 from ..errors import ConfigError
 from ..ir import check_choice, check_int, check_real
 from ..plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
-from ..serialize import selectors_from_config, expect_mapping
+from ..configio import selectors_from_config, expect_mapping
 from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
 
-__all__ = ["from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
+__all__ = ["parse", "looks_like", "from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
 
 _TOP_KEYS = ("dialect", "description", "optimizer", "param_groups", "scheduler", "schedulers", "lr_scheduler",
              "step_unit", "steps_per_epoch", "total_steps")
@@ -437,7 +437,7 @@ class _Reader:
 
 # --------------------------------------------------------------------------- the document
 
-def from_torch(d: Mapping[str, Any]) -> Plan:
+def parse(d: Mapping[str, Any]) -> Plan:
     """Build a plan from a torch-dialect document (see the module docstring).
 
     Raises:
@@ -566,6 +566,17 @@ def from_torch(d: Mapping[str, Any]) -> Plan:
         return Plan(optimizers=(spec_,), schedule=plan_schedule, **kw)
     except ConfigError as e:
         raise group_path(e, group_paths, "", "param_groups") from None
+
+
+from_torch = parse  # the reader's former name (optbridge.from_torch is the live-object importer)
+
+#: Top-level keys that only a torch-dialect document has.
+_MARKERS = ("scheduler", "schedulers", "lr_scheduler", "param_groups")
+
+
+def looks_like(doc: Mapping[str, Any]) -> bool:
+    """True when ``doc`` has a torch-only key (``scheduler``, ``schedulers``, ``lr_scheduler``, ``param_groups``)."""
+    return any(k in doc for k in _MARKERS)
 
 
 def _check_chained_cosine(entries: list[_Entry], step_unit: str, spe: Any, total: Any) -> None:
