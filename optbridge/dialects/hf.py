@@ -178,7 +178,7 @@ def _lambda(name: str, kw: Mapping[str, Any], W: int, N: int | None, lr: float) 
     shapes = {"linear": "{x}", "cosine": "0.5 * (1.0 - cos(pi * {x}))", "1-sqrt": "1.0 - sqrt(1.0 - {x})"}
     decays = {"linear": "1.0 - {x}", "cosine": f"0.5 * (1.0 + cos(pi * {c} * 2.0 * {{x}}))", "1-sqrt": "1.0 - sqrt({x})"}
     for key, table in (("warmup_type", shapes), ("decay_type", decays)):
-        if kw[key] not in table:
+        if not isinstance(kw[key], str) or kw[key] not in table:
             raise ConfigError(f"{p}.{key}", "must be one of " + ", ".join(table), kw[key])
     wx = f"(k / {_f(max(1, W))})"
     dx = f"((k - {W} - {stable}) / {_f(max(1, decay))})"
@@ -242,7 +242,7 @@ def parse(doc: Mapping[str, Any], *, model: Any = None) -> Plan:
     lr = _num("learning_rate", a["learning_rate"], minimum=0.0)
     wd = _num("weight_decay", a["weight_decay"], minimum=0.0)
     optim = a["optim"]
-    if optim not in _OPTIMS:
+    if not isinstance(optim, str) or optim not in _OPTIMS:
         raise ConfigError("optim", "must be one of " + ", ".join(_OPTIMS) + " (the optimizers that are torch.optim "
                           "classes)", optim)
     ptype, adam = _OPTIMS[optim]
@@ -253,7 +253,7 @@ def parse(doc: Mapping[str, Any], *, model: Any = None) -> Plan:
     if optim == "adamw_torch_fused":
         options["fused"] = True
     name = a["lr_scheduler_type"]
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise ConfigError("lr_scheduler_type", "must be one of " + ", ".join(SCHEDULES), name)
     raw = {} if a["lr_scheduler_kwargs"] is None else expect_mapping("lr_scheduler_kwargs", a["lr_scheduler_kwargs"])
     if raw and name in ("constant", "inverse_sqrt"):

@@ -169,7 +169,7 @@ class _Sched:
         p = lambda k: join(path, k)  # noqa: E731
         self.path = path
         self.sched = a["sched"]
-        if self.sched not in _SCHED_NAMES:
+        if not isinstance(self.sched, str) or self.sched not in _SCHED_NAMES:
             if self.sched in ("wsd", "rsqrt"):
                 raise ConfigError(p("sched"), "is not supported yet (timm's warmup-stable-decay schedules)", self.sched)
             raise ConfigError(p("sched"), "must be one of " + ", ".join(_SCHED_NAMES), self.sched)
@@ -210,7 +210,7 @@ class _Sched:
         self.k = _num(p("k_decay"), a["k_decay"], positive=True)
         self.patience = _int(p("patience_epochs"), a["patience_epochs"])
         self.mode = a["plateau_mode"]
-        if self.mode not in ("min", "max"):
+        if not isinstance(self.mode, str) or self.mode not in ("min", "max"):
             raise ConfigError(p("plateau_mode"), "must be 'min' or 'max'", self.mode)
         _int(p("cooldown_epochs"), a["cooldown_epochs"])
         if self.sched != "none" and self.sched != "plateau" and not base > 0:
