@@ -406,74 +406,17 @@ def _compute(args: argparse.Namespace, plan: Plan) -> tuple[Trace, list[str], in
 # --------------------------------------------------------------------------- phase boundaries
 
 def phase_marks(plan: Plan, steps: int, hypers: Sequence[str] | None = None) -> list[int]:
-    """Steps where some schedule enters a new phase (warmup end, milestones, restarts, ...).
+    """Updates where some schedule enters a new phase (warmup end, milestones, restarts, ...).
 
-    Best effort, for display only: sequence boundaries, the end of linear and
-    constant factors, milestones, piecewise boundaries, cosine/polynomial ends,
-    SGDR restarts and one-cycle peaks, all converted to optimizer updates.
+    For display: each node says where its phases start (:meth:`optbridge.ir.Node.marks`).
     """
     spe = plan.steps_per_epoch or 1
-    nodes: list[Node] = []
-    for h, node in plan.schedule.items():
-        if hypers is None or h in hypers:
-            nodes.append(node)
-    for g in plan.groups:
-        for h, node in g.schedule.items():
-            if hypers is None or h in hypers:
-                nodes.append(node)
+    nodes: list[Node] = [n for h, n in plan.schedule.items() if hypers is None or h in hypers]
+    nodes += [n for g in plan.groups for h, n in g.schedule.items() if hypers is None or h in hypers]
     out: set[int] = set()
     for node in nodes:
-        _marks(node, 0, steps, plan.step_unit, spe, out)
+        out.update(node.marks(steps, plan.step_unit, spe)[:10_000])
     return sorted(m for m in out if 0 < m < steps)
-
-
-def _marks(node: Node, offset: int, limit: int, unit: str, spe: int, out: set[int]) -> None:
-    from . import ir
-    u = node.unit or unit
-    scale = spe if u == "epoch" else 1
-
-    def add(k: float) -> None:
-        m = offset + int(k) * scale
-        if offset < m < limit:
-            out.add(m)
-
-    if isinstance(node, ir.Sequence):
-        starts = [0, *node.boundaries]
-        ends = [*node.boundaries, None]
-        for b in node.boundaries:
-            add(b)
-        for s, e, part in zip(starts, ends, node.parts):
-            part_limit = limit if e is None else min(limit, offset + e * scale)
-            _marks(part, offset + s * scale, part_limit, u, spe, out)
-    elif isinstance(node, ir.Chain):
-        for part in node.parts:
-            _marks(part, offset, limit, u, spe, out)
-    elif isinstance(node, ir.Linear):
-        add(node.steps)
-    elif isinstance(node, ir.Constant) and node.steps:
-        add(node.steps)
-    elif isinstance(node, (ir.MultiStep,)):
-        for m in node.milestones:
-            add(m)
-    elif isinstance(node, ir.Piecewise):
-        for b in node.boundaries:
-            add(b)
-    elif isinstance(node, ir.Cosine):
-        add(node.steps)
-    elif isinstance(node, ir.Polynomial) and not node.cycle:
-        add(node.steps)
-    elif isinstance(node, ir.CosineRestarts):
-        start, length = 0, node.period
-        while offset + (start + length) * scale < limit and len(out) < 10_000:
-            start += length
-            length *= node.mult
-            add(start)
-    elif isinstance(node, ir.OneCycle):
-        peak = node.pct_start * node.total_steps - 1
-        if peak >= 0 and float(peak).is_integer():
-            add(peak)
-        elif peak >= 0:
-            add(math.ceil(peak))
 
 
 # --------------------------------------------------------------------------- table

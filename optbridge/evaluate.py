@@ -7,6 +7,19 @@ numpy float64 arrays. Closed-form nodes never loop per step in Python; only
 Formulas follow the operation order of the framework code they reproduce
 (torch's ``_get_closed_form_lr``, MindSpore's ``dynamic_lr``), so the reference
 agrees with them to a few ulps; the conformance tests state the tolerances.
+
+Most leaves have a *factor form*: ``value = (base - c) * g(k) + c`` with ``g``
+independent of the base (``base * g(k)`` when ``c == 0``), applied last in the
+framework's own operation order. Groups that share a schedule then share ``g``:
+it is computed once and scaled by each group's base straight into the result
+(:func:`table`), bit for bit the value each group would get alone.
+
+Portability: integer powers with few distinct exponents (``multistep``) use
+Python's ``**`` (the C library's ``pow``, as torch's and MegEngine's closed
+forms), so they are bit for bit theirs on every CPU. Elsewhere numpy's
+``power``/``exp``/``cos`` are used; on CPUs where numpy dispatches them to
+SIMD kernels (AVX-512) they may differ from the C library by one ulp, well
+inside every stated tolerance (docs/design.md, "Exactness").
 """
 
 from __future__ import annotations
@@ -89,31 +102,60 @@ def values(
 
 
 def table(slots: Seq[tuple[ir.Node, float, str]], start: int, n: int, *, unit: str = "iter",
-          steps_per_epoch: int | None = None, metrics: Seq[float] | Array | None = None) -> Array:
+          steps_per_epoch: int | None = None, metrics: Seq[float] | Array | None = None,
+          out: Array | None = None) -> Array:
     """Values of many ``(node, base, path)`` slots over updates ``start .. start + n - 1``.
 
-    Slots that share a node are evaluated in one pass over a column of their bases
-    (the step-dependent part is computed once). Returns ``(len(slots), n)`` float64.
-    Backends that write values step by step (torch's and MegEngine's drivers) and
-    the reference trace all go through here.
+    Slots that share a node are evaluated in one pass: the update-dependent part
+    (the factor form ``g``) is computed once and scaled by the column of their
+    bases straight into the result. Each value is bit for bit what :func:`values`
+    gives for that slot alone. Backends that write values step by step (through
+    :class:`optbridge.source.ValueSource`) and the reference trace all go through here.
+
+    Args:
+        slots: ``(node, base, path)`` per row.
+        start: First update.
+        n: Number of updates.
+        unit: The plan's step unit.
+        steps_per_epoch: Updates per epoch.
+        metrics: Plateau metric series.
+        out: Optional ``(len(slots), n)`` float64 array (or view) to write into.
+
+    Returns:
+        ``(len(slots), n)`` float64 (``out`` when given).
     """
     t = np.arange(start, start + n, dtype=np.int64)
     batches: dict[tuple[ir.Node, str], list[int]] = {}
     for j, (node, _, path) in enumerate(slots):
         batches.setdefault((node, path), []).append(j)
-    out: Array | None = None
+    m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
+    dest = np.empty((len(slots), n)) if out is None else out
     for (node, path), rows in batches.items():
+        ctx = Context(node.unit or unit, int(steps_per_epoch or 1), m, path)
         column = np.asarray([slots[j][1] for j in rows], dtype=np.float64)[:, None]
-        block = values(node, t, base=column, unit=unit, steps_per_epoch=steps_per_epoch, metrics=metrics, path=path)
-        if len(batches) == 1:
-            return block  # one shared node: no copy
-        if out is None:
-            out = np.empty((len(slots), n))
-        out[rows] = block
-    return out if out is not None else np.empty((0, n))
+        if rows == list(range(rows[0], rows[-1] + 1)):  # contiguous rows: write in place
+            _into(node, t, column, dest[rows[0]:rows[-1] + 1], ctx)
+        else:
+            block = np.empty((len(rows), n))
+            _into(node, t, column, block, ctx)
+            dest[rows] = block
+    return dest
 
 
 # --------------------------------------------------------------------------- dispatch
+
+def _counter(t: Array, ctx: Context) -> tuple[Array, Array | None]:
+    """The node's counter for updates ``t``, and how to expand per-counter values back to ``t``.
+
+    On the epoch clock a value is held within an epoch: each counter is evaluated
+    once (``k`` is then the distinct counters and the index maps them back to ``t``).
+    """
+    k = t if ctx.unit == "iter" else t // ctx.steps_per_epoch
+    lo, hi = int(k[0]), int(k[-1])
+    if hi - lo + 1 < k.size:
+        return np.arange(lo, hi + 1, dtype=np.int64), k - lo
+    return k, None
+
 
 def _eval(node: ir.Node, t: Array, base: Base, ctx: Context) -> Array:
     if t.size == 0:
@@ -121,44 +163,156 @@ def _eval(node: ir.Node, t: Array, base: Base, ctx: Context) -> Array:
     fn = _COMBINATORS.get(type(node))
     if fn is not None:
         return fn(node, t, base, ctx)
-    k = t if ctx.unit == "iter" else t // ctx.steps_per_epoch
-    leaf = _LEAVES[type(node)]
-    lo, hi = int(k[0]), int(k[-1])
-    if hi - lo + 1 < k.size:  # held values (epochs): evaluate each counter once
-        return leaf(node, np.arange(lo, hi + 1, dtype=np.int64), base, ctx)[..., k - lo]
-    return leaf(node, k, base, ctx)
+    form = _factor(node, t, ctx)
+    if form is not None:
+        return _affine(base, form[1], form[0])
+    k, idx = _counter(t, ctx)
+    out = _LEAVES[type(node)](node, k, base, ctx)
+    return out if idx is None else out[..., idx]
 
 
-# --------------------------------------------------------------------------- closed forms
+def _factor(node: ir.Node, t: Array, ctx: Context) -> tuple[Array, float] | None:
+    """``(g, c)`` with ``value = (base - c) * g + c`` (``base * g`` when ``c == 0``), or None.
 
-def _constant(n: ir.Constant, k: Array, base: Base, ctx: Context) -> Array:
+    ``g`` depends on the update only, so groups that share the node share ``g``.
+    """
+    f = _FACTORS.get(type(node))
+    if f is None:
+        return None
+    k, idx = _counter(t, ctx)
+    form = f(node, k, ctx)
+    if form is None or idx is None:
+        return form
+    return form[0][idx], form[1]
+
+
+def _affine(base: Base, c: float, g: Array) -> Array:
+    """``(base - c) * g + c`` (``base * g`` for ``c == 0``) as a new array; ``g`` may be consumed."""
+    if c == 0.0:
+        return _scale(base, g)
+    out = _scale(base - c, g)
+    out += c
+    return out
+
+
+def _scale(base: Base, f: Array) -> Array:
+    """``base * f`` as a new array (``f`` is reused for a scalar base): ``(groups, steps)`` for a column."""
+    if np.ndim(base) == 0:
+        f *= base
+        return f
+    return np.multiply(base, f)
+
+
+def _into(node: ir.Node, t: Array, column: Array, out: Array, ctx: Context) -> None:
+    """``out[...] = values of node`` for a column of bases, with the operations of :func:`_eval`
+    (bit for bit) but no temporary of ``out``'s size where the node has a factor form."""
+    if t.size == 0:
+        return
+    if isinstance(node, ir.Sequence):
+        _sequence(node, t, column, ctx, out=out)
+        return
+    form = _factor(node, t, ctx)
+    if form is None:
+        out[...] = _eval(node, t, column, ctx)
+        return
+    g, c = form
+    if c == 0.0:
+        np.multiply(column, g, out=out)
+    else:
+        np.multiply(column - c, g, out=out)
+        out += c
+
+
+# --------------------------------------------------------------------------- factor forms
+# ``(g, c)`` per :func:`_factor`. Each computes what the framework code computes, in
+# its operation order.
+
+def _constant(n: ir.Constant, k: Array, ctx: Context) -> tuple[Array, float]:
     if n.steps is None:
-        return np.broadcast_to(np.multiply(base, n.factor), np.broadcast_shapes(np.shape(base), k.shape))
-    return np.where(k < n.steps, np.multiply(base, n.factor), base)
+        return np.full(k.shape, n.factor), 0.0
+    return np.where(k < n.steps, n.factor, 1.0), 0.0
 
 
-def _linear(n: ir.Linear, k: Array, base: Base, ctx: Context) -> Array:
+def _linear(n: ir.Linear, k: Array, ctx: Context) -> tuple[Array, float]:
     s, e, T = n.start_factor, n.end_factor, n.steps
     f = np.minimum(k, T) * (e - s)  # same value as (e - s) * min(k, T): multiplication commutes exactly
     f /= T
     f += s
-    return _scale(base, f)
+    return f, 0.0
 
 
-def _exponential(n: ir.Exponential, k: Array, base: Base, ctx: Context) -> Array:
+def _exponential(n: ir.Exponential, k: Array, ctx: Context) -> tuple[Array, float]:
     x = k // n.every if n.stair else (k if n.every == 1 else k / n.every)
-    return base * np.power(n.gamma, x.astype(np.float64))
+    return np.power(n.gamma, x.astype(np.float64)), 0.0
 
 
-def _multistep(n: ir.MultiStep, k: Array, base: Base, ctx: Context) -> Array:
+def _multistep(n: ir.MultiStep, k: Array, ctx: Context) -> tuple[Array, float]:
+    # gamma ** count for the few possible counts with Python's pow (the C library's), as
+    # torch's and MegEngine's closed forms compute it: bit for bit theirs on every CPU
     count = np.searchsorted(np.asarray(n.milestones, dtype=np.int64), k, side="right")
-    return base * np.power(n.gamma, count.astype(np.float64))
+    powers = np.asarray([n.gamma ** c for c in range(len(n.milestones) + 1)], dtype=np.float64)
+    return powers[count], 0.0
 
 
-def _natural_exp(n: ir.NaturalExp, k: Array, base: Base, ctx: Context) -> Array:
+def _natural_exp(n: ir.NaturalExp, k: Array, ctx: Context) -> tuple[Array, float]:
     x = (k // n.every) * n.every if n.stair else k
-    return base * np.power(math.e, -n.rate * x)  # MindSpore computes math.e ** (...), not exp()
+    return np.power(math.e, -n.rate * x), 0.0  # MindSpore computes math.e ** (...), not exp()
 
+
+def _polynomial(n: ir.Polynomial, k: Array, ctx: Context) -> tuple[Array, float]:
+    T = n.steps
+    if n.cycle:
+        horizon = T * np.maximum(-(-k // T), 1)
+        frac = k / horizon
+    else:
+        frac = np.minimum(k, T) / T
+    return np.power(1.0 - frac, n.power), n.end
+
+
+def _cosine(n: ir.Cosine, k: Array, ctx: Context) -> tuple[Array, float]:
+    kk = np.minimum(k, n.steps) if n.clamp else k
+    return _half_cosine(kk, n.steps), n.end
+
+
+def _cosine_restarts(n: ir.CosineRestarts, k: Array, ctx: Context) -> tuple[Array, float]:
+    if n.mult == 1:
+        cur, period = k % n.period, np.full(k.shape, n.period, dtype=np.int64)
+    else:  # exact integer cycle starts from the node
+        starts, lengths = (np.asarray(x, dtype=np.int64) for x in n.cycles(int(k[-1])))
+        i = np.searchsorted(starts, k, side="right") - 1
+        cur, period = k - starts[i], lengths[i]
+    return _half_cosine(cur, period), n.end
+
+
+def _half_cosine(num: Array, den: Array | int) -> Array:
+    """``(1 + cos(pi * num / den)) / 2``; with :func:`_affine` this is torch's closed form
+    ``end + (base - end) * (1 + cos(pi * k / T)) / 2`` in its operation order
+    (``(x * y) / 2 == x * (y / 2)`` exactly, so halving first changes nothing)."""
+    f = num * math.pi
+    f /= den
+    np.cos(f, out=f)
+    f += 1.0
+    f /= 2
+    return f
+
+
+def _lambda(n: ir.Lambda, k: Array, ctx: Context) -> tuple[Array, float]:
+    return np.array(_expr(n.expr, k, ctx.path + ".expr"), dtype=np.float64), 0.0
+
+
+def _table(n: ir.Table, k: Array, ctx: Context) -> tuple[Array, float] | None:
+    if not n.relative:
+        return None  # absolute: the same values for every base (a leaf below)
+    return _table_values(n, k, ctx), 0.0
+
+
+def _piecewise(n: ir.Piecewise, k: Array, ctx: Context) -> tuple[Array, float] | None:
+    if not n.relative:
+        return None
+    return _piecewise_values(n, k), 0.0
+
+
+# --------------------------------------------------------------------------- other leaves
 
 def _inverse_time(n: ir.InverseTime, k: Array, base: Base, ctx: Context) -> Array:
     if n.stair:
@@ -166,66 +320,9 @@ def _inverse_time(n: ir.InverseTime, k: Array, base: Base, ctx: Context) -> Arra
     return base / (1.0 + n.rate * k / n.every)
 
 
-def _polynomial(n: ir.Polynomial, k: Array, base: Base, ctx: Context) -> Array:
-    T = n.steps
-    if n.cycle:
-        horizon = T * np.maximum(-(-k // T), 1)
-        frac = k / horizon
-    else:
-        frac = np.minimum(k, T) / T
-    return (base - n.end) * np.power(1.0 - frac, n.power) + n.end
-
-
-def _cosine(n: ir.Cosine, k: Array, base: Base, ctx: Context) -> Array:
-    kk = np.minimum(k, n.steps) if n.clamp else k
-    return _cosine_between(base, n.end, kk, n.steps)
-
-
-def _cosine_restarts(n: ir.CosineRestarts, k: Array, base: Base, ctx: Context) -> Array:
-    if n.mult == 1:
-        cur, period = k % n.period, np.full(k.shape, n.period, dtype=np.int64)
-    else:  # exact integer cycle starts: B_i = T0 (m^i - 1) / (m - 1)
-        starts, lengths, b, length = [0], [n.period], 0, n.period
-        while b + length <= int(k[-1]):
-            b += length
-            length *= n.mult
-            starts.append(b)
-            lengths.append(length)
-        i = np.searchsorted(np.asarray(starts, dtype=np.int64), k, side="right") - 1
-        cur, period = k - np.asarray(starts, dtype=np.int64)[i], np.asarray(lengths, dtype=np.int64)[i]
-    return _cosine_between(base, n.end, cur, period)
-
-
-def _cosine_between(base: Base, end: float, num: Array, den: Array | int) -> Array:
-    """``end + (base - end) * (1 + cos(pi * num / den)) / 2`` with few temporaries.
-
-    Same operation order as torch's closed form; ``(x * y) / 2 == x * (y / 2)``
-    exactly, so halving the step-dependent factor first changes nothing.
-    """
-    f = num * math.pi
-    f /= den
-    np.cos(f, out=f)
-    f += 1.0
-    f /= 2
-    out = _scale(base - end, f)
-    out += end
-    return out
-
-
-def _scale(base: Base, f: Array) -> Array:
-    """``base * f`` as a new array: ``(groups, steps)`` for a column of bases."""
-    if np.ndim(base) == 0:
-        f *= base
-        return f
-    return np.multiply(base, f)
-
-
 def _cyclic(n: ir.Cyclic, k: Array, base: Base, ctx: Context) -> Array:
     low = base if n.low is None else n.low
-    up = float(n.step_size_up)
-    down = float(n.step_size_down) if n.step_size_down is not None else up
-    total = up + down
-    ratio = up / total
+    total, ratio = float(n.cycle_steps), n.up_ratio
     cycle = np.floor(1 + k / total)
     x = 1.0 + k / total - cycle
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -244,36 +341,26 @@ def _one_cycle(n: ir.OneCycle, k: Array, base: Base, ctx: Context) -> Array:
         raise EvaluationError(
             f"{ctx.path}: one_cycle is defined for steps 0..{N} (total_steps={N}, as torch's OneCycleLR), "
             f"got step {int(k[-1])}")
-    peak = base if n.peak is None else n.peak
-    initial = peak / n.div_factor if n.initial is None else n.initial
-    final = initial / n.final_div_factor if n.final is None else n.final
-    e1 = float(n.pct_start * N) - 1
-    if n.three_phase:
-        phases = [(e1, initial, peak), (float(2 * n.pct_start * N) - 2, peak, initial), (N - 1, initial, final)]
-    else:
-        phases = [(e1, initial, peak), (N - 1, peak, final)]
+    anchors = n.anchors(base)
     kf = k.astype(np.float64)
-    out = np.empty(np.broadcast_shapes(np.shape(peak), np.shape(initial), np.shape(final), k.shape))
-    start, done = 0.0, np.zeros(k.shape, dtype=bool)
-    for i, (end, a, b) in enumerate(phases):
+    out = np.empty(np.broadcast_shapes(*(np.shape(v) for v in anchors.values()), k.shape))
+    phases = n.phases()
+    done = np.zeros(k.shape, dtype=bool)
+    for i, (start, end, frm, to) in enumerate(phases):
         sel = ~done if i == len(phases) - 1 else (~done & (kf <= end))
         if sel.any():
             if end == start:
                 raise EvaluationError(
                     f"{ctx.path}: one_cycle phase {i} has zero length (pct_start={n.pct_start}, "
                     f"total_steps={N}); torch raises ZeroDivisionError here")
+            a, b = anchors[frm], anchors[to]
             pct = (kf[sel] - start) / (end - start)
             if n.anneal == "cos":
                 out[..., sel] = b + (a - b) / 2.0 * (np.cos(math.pi * pct) + 1)
             else:
                 out[..., sel] = (b - a) * pct + a
         done |= sel
-        start = end
     return out
-
-
-def _lambda(n: ir.Lambda, k: Array, base: Base, ctx: Context) -> Array:
-    return base * _expr(n.expr, k, ctx.path + ".expr")
 
 
 def _multiplicative(n: ir.Multiplicative, k: Array, base: Base, ctx: Context,
@@ -290,7 +377,7 @@ def _multiplicative(n: ir.Multiplicative, k: Array, base: Base, ctx: Context,
     return out if np.ndim(start) else out[0]
 
 
-def _table(n: ir.Table, k: Array, base: Base, ctx: Context) -> Array:
+def _table_values(n: ir.Table, k: Array, ctx: Context) -> Array:
     vals = np.asarray(n.values, dtype=np.float64)
     if int(k[-1]) >= vals.size:
         if not n.hold:
@@ -298,14 +385,20 @@ def _table(n: ir.Table, k: Array, base: Base, ctx: Context) -> Array:
                 f"{ctx.path}: table has {vals.size} values, step {int(k[-1])} is past its end "
                 "(set hold: true to keep the last value)")
         k = np.minimum(k, vals.size - 1)
-    out = vals[k]
-    return base * out if n.relative else out
+    return vals[k]
 
 
-def _piecewise(n: ir.Piecewise, k: Array, base: Base, ctx: Context) -> Array:
+def _piecewise_values(n: ir.Piecewise, k: Array) -> Array:
     idx = np.searchsorted(np.asarray(n.boundaries, dtype=np.int64), k, side="right")
-    out = np.asarray(n.values, dtype=np.float64)[idx]
-    return base * out if n.relative else out
+    return np.asarray(n.values, dtype=np.float64)[idx]
+
+
+def _absolute_table(n: ir.Table, k: Array, base: Base, ctx: Context) -> Array:
+    return _table_values(n, k, ctx)
+
+
+def _absolute_piecewise(n: ir.Piecewise, k: Array, base: Base, ctx: Context) -> Array:
+    return _piecewise_values(n, k)
 
 
 def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
@@ -346,11 +439,11 @@ def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
 
 # --------------------------------------------------------------------------- combinators
 
-def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context) -> Array:
-    scale = ctx.steps_per_epoch if ctx.unit == "epoch" else 1
-    starts = [0] + [min(b * scale, 2**62) for b in n.boundaries]  # beyond 2**62 no step is ever reached
+def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context, out: Array | None = None) -> Array:
+    starts = [min(s, 2**62) for s in n.starts(ctx.unit, ctx.steps_per_epoch)]  # beyond 2**62 no update is reached
     cuts = np.searchsorted(t, np.asarray(starts[1:], dtype=np.int64), side="left")
-    out = np.empty(np.broadcast_shapes(np.shape(base), t.shape))
+    if out is None:
+        out = np.empty(np.broadcast_shapes(np.shape(base), t.shape))
     lo = 0
     for i, part in enumerate(n.parts):
         hi = int(cuts[i]) if i < len(cuts) else t.size
@@ -361,6 +454,8 @@ def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context) -> Array:
                 anchor = _sequence(n, np.asarray([starts[i] - 1], dtype=np.int64), base, ctx)[..., 0]
                 k = local if sub.unit == "iter" else local // sub.steps_per_epoch
                 out[..., lo:hi] = _multiplicative(part, k, base, sub, anchor=anchor)
+            elif np.ndim(base):
+                _into(part, local, base, out[..., lo:hi], sub)
             else:
                 out[..., lo:hi] = _eval(part, local, base, sub)
         lo = max(lo, hi)
@@ -386,12 +481,15 @@ def _expr(e: object, k: Array, path: str) -> Array:
         raise EvaluationError(f"{path}: {err}") from None
 
 
+_FACTORS: dict[type, Callable[..., tuple[Array, float] | None]] = {
+    ir.Constant: _constant, ir.Linear: _linear, ir.Exponential: _exponential, ir.MultiStep: _multistep,
+    ir.NaturalExp: _natural_exp, ir.Polynomial: _polynomial, ir.Cosine: _cosine,
+    ir.CosineRestarts: _cosine_restarts, ir.Lambda: _lambda, ir.Table: _table, ir.Piecewise: _piecewise,
+}
+#: Leaves without a factor form, and absolute tables / piecewise (``_FACTORS`` gives None for them).
 _LEAVES: dict[type, Callable[..., Array]] = {
-    ir.Constant: _constant, ir.Linear: _linear, ir.Exponential: _exponential,
-    ir.MultiStep: _multistep, ir.NaturalExp: _natural_exp, ir.InverseTime: _inverse_time,
-    ir.Polynomial: _polynomial, ir.Cosine: _cosine, ir.CosineRestarts: _cosine_restarts,
-    ir.Cyclic: _cyclic, ir.OneCycle: _one_cycle, ir.Lambda: _lambda,
-    ir.Multiplicative: _multiplicative, ir.Table: _table, ir.Piecewise: _piecewise,
+    ir.InverseTime: _inverse_time, ir.Cyclic: _cyclic, ir.OneCycle: _one_cycle,
+    ir.Multiplicative: _multiplicative, ir.Table: _absolute_table, ir.Piecewise: _absolute_piecewise,
     ir.Plateau: _plateau,
 }
 _COMBINATORS: dict[type, Callable[..., Array]] = {ir.Sequence: _sequence, ir.Chain: _chain}

@@ -178,6 +178,42 @@ class Node:
         """The node's fields as plain values (children stay nodes)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    # ------------------------------------------------------------ derived geometry
+    # The one place that derives where phases start and where a schedule ends; the
+    # evaluator, the generated framework forms, ``optbridge.shift`` and the CLI use it.
+
+    def scale(self, unit: str = "iter", steps_per_epoch: int | None = None) -> int:
+        """Updates per counter step: ``steps_per_epoch`` on the epoch clock, else 1.
+
+        Args:
+            unit: The unit inherited from the parent (or the plan's ``step_unit``).
+            steps_per_epoch: Updates per epoch (1 when not given).
+        """
+        return int(steps_per_epoch or 1) if (self.unit or unit) == "epoch" else 1
+
+    def defined_until(self) -> int | None:
+        """The first counter value at which the node has no value, or None (defined everywhere)."""
+        return None
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        """Counter values in ``(0, until)`` where a new phase begins (warmup end, milestone, restart, ...)."""
+        return ()
+
+    def horizon(self, unit: str = "iter", steps_per_epoch: int | None = None) -> int | None:
+        """The first update (counted from the node's start) with no value, or None.
+
+        ``one_cycle`` ends after ``total_steps``, a ``table`` without ``hold`` after its
+        values; combinators end where their first part does. ``plateau`` is defined as
+        far as its metric series goes, which the node does not know.
+        """
+        d = self.defined_until()
+        return None if d is None else d * self.scale(unit, steps_per_epoch)
+
+    def marks(self, until: int, unit: str = "iter", steps_per_epoch: int | None = None) -> tuple[int, ...]:
+        """Updates in ``(0, until)`` where a new phase begins, counted from the node's start."""
+        sc = self.scale(unit, steps_per_epoch)
+        return tuple(k * sc for k in self.phase_starts(-(-until // sc)) if 0 < k * sc < until)
+
 
 # --------------------------------------------------------------------------- closed-form nodes
 
@@ -199,6 +235,9 @@ class Constant(Node):
         if self.steps is not None:
             _set(self, "steps", check_int("steps", self.steps, minimum=0))
 
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return (self.steps,) if self.steps and self.steps < until else ()
+
 
 @dataclass(frozen=True, kw_only=True)
 class Linear(Node):
@@ -219,6 +258,9 @@ class Linear(Node):
         _set(self, "start_factor", check_real("start_factor", self.start_factor))
         _set(self, "end_factor", check_real("end_factor", self.end_factor))
         _set(self, "steps", check_int("steps", self.steps, minimum=1))
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return (self.steps,) if self.steps < until else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +304,9 @@ class MultiStep(Node):
             raise ConfigError("milestones", "must be in increasing order", list(ms))
         _set(self, "milestones", ms)
         _set(self, "gamma", check_real("gamma", self.gamma))
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return tuple(sorted({m for m in self.milestones if 0 < m < until}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +372,9 @@ class Polynomial(Node):
         _set(self, "end", check_real("end", self.end))
         check_bool("cycle", self.cycle)
 
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return (self.steps,) if not self.cycle and self.steps < until else ()
+
 
 @dataclass(frozen=True, kw_only=True)
 class Cosine(Node):
@@ -349,6 +397,9 @@ class Cosine(Node):
         _set(self, "end", check_real("end", self.end))
         check_bool("clamp", self.clamp)
 
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return (self.steps,) if self.steps < until else ()
+
 
 @dataclass(frozen=True, kw_only=True)
 class CosineRestarts(Node):
@@ -369,6 +420,30 @@ class CosineRestarts(Node):
         _set(self, "period", check_int("period", self.period, minimum=1))
         _set(self, "mult", check_int("mult", self.mult, minimum=1))
         _set(self, "end", check_real("end", self.end))
+
+    def cycle_at(self, k: int) -> tuple[int, int]:
+        """``(start, length)`` of the cycle that counter ``k`` falls in (exact integers).
+
+        Cycle starts are ``B_i = T_0 (m^i - 1) / (m - 1)`` (``i T_0`` when ``m = 1``).
+        """
+        if self.mult == 1:
+            return k - k % self.period, self.period
+        start, length = 0, self.period
+        while start + length <= k:
+            start += length
+            length *= self.mult
+        return start, length
+
+    def cycles(self, until: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Starts and lengths of every cycle that starts at or before counter ``until``."""
+        starts, lengths = [0], [self.period]
+        while starts[-1] + lengths[-1] <= until:
+            starts.append(starts[-1] + lengths[-1])
+            lengths.append(lengths[-1] * self.mult)
+        return tuple(starts), tuple(lengths)
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return self.cycles(until - 1)[0][1:] if until > 1 else ()
 
 
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
@@ -405,6 +480,16 @@ class Cyclic(Node):
             _set(self, "step_size_down", check_int("step_size_down", self.step_size_down, minimum=1))
         check_choice("mode", self.mode, CYCLIC_MODES)
         _set(self, "gamma", check_real("gamma", self.gamma))
+
+    @property
+    def cycle_steps(self) -> int:
+        """Steps per cycle, ``step_size_up + step_size_down`` (``down`` defaults to ``up``)."""
+        return self.step_size_up + (self.step_size_down if self.step_size_down is not None else self.step_size_up)
+
+    @property
+    def up_ratio(self) -> float:
+        """The rising fraction of a cycle, ``up / (up + down)``."""
+        return float(self.step_size_up) / float(self.cycle_steps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,6 +534,38 @@ class OneCycle(Node):
             if v == 0:
                 raise ConfigError(name, "must be non-zero", v)
             _set(self, name, v)
+
+    def phases(self) -> tuple[tuple[float, float, str, str], ...]:
+        """``(start, end, from, to)`` of each phase, in counter steps; ``from``/``to`` name anchors.
+
+        As torch's ``OneCycleLR``: phase ends are ``pct_start·N - 1`` (and
+        ``2·pct_start·N - 2`` with three phases) and ``N - 1``, as floats; a phase
+        takes the counters up to its end, the last one everything after.
+        """
+        N = self.total_steps
+        ends: list[tuple[float, str, str]] = [(float(self.pct_start * N) - 1, "initial", "peak")]
+        if self.three_phase:
+            ends += [(float(2 * self.pct_start * N) - 2, "peak", "initial"), (float(N - 1), "initial", "final")]
+        else:
+            ends += [(float(N - 1), "peak", "final")]
+        out, start = [], 0.0
+        for end, a, b in ends:
+            out.append((start, end, a, b))
+            start = end
+        return tuple(out)
+
+    def anchors(self, base: Any) -> dict[str, Any]:
+        """``{"initial", "peak", "final"}`` for the group base ``base`` (a float or an array of bases)."""
+        peak = base if self.peak is None else self.peak
+        initial = peak / self.div_factor if self.initial is None else self.initial
+        final = initial / self.final_div_factor if self.final is None else self.final
+        return {"initial": initial, "peak": peak, "final": final}
+
+    def defined_until(self) -> int | None:
+        return self.total_steps + 1  # like torch: k = N still extrapolates, k > N raises
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return tuple(b for b in (math.floor(end) + 1 for _, end, _, _ in self.phases()[:-1]) if 0 < b < until)
 
 
 # --------------------------------------------------------------------------- expression / data nodes
@@ -518,6 +635,9 @@ class Table(Node):
         check_bool("relative", self.relative)
         check_bool("hold", self.hold)
 
+    def defined_until(self) -> int | None:
+        return None if self.hold else len(self.values)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Piecewise(Node):
@@ -544,6 +664,9 @@ class Piecewise(Node):
         _set(self, "boundaries", b)
         _set(self, "values", v)
         check_bool("relative", self.relative)
+
+    def phase_starts(self, until: int) -> tuple[int, ...]:
+        return tuple(b for b in self.boundaries if b < until)
 
 
 # --------------------------------------------------------------------------- combinators
@@ -584,6 +707,29 @@ class Sequence(Node):
     def children(self) -> tuple[Node, ...]:
         return self.parts
 
+    def starts(self, unit: str = "iter", steps_per_epoch: int | None = None) -> tuple[int, ...]:
+        """The update at which each part starts (boundaries in this node's unit, converted)."""
+        sc = self.scale(unit, steps_per_epoch)
+        return (0,) + tuple(b * sc for b in self.boundaries)
+
+    def horizon(self, unit: str = "iter", steps_per_epoch: int | None = None) -> int | None:
+        u = self.unit or unit
+        starts = self.starts(unit, steps_per_epoch)
+        for i, part in enumerate(self.parts):
+            h = part.horizon(u, steps_per_epoch)
+            if h is not None and (i == len(self.parts) - 1 or starts[i] + h < starts[i + 1]):
+                return starts[i] + h
+        return None
+
+    def marks(self, until: int, unit: str = "iter", steps_per_epoch: int | None = None) -> tuple[int, ...]:
+        u = self.unit or unit
+        starts = self.starts(unit, steps_per_epoch)
+        out = {s for s in starts[1:] if 0 < s < until}
+        for i, part in enumerate(self.parts):
+            end = min(until, starts[i + 1]) if i + 1 < len(starts) else until
+            out.update(starts[i] + m for m in part.marks(end - starts[i], u, steps_per_epoch))
+        return tuple(sorted(out))
+
 
 @dataclass(frozen=True, kw_only=True)
 class Chain(Node):
@@ -613,6 +759,13 @@ class Chain(Node):
     @property
     def children(self) -> tuple[Node, ...]:
         return self.parts
+
+    def horizon(self, unit: str = "iter", steps_per_epoch: int | None = None) -> int | None:
+        hs = [h for p in self.parts if (h := p.horizon(self.unit or unit, steps_per_epoch)) is not None]
+        return min(hs) if hs else None
+
+    def marks(self, until: int, unit: str = "iter", steps_per_epoch: int | None = None) -> tuple[int, ...]:
+        return tuple(sorted({m for p in self.parts for m in p.marks(until, self.unit or unit, steps_per_epoch)}))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -121,10 +121,7 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         r = K % (2 * T)
         return n if r == 0 else _then(_table(n, K, 2 * T - r, base), 2 * T - r, n)
     if isinstance(n, ir.CosineRestarts):
-        start, length = 0, n.period
-        while start + length <= K:
-            start += length
-            length *= n.mult
+        start, length = n.cycle_at(K)
         tail = dataclasses.replace(n, period=length * n.mult if K > start else length)
         if K == start:
             return dataclasses.replace(n, period=length)
@@ -134,8 +131,7 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
     if isinstance(n, ir.Cyclic):
         if n.low is None:
             n = dataclasses.replace(n, low=base)
-        up = n.step_size_up
-        total = up + (n.step_size_down if n.step_size_down is not None else up)
+        total = n.cycle_steps
         r = K % total
         L = 0 if r == 0 else total - r
         c0 = (K + L) // total  # cycles completed before the tail starts

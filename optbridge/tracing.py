@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import evaluate
+from . import evaluate, ir
 from .backends import get_backend
 from .errors import ConfigError, EvaluationError
-from .plan import Plan, has_hyper, hyper_base, scheduled_hypers
+from .plan import Plan, scheduled_hypers
+from .slots import Slot, slots
 
 __all__ = ["Trace", "trace", "reference_trace"]
 
@@ -97,43 +97,49 @@ def trace(plan: Plan, steps: int, backend: str = "reference", metrics: Sequence[
 def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, start: int = 0) -> Trace:
     """The reference backend: evaluate every schedule in float64 with numpy.
 
+    Every (group, hyperparameter) is resolved once (:func:`optbridge.slots.slots`).
     Groups that share a schedule node are evaluated in one pass over a column of
-    their base values, so the step-dependent part is computed once. A plan-wide
+    their base values, so the step-dependent part is computed once, and long
+    traces are evaluated a window of :data:`WINDOW` updates at a time straight
+    into the result, so memory stays close to the result's size. A plan-wide
     schedule of a hyperparameter that some group's optimizer lacks (``beta1`` over
-    an SGD and an Adam) leaves NaN rows for those groups ("not applicable"); it is
-    an error only when no group has it, or when a group's own schedule names it.
+    an SGD and an Adam) leaves NaN rows for those groups ("not applicable").
 
     ``start`` evaluates the window of updates ``start .. start + steps - 1`` (exactly
     the same values as that slice of a whole trace), so long exports can go in chunks.
     """
-    groups = [g for g in plan.groups if g.frozen != "exclude"]
+    names = tuple(g.name for g in plan.groups if g.frozen != "exclude")
+    resolved = slots(plan, held=True)
     data: dict[str, np.ndarray] = {}
     for hyper in scheduled_hypers(plan):
-        out = np.empty((len(groups), steps))
-        slots, rows, applicable = [], [], 0
-        for i, g in enumerate(groups):
-            node = plan.schedule_for(g, hyper)
-            path = f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
-            if hyper not in g.schedule and not has_hyper(plan, g, hyper):
-                out[i] = np.nan  # not applicable to this group's optimizer
-                continue
-            applicable += 1
-            if hyper == "lr" and g.frozen == "zero_lr":
-                out[i] = 0.0
-                continue
-            base = hyper_base(plan, g, hyper, path=path)
-            if node is None:
-                out[i] = base
-            else:
-                slots.append((node, base, path))
-                rows.append(i)
-        if groups and not applicable:
-            hyper_base(plan, groups[0], hyper, path=f"schedule.{hyper}")  # raises: no group has it
-        if len(rows) == len(groups):
-            out = evaluate.table(slots, start, steps, unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
-                                 metrics=metrics)
-        elif rows:
-            out[rows] = evaluate.table(slots, start, steps, unit=plan.step_unit,
-                                       steps_per_epoch=plan.steps_per_epoch, metrics=metrics)
+        mine = [s for s in resolved if s.hyper == hyper]
+        out = np.empty((len(names), steps))
+        if len(mine) < len(names):
+            out.fill(np.nan)  # not applicable to some group's optimizer
+        held = [s for s in mine if s.node is None]
+        for s in held:
+            out[s.row] = s.base
+        driven = [s for s in mine if s.node is not None]
+        if driven:
+            rows = [s.row for s in driven]
+            every = rows == list(range(len(names)))
+            items = [(s.node, s.base, s.path) for s in driven]
+            step = steps if _sequential(driven) else max(1, WINDOW // max(1, len(driven)))
+            for lo in range(0, steps, step):
+                n = min(step, steps - lo)
+                kw = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, metrics=metrics)
+                if every:  # straight into the result
+                    evaluate.table(items, start + lo, n, out=out[:, lo:lo + n], **kw)
+                else:
+                    out[rows, lo:lo + n] = evaluate.table(items, start + lo, n, **kw)
         data[hyper] = out
-    return Trace(tuple(g.name for g in groups), data, "reference")
+    return Trace(names, data, "reference")
+
+
+#: Values evaluated at once by :func:`reference_trace` (rows x updates).
+WINDOW = 1 << 23
+
+
+def _sequential(items: Sequence[Slot]) -> bool:
+    """Whether a slot's value depends on the whole history (plateau, running products): one window then."""
+    return any(isinstance(x, (ir.Plateau, ir.Multiplicative)) for s in items for x in ir.walk(s.node))  # type: ignore[arg-type]

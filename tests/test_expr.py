@@ -103,17 +103,23 @@ def test_integer_expressions_are_exact(source: str) -> None:
     np.testing.assert_array_equal(parse(source)(STEPS), python_values(source, STEPS))
 
 
-def test_noam_warmup_seed_example_is_bitwise_python() -> None:
+#: numpy's power/exp/log/sin/cos/tan against the C library (Python's math): equal on CPUs without
+#: AVX-512; with it numpy dispatches to SIMD (SVML) kernels documented to within 4 ulp (measured on an
+#: AMD EPYC with AVX-512: 1 ulp for pow/exp/log/sin, 2 for sums of logs, 3 for tan). Never bit equality.
+LIBM_ULPS = 4
+
+
+def test_noam_warmup_seed_example_matches_python() -> None:
     source = "min((step + 1) ** -0.5, (step + 1) * 4000 ** -1.5)"
     steps = np.arange(0, 100_000)
     got = parse(source).evaluate({"step": steps})
-    np.testing.assert_array_equal(got, python_values(source, steps, var="step"))
+    np.testing.assert_array_max_ulp(got, python_values(source, steps, var="step"), maxulp=LIBM_ULPS)
 
 
 def test_power_of_int_counter_is_float_power() -> None:
     # 0.95 ** epoch with int epoch: Python converts epoch to float and calls pow().
     got = parse("0.95 ** epoch")(np.arange(5000))
-    np.testing.assert_array_equal(got, [0.95**i for i in range(5000)])
+    np.testing.assert_array_max_ulp(got, [0.95**i for i in range(5000)], maxulp=LIBM_ULPS)
 
 
 def test_other_counter_names_and_broadcast() -> None:
@@ -346,7 +352,7 @@ def test_to_python_round_trips(source: str) -> None:
     assert code.startswith("lambda epoch: ")
     fn = eval(code, {"math": math})  # noqa: S307 - generated code, test only
     want = np.array([float(fn(int(s))) for s in STEPS])
-    np.testing.assert_array_equal(expr.evaluate({"epoch": STEPS}), want)
+    np.testing.assert_array_max_ulp(expr.evaluate({"epoch": STEPS}), want, maxulp=LIBM_ULPS)
 
 
 def test_to_python_renames_counters_and_maps_math() -> None:

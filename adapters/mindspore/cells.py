@@ -253,12 +253,8 @@ class _CosineRestarts(_Node):
         self.diff, self.end, self.pi = _c(float(base) - n.end), _c(n.end), _c(math.pi)
         self.mult1 = n.mult == 1
         self.period = _c(n.period)
-        starts, lengths, b, length = [0], [n.period], 0, n.period
-        while b + length < 2**53 and len(starts) < 64:  # every cycle start an exact float64 integer
-            b += length
-            length *= n.mult
-            starts.append(b)
-            lengths.append(length)
+        # every cycle start below 2**53 (an exact float64 integer): at most 54 cycles for mult >= 2
+        starts, lengths = n.cycles(2**53 - 1) if n.mult > 1 else ((0,), (n.period,))
         self.starts = Tensor(np.asarray(starts, dtype=np.float64))
         self.lengths = Tensor(np.asarray(lengths, dtype=np.float64))
 
@@ -277,10 +273,7 @@ class _Cyclic(_Node):
     def __init__(self, base: float, n: ir.Cyclic) -> None:
         super().__init__()
         self.low = float(base) if n.low is None else n.low
-        up = float(n.step_size_up)
-        down = float(n.step_size_down) if n.step_size_down is not None else up
-        total = up + down
-        ratio = up / total
+        total, ratio = float(n.cycle_steps), n.up_ratio
         self.height = _c(n.high - self.low)
         self.low, self.total, self.ratio, self.ratio1 = _c(self.low), _c(total), _c(ratio), _c(ratio - 1)
         self.mode = {"triangular": 0, "triangular2": 1, "exp_range": 2}[n.mode]
@@ -303,23 +296,16 @@ class _OneCycle(_Node):
 
     def __init__(self, base: float, n: ir.OneCycle) -> None:
         super().__init__()
-        peak = float(base) if n.peak is None else n.peak
-        initial = peak / n.div_factor if n.initial is None else n.initial
-        final = initial / n.final_div_factor if n.final is None else n.final
-        N = n.total_steps
-        e1 = float(n.pct_start * N) - 1
-        if n.three_phase:
-            phases = [(e1, initial, peak), (float(2 * n.pct_start * N) - 2, peak, initial), (N - 1.0, initial, final)]
-        else:
-            phases = [(e1, initial, peak), (N - 1.0, peak, final)]
-        starts = [0.0] + [p[0] for p in phases[:-1]]  # a zero-length phase: the reference raises (checked before)
-        self.ends = tuple(_c(p[0]) for p in phases)
-        self.starts = tuple(_c(s) for s in starts)
-        self.lens = tuple(_c(p[0] - s) for p, s in zip(phases, starts))
-        self.a = tuple(_c(p[1]) for p in phases)
-        self.b = tuple(_c(p[2]) for p in phases)
-        self.half = tuple(_c((p[1] - p[2]) / 2.0) for p in phases)
-        self.ba = tuple(_c(p[2] - p[1]) for p in phases)
+        anchors = n.anchors(float(base))
+        # (start, end, a, b) per phase; a zero-length phase is refused by the reference first
+        phases = [(start, end, anchors[frm], anchors[to]) for start, end, frm, to in n.phases()]
+        self.ends = tuple(_c(p[1]) for p in phases)
+        self.starts = tuple(_c(p[0]) for p in phases)
+        self.lens = tuple(_c(p[1] - p[0]) for p in phases)
+        self.a = tuple(_c(p[2]) for p in phases)
+        self.b = tuple(_c(p[3]) for p in phases)
+        self.half = tuple(_c((p[2] - p[3]) / 2.0) for p in phases)
+        self.ba = tuple(_c(p[3] - p[2]) for p in phases)
         self.cos = n.anneal == "cos"
         self.n = len(phases)
         self.pi = _c(math.pi)
