@@ -45,7 +45,11 @@ def timm_modules():
         layers.use_reentrant_ckpt = importlib.import_module("timm.layers.config").use_reentrant_ckpt
     if not hasattr(models, "group_parameters"):
         models.group_parameters = importlib.import_module("timm.models._manipulate").group_parameters
-    return importlib.import_module("timm.scheduler"), importlib.import_module("timm.optim._param_groups")
+    try:
+        return importlib.import_module("timm.scheduler"), importlib.import_module("timm.optim._param_groups")
+    finally:  # the stubs have no __spec__: leave no timm module behind for libraries that probe for timm
+        for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
+            del sys.modules[name]
 
 
 SCHED, GROUPS = timm_modules()
