@@ -113,7 +113,9 @@ class RangeTest:
         """The ramp as an IR node relative to the group's base (factor 1 at update 0)."""
         ratio = self.end_lr / self.start_lr
         if self.mode == "exp":
-            return ir.Lambda(expr=f"{ratio!r} ** (k / {self.steps - 1})")
+            from .expr import parse  # numpy loads with the expression, not with optbridge
+
+            return ir.Lambda(expr=parse(f"{ratio!r} ** (k / {self.steps - 1})", path="lr_find.ramp"))
         return ir.Linear(start_factor=1.0, end_factor=ratio, steps=self.steps - 1)
 
 
@@ -160,11 +162,11 @@ def ramp_plan(plan: Plan, test: RangeTest) -> Ramp:
             opts = {k: v for k, v in g.options.items() if k not in ("lr", "lr_mult")}
             if g.name in ratios and g.frozen is None:
                 opts["lr"] = test.start_lr * ratios[g.name]
-            groups.append(dataclasses.replace(g, options=opts, schedule={}))
+            groups.append(dataclasses.replace(g, options=ir.FrozenMap(opts), schedule=ir.FrozenMap()))
         optimizers.append(dataclasses.replace(o, groups=tuple(groups)))
     desc = (f"lr range test: {test.mode} ramp of the lr from {test.start_lr:g} to {test.end_lr:g} over {test.steps} "
             f"updates in group {reference!r}, the other groups at their lr ratio to it")
-    new = Plan(optimizers=tuple(optimizers), schedule={"lr": test.node()}, step_unit="iter",
+    new = Plan(optimizers=tuple(optimizers), schedule=ir.FrozenMap(lr=test.node()), step_unit="iter",
                total_steps=test.steps, description=desc)
     return Ramp(new, reference, ratios, tuple(held))
 

@@ -8,9 +8,12 @@ Oracles:
   (fastai/callback/schedule.py, commit 0a049e8), transcribed below as written there
   (fastai itself pulls torchvision and spacy, so it is not installed).
 
-Tolerances: lrs within 2 float64 ulps (numpy's ``power`` against Python's ``**``:
-they may differ by an ulp on AVX-512 CPUs); losses within 1e-6 relative (float32
-training; measured 0 with identical lrs); smoothing within 1e-12 relative (float64).
+Tolerances: lrs against torch-lr-finder within 4 float64 ulps (measured 2: numpy's
+``power`` in the evaluator against Python's ``**`` in theirs, which may differ by an
+ulp on AVX-512 CPUs, then one multiplication); raw losses within 1e-6 relative
+(float32 training; measured 0, and 5.8e-8 with accumulation, where theirs sums
+``loss / 2`` in float32 and ours averages in float64); smoothing within 1e-12
+relative (float64).
 """
 
 from __future__ import annotations
@@ -129,11 +132,11 @@ def test_exp_ramp_and_raw_losses_equal_torch_lr_finder():
     res = lrfind.lr_find(model, opt, loss_fn, batches, start_lr=1e-4, end_lr=0.5, steps=60, diverge=None)
     assert res.stop == "completed" and res.n == 60
     theirs = np.array(finder.history["lr"])
-    np.testing.assert_array_max_ulp(res.lr, theirs, maxulp=2)
+    np.testing.assert_array_max_ulp(res.lr, theirs, maxulp=4)  # measured 2
     assert res.lr[0] == 1e-4 and abs(res.lr[-1] - 0.5) <= 2 * np.spacing(0.5)
     np.testing.assert_allclose(res.losses, finder.history["loss"], rtol=1e-6, atol=0)
     # the ramp applied is the ramp plan's reference trace
-    np.testing.assert_array_max_ulp(res.lrs, optbridge.trace(res.plan, 60)["lr"], maxulp=2)
+    np.testing.assert_array_equal(res.lrs, optbridge.trace(res.plan, 60)["lr"])  # the reference's values, written
 
 
 def test_linear_ramp_equals_torch_lr_finder():
@@ -339,7 +342,7 @@ def test_accumulate_equals_torch_lr_finder():
     model, opt, loss_fn, batches = example()
     res = lrfind.lr_find(model, opt, loss_fn, batches, start_lr=1e-4, end_lr=0.5, steps=30, accumulate=2,
                          diverge=None)
-    np.testing.assert_array_max_ulp(res.lr, np.array(finder.history["lr"]), maxulp=2)
+    np.testing.assert_array_max_ulp(res.lr, np.array(finder.history["lr"]), maxulp=4)  # measured 2
     # theirs: float32 sum of loss / 2; ours: the float64 mean of the two float32 losses
     np.testing.assert_allclose(res.losses, finder.history["loss"], rtol=1e-6, atol=0)
 

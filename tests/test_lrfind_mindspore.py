@@ -19,7 +19,7 @@ import pytest
 ms = pytest.importorskip("mindspore")
 torch = pytest.importorskip("torch")
 
-from mindspore import Tensor, nn, ops  # noqa: E402
+from mindspore import nn, ops  # noqa: E402
 
 import optbridge  # noqa: E402
 from optbridge import lrfind  # noqa: E402

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lrfind_torch_example.npz"
-SETTINGS = dict(start_lr=1e-4, end_lr=10.0, steps=100)
 
 
 def curve() -> dict[str, np.ndarray]:
@@ -26,7 +25,7 @@ def curve() -> dict[str, np.ndarray]:
     from optbridge_adapters.torch.lrfind import example
 
     model, opt, loss_fn, batches = example()
-    res = lrfind.lr_find(model, opt, loss_fn, batches, **SETTINGS)
+    res = lrfind.lr_find(model, opt, loss_fn, batches, start_lr=1e-4, end_lr=10.0, steps=100)
     return {"lrs": res.lrs, "losses": res.losses, "smoothed": res.smoothed,
             "stop_step": np.array(-1 if res.stop_step is None else res.stop_step),
             "suggestion_steps": np.array([s.step for s in res.suggestions])}

@@ -19,7 +19,7 @@ train/eval flags and torch's CPU random state are restored bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ class OptimizerState:
                 g["lr"].fill_(lr)  # the group's own lr tensor (schedulers may hold it too)
 
 
-def _unique(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     seen: set[int] = set()
     return [t for t in tensors if not (id(t) in seen or seen.add(id(t)))]  # type: ignore[func-returns-value]
 
