@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     _add_conform_parser(sub)
     _add_convert_parser(sub)
+    from . import lrfind_cli  # `optbridge lr-find` (imports no framework)
+
+    lrfind_cli.add_parser(sub)
     return parser
 
 

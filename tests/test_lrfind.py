@@ -374,7 +374,7 @@ def test_dict_batches_custom_model_and_a_short_one_shot_iterator():
 def test_partly_trained_model_flags_steep_and_valley():
     model, opt, loss_fn, batches = example()
     train = torch.optim.SGD(model.parameters(), lr=0.3)
-    for _ in range(40):
+    for _ in range(20):  # 320 updates at lr 0.3: close to converged
         for b in batches:
             train.zero_grad()
             loss_fn(model, b).backward()
@@ -434,3 +434,18 @@ def test_importing_the_core_imports_no_numpy_or_framework():
             "print(sorted(m for m in ('numpy', 'torch', 'mindspore', 'megengine') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cli_lr_find_writes_json_csv_and_png(tmp_path, capsys):
+    import json
+
+    from optbridge.cli import main
+    assert main(["lr-find", "--framework", "torch", "--steps", "60", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "lr range test on torch" in out and "valley" in out
+    doc = json.loads((tmp_path / "lr_find.json").read_text())
+    assert doc["backend"] == "torch" and doc["settings"]["steps"] == 60
+    assert (tmp_path / "lr_find.csv").read_text().startswith("step,lr_group0,loss,smoothed")
+    assert (tmp_path / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["lr-find", "--steps", "1"]) == 2  # a ConfigError: one line, exit status 2
+    assert "steps: must be" in capsys.readouterr().err
