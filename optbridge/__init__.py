@@ -33,6 +33,10 @@ __all__ = [
     "load", "loads", "dump", "dumps", "to_dict", "from_dict",
     "trace", "Trace", "ParamRecord", "resolve", "recipes", "Fidelity",
     "to_torch", "from_torch", "to_mindspore", "to_mindspore_lists", "from_mindspore", "to_megengine", "from_megengine",
+    "from_lightning",
+    "recover_groups", "Recovered", "RecoveredGroups", "describe_schedule",
+    "map_names", "map_plan", "NameMap", "NameRules", "readable_selectors",
+    "lr_find", "LRFindResult",
     "OptbridgeError", "ConfigError", "EvaluationError", "UnsupportedError", "BackendUnavailable",
 ]
 
@@ -43,4 +47,20 @@ __getattr__ = lazy_attributes(__name__, {
     "resolve": (".params", "resolve"),
     "recipes": (".recipes", None),
     "Fidelity": (".report", "Fidelity"),
-})
+    # closed forms from recorded or sampled values (optbridge.recover.recover for one series)
+    "recover_groups": (".recover", "recover_groups"),
+    "Recovered": (".recover", "Recovered"),
+    "RecoveredGroups": (".recover", "RecoveredGroups"),
+    "describe_schedule": (".recover", "describe"),
+    # parameter names between frameworks, readable selectors
+    "map_names": (".names", "map_names"),
+    "map_plan": (".names", "map_plan"),
+    "NameMap": (".names", "NameMap"),
+    "NameRules": (".names", "NameRules"),
+    "readable_selectors": (".describe_groups", "readable_selectors"),
+    # the lr range test
+    "lr_find": (".lrfind", "lr_find"),
+    "LRFindResult": (".lrfind_result", "LRFindResult"),
+    # Lightning's configure_optimizers() result (imports torch only when called)
+    "from_lightning": ("optbridge_adapters.torch.lightning", "from_lightning"),
+}, {"torch": "install torch: pip install 'optbridge[torch]'"})

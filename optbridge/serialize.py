@@ -35,7 +35,7 @@ from typing import Any
 
 from . import ir
 from .configio import expect_mapping, node_from_dict, rethrow, schedule_map as _schedule_map, selectors_from_config
-from .dialects import detect, from_dialect
+from .dialects import detect, from_dialect, module as dialect_module
 from .dialects.canonical import from_dict
 from .errors import ConfigError
 from .plan import Group, OptimizerSpec, Plan, Selector
@@ -131,18 +131,20 @@ def _plain(m: Mapping[str, Any]) -> dict[str, Any]:
 _FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 
 
-def loads(text: str, fmt: str = "yaml") -> Plan:
+def loads(text: str, fmt: str = "yaml", *, dialect: str | None = None, **options: Any) -> Plan:
     """Parse a document in ``fmt`` (json, yaml, toml) and build the plan, in any dialect.
+
+    ``dialect`` and ``options`` are as in :func:`load`.
 
     Raises:
         ConfigError: the text is not valid ``fmt``, or the document is not a valid plan.
     """
     if not isinstance(text, str):
         raise ConfigError("", "loads() takes the text of a document (str)", type(text).__name__)
-    return _from_any(_parse(text, fmt, "<string>"))
+    return _from_any(_parse(text, fmt, "<string>"), dialect, options)
 
 
-def load(src: str | os.PathLike[str] | Mapping[str, Any]) -> Plan:
+def load(src: str | os.PathLike[str] | Mapping[str, Any], *, dialect: str | None = None, **options: Any) -> Plan:
     """Load a plan from a path, a document string, or a dict, in any dialect.
 
     Dialects: the canonical IR (``optbridge: 1``), torch-style
@@ -151,17 +153,25 @@ def load(src: str | os.PathLike[str] | Mapping[str, Any]) -> Plan:
     ``timm`` and ``hf`` (see :mod:`optbridge.dialects`). Which strings are paths
     is said in the module docstring.
 
+    Args:
+        src: A path, a document string, or a dict.
+        dialect: The document's dialect when it does not say (``dialect:`` key) or
+            detection should not decide.
+        **options: Passed to the dialect's reader: ``model=`` (an ``nn.Module``: mmengine
+            and timm rules that depend on module types or layer ids), ``steps_per_epoch=``
+            (mmengine).
+
     Raises:
         ConfigError: naming the field path, the rule and the value; or the file
             that does not exist, is a directory, or is not UTF-8 text.
     """
     if isinstance(src, Mapping):
-        return _from_any(src)
+        return _from_any(src, dialect, options)
     if isinstance(src, os.PathLike) or (isinstance(src, str) and _names_a_file(src)):
         p = Path(src)
-        return _from_any(_parse(_read(p), _format_of(p), str(p)))
+        return _from_any(_parse(_read(p), _format_of(p), str(p)), dialect, options)
     if isinstance(src, str):
-        return _from_any(_parse(src, "json" if src.lstrip().startswith("{") else "yaml", "<string>"))
+        return _from_any(_parse(src, "json" if src.lstrip().startswith("{") else "yaml", "<string>"), dialect, options)
     raise ConfigError("", "load() takes a path, a document string or a dict", type(src).__name__)
 
 
@@ -204,9 +214,17 @@ def _read(p: Path) -> str:
                           "configs are JSON, YAML or TOML text", None, show_value=False) from None
 
 
-def _from_any(d: Mapping[str, Any]) -> Plan:
+def _from_any(d: Mapping[str, Any], dialect: str | None = None, options: Mapping[str, Any] | None = None) -> Plan:
     d = expect_mapping("", d)
-    return from_dialect(detect(d), d)
+    name = detect(d if dialect is None else {**d, "dialect": dialect})
+    if options:
+        import inspect
+        takes = inspect.signature(dialect_module(name).parse).parameters
+        extra = sorted(k for k in options if k not in takes)
+        if extra:
+            raise ConfigError("options", f"the {name} dialect's reader does not take " + ", ".join(extra), None,
+                              show_value=False)
+    return from_dialect(name, d, **(options or {}))
 
 
 def _parse(text: str, fmt: str, where: str) -> Mapping[str, Any]:
