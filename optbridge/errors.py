@@ -16,6 +16,7 @@ __all__ = [
     "UnsupportedError",
     "BackendUnavailable",
     "EvaluationError",
+    "NotTraced",
 ]
 
 
@@ -85,3 +86,10 @@ class EvaluationError(OptbridgeError, ValueError):
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class NotTraced(OptbridgeError, KeyError):
+    """A trace was asked for a hyperparameter or group it does not hold (the message lists what it has)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

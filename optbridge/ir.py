@@ -46,11 +46,26 @@ UNITS = ("iter", "epoch")
 # --------------------------------------------------------------------------- checks
 
 def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number: Python int/float, or a real scalar of numpy or a framework (0-d, not bool)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    # numpy scalars and 0-d arrays, torch / MindSpore 0-d tensors: duck-typed (no framework import)
+    if getattr(v, "ndim", None) == 0 or getattr(v, "shape", None) == ():
+        kind = getattr(getattr(v, "dtype", None), "kind", None)
+        if kind is not None:
+            return kind in "iuf"
+        name = str(getattr(v, "dtype", ""))
+        return any(t in name for t in ("float", "int")) and "complex" not in name and "bool" not in name
+    return False
 
 
 def check_real(path: str, v: object, *, finite: bool = True) -> float:
-    """Return ``v`` as float, or raise ConfigError naming ``path``."""
+    """Return ``v`` as float, or raise ConfigError naming ``path``.
+
+    numpy and framework scalars (0-d) are accepted and converted with ``float()``.
+    """
     if not _is_real(v):
         raise ConfigError(path, "must be a number", v)
     f = float(v)  # type: ignore[arg-type]
@@ -61,6 +76,13 @@ def check_real(path: str, v: object, *, finite: bool = True) -> float:
 
 #: Largest step count, boundary or period accepted (2**53: every count is exact in float64).
 MAX_INT = 2**53
+
+
+def _non_negative(path: str, v: object) -> float:
+    f = check_real(path, v)
+    if f < 0:
+        raise ConfigError(path, "must be >= 0 (a negative factor makes the value negative)", v)
+    return f
 
 
 def check_int(path: str, v: object, *, minimum: int | None = None) -> int:
@@ -281,7 +303,7 @@ class Exponential(Node):
     stair: bool = False
 
     def _validate(self) -> None:
-        _set(self, "gamma", check_real("gamma", self.gamma))
+        _set(self, "gamma", _non_negative("gamma", self.gamma))
         _check_every_stair(self)
 
 
@@ -303,7 +325,7 @@ class MultiStep(Node):
         if list(ms) != sorted(ms):
             raise ConfigError("milestones", "must be in increasing order", list(ms))
         _set(self, "milestones", ms)
-        _set(self, "gamma", check_real("gamma", self.gamma))
+        _set(self, "gamma", _non_negative("gamma", self.gamma))
 
     def phase_starts(self, until: int) -> tuple[int, ...]:
         return tuple(sorted({m for m in self.milestones if 0 < m < until}))

@@ -266,11 +266,18 @@ class Plan:
             if names.index(n) != i:
                 raise ConfigError(f"optimizers[{i}].name", "must be unique", n)
         seen: dict[str, int] = {}
+        selectors: dict[Selector, str] = {}
         for i, o in enumerate(opts):
             for j, g in enumerate(o.groups):
                 if g.name in seen:
                     raise ConfigError(f"optimizers[{i}].groups[{j}].name", "must be unique across optimizers", g.name)
                 seen[g.name] = i
+                for k, sel in enumerate(g.select):
+                    other = selectors.setdefault(sel, g.name)
+                    if other != g.name and not sel.rest:
+                        raise ConfigError(f"optimizers[{i}].groups[{j}].params[{k}]",
+                                          f"selects the same parameters as group {other!r} (groups must be "
+                                          "disjoint: a parameter belongs to one group)", sel.describe())
         object.__setattr__(self, "optimizers", opts)
         object.__setattr__(self, "schedule", _check_schedule_map("schedule", self.schedule))
         check_choice("step_unit", self.step_unit, ir.UNITS)

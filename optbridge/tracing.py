@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from . import evaluate, ir
 from .backends import get_backend
-from .errors import ConfigError, EvaluationError
+from .errors import ConfigError, EvaluationError, NotTraced
 from .plan import Plan, scheduled_hypers
 from .slots import Slot, slots
 
@@ -32,6 +33,7 @@ class Trace(Mapping[str, np.ndarray]):
         applied: ``hyper -> (groups, steps)`` values measured from what the framework
             really applied (e.g. the parameter delta of plain SGD with gradient 1),
             where the backend measured them.
+        start: The update of column 0 (``trace(plan, n, start=k)``: updates ``k .. k+n-1``).
     """
 
     groups: tuple[str, ...]
@@ -39,12 +41,13 @@ class Trace(Mapping[str, np.ndarray]):
     backend: str = "reference"
     fidelity: tuple[Any, ...] = field(default=())
     applied: Mapping[str, np.ndarray] = field(default_factory=dict)
+    start: int = 0
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:
             return self.data[key]
-        except KeyError:
-            raise KeyError(f"{key!r} is not scheduled in this trace (it has {', '.join(self.data)})") from None
+        except (KeyError, TypeError):
+            raise NotTraced(f"{key!r} is not scheduled in this trace (it has {', '.join(self.data)})") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -58,6 +61,8 @@ class Trace(Mapping[str, np.ndarray]):
 
     def group(self, name: str) -> dict[str, np.ndarray]:
         """All hyperparameters of one group, by name."""
+        if name not in self.groups:
+            raise NotTraced(f"group {name!r} is not in this trace (it has {', '.join(self.groups)})")
         i = self.groups.index(name)
         return {h: a[i] for h, a in self.data.items()}
 
@@ -65,33 +70,58 @@ class Trace(Mapping[str, np.ndarray]):
         return f"Trace(backend={self.backend!r}, groups={self.groups}, hypers={tuple(self.data)}, steps={self.steps})"
 
 
-def trace(plan: Plan, steps: int, backend: str = "reference", metrics: Sequence[float] | None = None,
-          **options: Any) -> Trace:
+def trace(plan: Plan, steps: int | None = None, backend: str = "reference",
+          metrics: Sequence[float] | None = None, *, start: int = 0, **options: Any) -> Trace:
     """Per-step values of every scheduled hyperparameter of every group.
 
     Args:
         plan: The plan (see :func:`optbridge.load`).
-        steps: Number of optimizer updates to trace.
+        steps: Number of optimizer updates to trace (default: the plan's ``total_steps``).
         backend: ``"reference"`` (the exact float64 evaluator) or a framework
             backend (``"torch"``, ``"mindspore-list"``, ``"mindspore-cell"``,
             ``"mindspore-experimental"``, ``"megengine"``) once installed.
-        metrics: Metric series for plateau schedules (one value per plateau step).
+        metrics: Metric series for plateau schedules (one value per plateau step,
+            counted from the plan's start, not from ``start``).
+        start: The first update to trace: the result holds updates
+            ``start .. start + steps - 1`` (what a run resumed at update ``start``
+            uses), exactly those columns of a trace from 0.
         **options: Backend-specific options.
 
     Returns:
-        A :class:`Trace`.
+        A :class:`Trace` (``trace.start == start``).
 
     Raises:
-        ConfigError: ``steps`` is not a positive integer, or the backend is unknown.
+        ConfigError: ``plan`` is not a plan, ``steps``/``start`` are not valid counts,
+            or the backend is unknown.
         EvaluationError: A schedule is undefined at some requested step.
         BackendUnavailable: The backend's framework is not installed.
     """
+    if not isinstance(plan, Plan):
+        raise ConfigError("plan", "must be an optbridge Plan (optbridge.load(...) reads one from a config)",
+                          type(plan).__name__)
+    if steps is None:
+        if plan.total_steps is None:
+            raise ConfigError("steps", "is required (the plan sets no total_steps)", None, show_value=False)
+        steps = plan.total_steps - (start if isinstance(start, int) else 0)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError("steps", "must be a positive integer", steps)
-    if plan.total_steps is not None and steps > plan.total_steps:
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ConfigError("start", "must be an integer >= 0", start)
+    steps, start = int(steps), int(start)
+    if plan.total_steps is not None and start + steps > plan.total_steps:
         raise EvaluationError(
-            f"the plan is defined for {plan.total_steps} steps (total_steps), {steps} were asked for")
-    return get_backend(backend)(plan, int(steps), metrics=metrics, **options)
+            f"the plan is defined for {plan.total_steps} steps (total_steps), updates {start}..{start + steps - 1} "
+            "were asked for")
+    fn = get_backend(backend)
+    if not start:
+        return fn(plan, steps, metrics=metrics, **options)
+    if "start" in inspect.signature(fn).parameters:
+        return fn(plan, steps, metrics=metrics, start=start, **options)
+    # a backend that can only run from update 0: run it through and keep the window (exact, slower)
+    full = fn(plan, start + steps, metrics=metrics, **options)
+    window = slice(start, start + steps)
+    return Trace(full.groups, {h: a[:, window].copy() for h, a in full.data.items()}, full.backend, full.fidelity,
+                 {h: a[:, window].copy() for h, a in full.applied.items()}, start)
 
 
 def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, start: int = 0) -> Trace:
@@ -133,7 +163,7 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
                 else:
                     out[rows, lo:lo + n] = evaluate.table(items, start + lo, n, **kw)
         data[hyper] = out
-    return Trace(names, data, "reference")
+    return Trace(names, data, "reference", start=start)
 
 
 #: Values evaluated at once by :func:`reference_trace` (rows x updates).
