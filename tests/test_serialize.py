@@ -76,13 +76,15 @@ options = st.fixed_dictionaries({}, optional={"lr": small, "weight_decay": small
 @st.composite
 def plans(draw: st.DrawFn) -> Plan:
     n_opt = draw(st.integers(1, 2))
-    opts, used = [], 0
+    opts, used, taken = [], 0, set()
     for i in range(n_opt):
         groups = []
         for j in range(draw(st.integers(1, 3))):
             used += 1
             clip = draw(st.none() | st.builds(Clip, max_norm=small) | st.builds(Clip, value=small))
-            groups.append(Group(name=f"g{used}", select=tuple(draw(st.lists(selectors, max_size=2))), options=draw(options),
+            select = tuple(dict.fromkeys(x for x in draw(st.lists(selectors, max_size=2)) if x not in taken))
+            taken.update(select)  # groups are disjoint: no selector twice
+            groups.append(Group(name=f"g{used}", select=select, options=draw(options),
                                 schedule=draw(schedules), frozen=draw(st.sampled_from([None, "exclude", "zero_lr"])), clip=clip))
         opts.append(OptimizerSpec(type="SGD", name=f"opt{i}" if n_opt > 1 else "optimizer", options=draw(options), groups=tuple(groups)))
     return Plan(optimizers=tuple(opts), schedule=draw(schedules), step_unit=draw(st.sampled_from(["iter", "epoch"])),
