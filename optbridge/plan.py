@@ -18,7 +18,8 @@ from .errors import ConfigError
 from .ir import FrozenMap, check_choice, check_int, check_real
 
 __all__ = ["Plan", "OptimizerSpec", "Group", "Selector", "Clip", "OPTIMIZER_DEFAULTS",
-           "GROUP_OPTIONS", "hyper_base", "has_hyper", "scheduled_hypers"]
+           "GROUP_OPTIONS", "GROUP_FEATURES", "hyper_base", "has_hyper", "scheduled_hypers", "group_feature",
+           "check_group_features"]
 
 #: torch 2.13 defaults per optimizer (what torch fills into every group).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -37,10 +38,27 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "AdamWeightDecay": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0),
 }
 
+#: Group options that are not optimizer arguments (``effective_options`` leaves them out; a backend
+#: reads them with :func:`group_feature` and refuses what it cannot do with :func:`check_group_features`):
+#:
+#: * ``lr_dtype``: ``"float32"`` when the framework holds the group's lr as a float32 tensor (torch's
+#:   ``lr=torch.tensor(...)``): every update uses the float32 value; also allowed on the optimizer;
+#: * ``start_step``: the update at which the group joins its optimizer (``add_param_group`` mid-run);
+#:   its schedules run on the plan's clock and traces hold NaN before it;
+#: * ``empty``: the group selects no parameter (torch accepts a group with ``params: []``); its
+#:   ``params`` must be empty.
+GROUP_FEATURES = ("lr_dtype", "start_step", "empty")
+
 #: Options a group (or an optimizer's defaults) may set.
 GROUP_OPTIONS = frozenset(
     {k for d in OPTIMIZER_DEFAULTS.values() for k in d}
-    | {"lr_mult", "weight_decay_mult", "foreach", "fused", "differentiable", "capturable"})
+    | {"lr_mult", "weight_decay_mult", "foreach", "fused", "differentiable", "capturable"} | set(GROUP_FEATURES))
+
+_FEATURE_WHY = {
+    "lr_dtype": "holds the group's lr as float32, which this backend cannot reproduce exactly",
+    "start_step": "adds the group to its optimizer mid-run, which this backend does not support yet",
+    "empty": "has a group without parameters, which this backend cannot build",
+}
 
 _SCHEDULABLE_ALIASES = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
 
@@ -57,7 +75,15 @@ def check_options(path: str, options: Mapping[str, Any]) -> FrozenMap:
         p = f"{path}.{key}" if path else key
         if key not in GROUP_OPTIONS:
             raise ConfigError(p, "is not a known optimizer option" + _suggest(key, GROUP_OPTIONS), v)
-        if key in ("nesterov", "amsgrad", "maximize", "centered", "foreach", "fused",
+        if key == "lr_dtype":
+            out[key] = check_choice(p, v, ("float32", "float64"))
+        elif key == "start_step":
+            out[key] = check_int(p, v, minimum=0)
+        elif key == "empty":
+            if not isinstance(v, bool):
+                raise ConfigError(p, "must be true or false", v)
+            out[key] = v
+        elif key in ("nesterov", "amsgrad", "maximize", "centered", "foreach", "fused",
                    "differentiable", "capturable", "decoupled_weight_decay"):
             if v is not None and not isinstance(v, bool):
                 raise ConfigError(p, "must be true or false", v)
@@ -187,6 +213,9 @@ class Group:
         object.__setattr__(self, "options", check_options("", self.options))
         if "lr" in self.options and "lr_mult" in self.options:
             raise ConfigError("lr_mult", "cannot be combined with lr (lr is absolute, lr_mult scales the optimizer's lr)", self.options["lr_mult"])
+        if self.options.get("empty") and self.select:
+            raise ConfigError("params", "must be empty for a group with empty: true (it selects no parameter)",
+                              [s.describe() for s in self.select])
         object.__setattr__(self, "schedule", _check_schedule_map("schedule", self.schedule))
         if self.frozen is not None:
             check_choice("frozen", self.frozen, ("exclude", "zero_lr"))
@@ -205,22 +234,46 @@ class OptimizerSpec:
         type: Optimizer class name as torch spells it (SGD, Adam, AdamW, ...).
         options: Defaults for every group (torch's optimizer keyword arguments).
         groups: The param groups, in order.
+        clip: Gradient clipping over ALL of this optimizer's parameters together
+            (``torch.nn.utils.clip_grad_norm_(every param, max_norm)``, as the HF
+            Trainer's ``max_grad_norm`` and MMEngine's ``clip_grad`` do), before the
+            step. Group clips (``Group.clip``) clip each group on its own; a plan
+            uses one or the other per optimizer.
     """
 
     type: str
     name: str = "optimizer"
     options: FrozenMap = field(default_factory=FrozenMap)
     groups: tuple[Group, ...] = ()
+    clip: Clip | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or self.type not in OPTIMIZER_DEFAULTS:
             raise ConfigError("type", "must be one of " + ", ".join(OPTIMIZER_DEFAULTS) + _suggest(str(self.type), OPTIMIZER_DEFAULTS), self.type)
         object.__setattr__(self, "options", check_options("", self.options))
         groups = tuple(self.groups) or (Group(name="all", select=(Selector(rest=True),)),)
+        for key in ("start_step", "empty"):
+            if key in self.options:
+                raise ConfigError(key, "is a group option (it says when one group joins, or that it has no "
+                                  "parameters), not an optimizer option", self.options[key])
+        starts = [g.options.get("start_step", 0) for g in groups]
+        for i in range(1, len(groups)):
+            if starts[i] < starts[i - 1]:
+                raise ConfigError(f"groups[{i}].start_step", f"must be >= the start_step of the group before it "
+                                  f"({groups[i - 1].name!r}: {starts[i - 1]}): groups that join mid-run come after "
+                                  "the groups already there, in the order they join (torch's add_param_group "
+                                  "appends)", starts[i])
         names = [g.name for g in groups]
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise ConfigError(f"groups[{i}].name", "must be unique within the optimizer", n)
+        if self.clip is not None:
+            if not isinstance(self.clip, Clip):
+                raise ConfigError("clip", "must be a Clip (max_norm/norm_type or value)", self.clip)
+            clipped = [g.name for g in groups if g.clip is not None]
+            if clipped:
+                raise ConfigError("clip", "clips the whole optimizer; its groups cannot clip on their own too "
+                                  "(give the clip at one level)", clipped)
         if sum(g.is_rest for g in groups) > 1:
             raise ConfigError("groups", "at most one group may be the rest group", [g.name for g in groups if g.is_rest])
         object.__setattr__(self, "groups", groups)
@@ -359,3 +412,36 @@ def hyper_base(plan: Plan, group: Group, hyper: str, *, path: str = "") -> float
         raise ConfigError(path or f"groups.{group.name}.schedule.{hyper}",
                           f"{opt.type} has no hyperparameter {key!r} to schedule", hyper)
     return float(v[idx] if idx is not None else v)
+
+
+def group_feature(plan: Plan, group: Group, key: str) -> Any:
+    """The value of a :data:`GROUP_FEATURES` option for ``group`` (``lr_dtype`` falls back to its optimizer's).
+
+    Defaults: ``lr_dtype`` ``"float64"``, ``start_step`` 0, ``empty`` False.
+    """
+    if key not in GROUP_FEATURES:
+        raise ConfigError("key", "must be one of " + ", ".join(GROUP_FEATURES), key)
+    if key in group.options:
+        return group.options[key]
+    if key == "lr_dtype":
+        return plan.optimizer_of(group).options.get("lr_dtype", "float64")
+    return 0 if key == "start_step" else False
+
+
+def check_group_features(plan: Plan, backend: str, supported: tuple[str, ...] = ()) -> None:
+    """Refuse every :data:`GROUP_FEATURES` option in use that ``backend`` does not support.
+
+    A feature counts as used when it differs from its default (``lr_dtype: float64``,
+    ``start_step: 0`` and ``empty: false`` change nothing).
+
+    Raises:
+        UnsupportedError: naming the group option, the backend and what it would take.
+    """
+    from .errors import UnsupportedError
+    defaults = {"lr_dtype": "float64", "start_step": 0, "empty": False}
+    for o in plan.optimizers:
+        for g in o.groups:
+            for key in GROUP_FEATURES:
+                if key not in supported and group_feature(plan, g, key) != defaults[key]:
+                    raise UnsupportedError(f"groups.{g.name}.{key}", backend,
+                                           f"the plan {_FEATURE_WHY[key]} ({key}: {group_feature(plan, g, key)!r})")

@@ -94,8 +94,15 @@ def to_dict(plan: Plan) -> dict[str, Any]:
 
 def _optimizer_to_dict(o: OptimizerSpec) -> dict[str, Any]:
     d: dict[str, Any] = {"name": o.name, "type": o.type, **_plain(o.options)}
+    if o.clip is not None:
+        d["clip"] = _clip_to_dict(o.clip)
     d["groups"] = [_group_to_dict(g) for g in o.groups]
     return d
+
+
+def _clip_to_dict(c: Clip) -> dict[str, Any]:
+    return {k: v for k, v in (("max_norm", c.max_norm), ("norm_type", c.norm_type), ("value", c.value))
+            if v is not None}
 
 
 def _group_to_dict(g: Group) -> dict[str, Any]:
@@ -108,8 +115,7 @@ def _group_to_dict(g: Group) -> dict[str, Any]:
     if g.frozen is not None:
         d["frozen"] = g.frozen
     if g.clip is not None:
-        d["clip"] = {k: v for k, v in (("max_norm", g.clip.max_norm), ("norm_type", g.clip.norm_type),
-                                       ("value", g.clip.value)) if v is not None}
+        d["clip"] = _clip_to_dict(g.clip)
     return d
 
 

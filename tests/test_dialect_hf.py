@@ -145,3 +145,13 @@ def test_detection():
     assert detect({"learning_rate": 1e-3, "lr_scheduler_type": "linear"}) == "hf"   # not MindSpore's learning_rate
     assert detect({"learning_rate": 1e-3}) == "mindspore"
     assert detect({"optimizer": {"opt": "adamw"}, "scheduler": {"sched": "cosine"}}) == "timm"  # not torch's scheduler
+
+
+def test_max_grad_norm_is_the_optimizer_level_clip() -> None:
+    from optbridge.dialects import hf
+    plan = hf.parse({"dialect": "hf", "learning_rate": 1e-4, "max_steps": 10})
+    assert plan.optimizers[0].clip == optbridge.Clip(max_norm=1.0)  # the Trainer's default
+    assert hf.parse({"dialect": "hf", "max_steps": 10, "max_grad_norm": 0}).optimizers[0].clip is None
+    assert hf.parse({"dialect": "hf", "max_steps": 10, "max_grad_norm": 0.5}).optimizers[0].clip.max_norm == 0.5
+    with pytest.raises(optbridge.ConfigError, match="max_grad_norm"):
+        hf.parse({"dialect": "hf", "max_steps": 10, "max_grad_norm": "x"})

@@ -673,16 +673,19 @@ def test_layer_decay_without_model_is_refused() -> None:
 # --------------------------------------------------------------------------- clip_grad
 
 def test_clip_grad() -> None:
+    # MMEngine's OptimWrapper clips all of the optimizer's parameters together: the optimizer-level clip
     one = mmd.parse({"optim_wrapper": dict(optimizer=dict(type="SGD", lr=0.1), clip_grad=dict(max_norm=35,
                                                                                               norm_type=2))})
-    assert one.groups[0].clip == optbridge.Clip(max_norm=35.0, norm_type=2.0)
+    assert one.optimizers[0].clip == optbridge.Clip(max_norm=35.0, norm_type=2.0)
     value = mmd.parse({"optim_wrapper": dict(optimizer=dict(type="SGD", lr=0.1, weight_decay=1e-4),
                                              paramwise_cfg=dict(bias_decay_mult=0.0),
                                              clip_grad=dict(type="value", clip_value=0.5))})
-    assert all(g.clip == optbridge.Clip(value=0.5) for g in value.groups)
-    with pytest.raises(optbridge.ConfigError, match=r"^optim_wrapper\.clip_grad: clips the norm of all parameters"):
-        mmd.parse({"optim_wrapper": dict(optimizer=dict(type="SGD", lr=0.1, weight_decay=1e-4),
-                                         paramwise_cfg=dict(bias_decay_mult=0.0), clip_grad=dict(max_norm=1.0))})
+    assert value.optimizers[0].clip == optbridge.Clip(value=0.5) and all(g.clip is None for g in value.groups)
+    several = mmd.parse({"optim_wrapper": dict(optimizer=dict(type="SGD", lr=0.1, weight_decay=1e-4),
+                                               paramwise_cfg=dict(bias_decay_mult=0.0), clip_grad=dict(max_norm=1.0))})
+    assert len(several.groups) > 1 and several.optimizers[0].clip == optbridge.Clip(max_norm=1.0)
+    with pytest.raises(optbridge.ConfigError, match=r"^optim_wrapper\.clip_grad\.max_norm: is required"):
+        mmd.parse({"optim_wrapper": dict(optimizer=dict(type="SGD", lr=0.1), clip_grad=dict(norm_type=2))})
 
 
 # --------------------------------------------------------------------------- detection and errors

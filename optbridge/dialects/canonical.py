@@ -31,7 +31,7 @@ from ..plan import Clip, Group, OptimizerSpec, Plan
 __all__ = ["parse", "looks_like", "from_dict", "PLAN_KEYS"]
 
 _GROUP_KEYS = {"name", "params", "schedule", "frozen", "clip"}
-_OPT_KEYS = {"name", "type", "groups"}
+_OPT_KEYS = {"name", "type", "groups", "clip"}
 #: Top-level keys of the canonical document.
 PLAN_KEYS = ("optbridge", "dialect", "step_unit", "steps_per_epoch", "total_steps", "optimizer",
              "optimizers", "groups", "schedule", "description")
@@ -97,7 +97,10 @@ def _optimizer(o: object, path: str, groups: object = None, groups_path: str | N
     if not isinstance(graw, list):
         raise ConfigError(gpath, "must be a list of groups", graw)
     gs = tuple(_group(g, f"{gpath}[{i}]") for i, g in enumerate(graw))
-    kw = {"name": o["name"]} if "name" in o else {}
+    kw: dict[str, Any] = {"name": o["name"]} if "name" in o else {}
+    clip = _clip(o.get("clip"), f"{path}.clip")
+    if clip is not None:
+        kw["clip"] = clip
     try:
         return OptimizerSpec(type=o["type"], options=options, groups=gs, **kw)
     except ConfigError as e:
@@ -113,18 +116,23 @@ def _group(g: object, path: str) -> Group:
     options = {k: v for k, v in g.items() if k not in _GROUP_KEYS}
     select = selectors_from_config(g.get("params"), f"{path}.params")
     sched = schedule_map(g.get("schedule", {}), f"{path}.schedule")
-    clip = None
-    if g.get("clip") is not None:
-        c = expect_mapping(f"{path}.clip", g["clip"])
-        for k in c:
-            if k not in ("max_norm", "norm_type", "value"):
-                raise ConfigError(f"{path}.clip.{k}", "is not a clip field (max_norm, norm_type, value)", c[k])
-        try:
-            clip = Clip(**c)
-        except ConfigError as e:
-            raise rethrow(f"{path}.clip", e) from None
+    clip = _clip(g.get("clip"), f"{path}.clip")
     try:
         return Group(name=g["name"], select=select, options=options, schedule=sched,
                      frozen=g.get("frozen"), clip=clip)
+    except ConfigError as e:
+        raise rethrow(path, e) from None
+
+
+def _clip(raw: object, path: str) -> Clip | None:
+    """A ``clip: {max_norm, norm_type} | {value}`` mapping (group level or optimizer level)."""
+    if raw is None:
+        return None
+    c = expect_mapping(path, raw)
+    for k in c:
+        if k not in ("max_norm", "norm_type", "value"):
+            raise ConfigError(f"{path}.{k}", "is not a clip field (max_norm, norm_type, value)", c[k])
+    try:
+        return Clip(**c)
     except ConfigError as e:
         raise rethrow(path, e) from None

@@ -54,7 +54,7 @@ from typing import Any
 
 from .. import ir
 from ..errors import ConfigError
-from ..plan import Group, OptimizerSpec, Plan, Selector
+from ..plan import Clip, Group, OptimizerSpec, Plan, Selector
 from ._common import REQUIRED, check_document, check_keywords, description, expect_mapping
 
 __all__ = ["parse", "looks_like", "SCHEDULES", "NO_DECAY_PATTERNS", "FIELDS"]
@@ -63,7 +63,7 @@ __all__ = ["parse", "looks_like", "SCHEDULES", "NO_DECAY_PATTERNS", "FIELDS"]
 FIELDS: dict[str, Any] = {
     "learning_rate": 5e-5, "weight_decay": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8,
     "optim": "adamw_torch", "lr_scheduler_type": "linear", "lr_scheduler_kwargs": None, "warmup_steps": 0,
-    "warmup_ratio": 0.0, "max_steps": -1, "num_train_epochs": 3.0, "eval_steps": None,
+    "warmup_ratio": 0.0, "max_steps": -1, "num_train_epochs": 3.0, "eval_steps": None, "max_grad_norm": 1.0,
 }
 _TOP_KEYS = ("dialect", "description", "steps_per_epoch", *FIELDS)
 _MARKERS = ("lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "num_train_epochs",
@@ -294,7 +294,10 @@ def parse(doc: Mapping[str, Any], *, model: Any = None) -> Plan:
     else:
         node = ir.Lambda(expr=_lambda(name, kw, W, N, lr))
     try:
-        spec = OptimizerSpec(type=ptype, options=options, groups=_groups(wd, model))
+        # the Trainer clips the norm of all parameters together before each step (default 1.0; 0/None: off)
+        mgn = a["max_grad_norm"]
+        clip = None if mgn is None or mgn == 0 else Clip(max_norm=_num("max_grad_norm", mgn, minimum=0.0))
+        spec = OptimizerSpec(type=ptype, options=options, groups=_groups(wd, model), clip=clip)
         return Plan(optimizers=(spec,), schedule={"lr": node}, step_unit=step_unit, steps_per_epoch=plan_spe,
                     **description(d))
     except ConfigError as e:

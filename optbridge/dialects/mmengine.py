@@ -20,9 +20,8 @@ between MMEngine's docs and its code):
 * ``optim_wrapper.optimizer``: a torch optimizer and its keyword arguments.
 * ``optim_wrapper.paramwise_cfg`` / ``constructor``: groups, see
   :mod:`optbridge.dialects.mmengine_params` (``model=`` for rules on module types).
-* ``optim_wrapper.clip_grad``: MMEngine clips all parameters together, so a norm
-  clip becomes the plan's clip only when the plan has one group (a value clip is
-  elementwise and goes on every group).
+* ``optim_wrapper.clip_grad``: MMEngine clips all parameters together: the
+  optimizer-level clip of the plan (``OptimizerSpec.clip``).
 * ``param_scheduler``: see :mod:`optbridge.dialects.mmengine_schedulers`.
 * ``train_cfg``: ``max_epochs`` / ``max_iters`` give schedulers their default
   ``end`` (as MMEngine's runner does) and the plan its ``total_steps``.
@@ -129,7 +128,7 @@ def parse(doc: Mapping[str, Any], *, model: Any = None, path: str = "", steps_pe
 
     # ---- groups and clipping
     specs, n_mm_groups = build_groups(ow, options, ow_path, model, accepted)
-    clip = _clip(ow.get("clip_grad"), join(ow_path, "clip_grad"), len([g for g in specs if g.frozen is None]))
+    clip = _clip(ow.get("clip_grad"), join(ow_path, "clip_grad"))  # MMEngine clips all parameters together
 
     # ---- clock
     spe = steps_per_epoch if steps_per_epoch is not None else d.get("steps_per_epoch")
@@ -147,12 +146,11 @@ def parse(doc: Mapping[str, Any], *, model: Any = None, path: str = "", steps_pe
     groups = []
     for g in specs:
         try:
-            groups.append(Group(name=g.name, select=g.select, options=FrozenMap(g.options), frozen=g.frozen,
-                                clip=clip if g.frozen is None else None))
+            groups.append(Group(name=g.name, select=g.select, options=FrozenMap(g.options), frozen=g.frozen))
         except ConfigError as e:
             raise e.under(join(ow_path, f"groups.{g.name}")) from None
     try:
-        spec = OptimizerSpec(type=oname, options=FrozenMap(options), groups=tuple(groups))
+        spec = OptimizerSpec(type=oname, options=FrozenMap(options), groups=tuple(groups), clip=clip)
     except ConfigError as e:
         raise e.under(opath) from None
     kw: dict[str, Any] = {"step_unit": clock.unit}
@@ -167,11 +165,11 @@ def parse(doc: Mapping[str, Any], *, model: Any = None, path: str = "", steps_pe
     if group_schedules:
         groups = [Group(name=g.name, select=g.select, options=g.options, frozen=g.frozen, clip=g.clip,
                         schedule=FrozenMap(group_schedules.get(g.name, {}))) for g in plan0.groups]
-        spec = OptimizerSpec(type=oname, options=FrozenMap(options), groups=tuple(groups))
+        spec = OptimizerSpec(type=oname, options=FrozenMap(options), groups=tuple(groups), clip=clip)
     return Plan(optimizers=(spec,), schedule=FrozenMap(plan_schedule), **kw)
 
 
-def _clip(raw: Any, path: str, n_groups: int) -> Clip | None:
+def _clip(raw: Any, path: str) -> Clip | None:
     if raw is None:
         return None
     c = dict(expect_mapping(path, raw))
@@ -196,10 +194,6 @@ def _clip(raw: Any, path: str, n_groups: int) -> Clip | None:
                               + suggest(k, ("max_norm", "norm_type", "error_if_nonfinite", "foreach")), c[k])
     if "max_norm" not in c:
         raise ConfigError(join(path, "max_norm"), "is required", None, show_value=False)
-    if n_groups > 1:
-        raise ConfigError(path, f"clips the norm of all parameters together (MMEngine's OptimWrapper), while a plan "
-                          f"clips each group; with {n_groups} groups the two differ, so it is not expressible exactly",
-                          raw)
     return _make_clip(path, max_norm=c["max_norm"], norm_type=c.get("norm_type", 2.0))
 
 
