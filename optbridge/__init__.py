@@ -15,16 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import ir
+from ._lazy import lazy_attributes
+from .entry import from_megengine, from_mindspore, from_torch, to_megengine, to_mindspore, to_mindspore_lists, to_torch
 from .errors import BackendUnavailable, ConfigError, EvaluationError, OptbridgeError, UnsupportedError
 from .plan import Clip, Group, OptimizerSpec, Plan, Selector
-from .entry import (from_megengine, from_mindspore, from_torch, to_megengine, to_mindspore, to_mindspore_lists,
-                    to_torch)
-from ._lazy import lazy_attributes
-from .serialize import dump, dumps, load, loads, to_dict, from_dict
+from .serialize import dump, dumps, from_dict, load, loads, to_dict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .tracing import Trace, trace
     from .params import ParamRecord, resolve
+    from .tracing import Trace, trace
 
 __version__ = "0.1.0"
 

@@ -54,7 +54,7 @@ class ConfigError(OptbridgeError, ValueError):
         super().__init__(text)
 
 
-    def under(self, prefix: str) -> "ConfigError":
+    def under(self, prefix: str) -> ConfigError:
         """The same error with its path moved under ``prefix`` (``"schedule"`` + ``"steps"``)."""
         if not prefix:
             return self

@@ -25,7 +25,8 @@ inside every stated tolerance (docs/design.md, "Exactness").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Union
 

@@ -69,8 +69,9 @@ import ast
 import math
 import operator
 import warnings
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping, NamedTuple, NoReturn, Optional, Union
+from typing import Any, NamedTuple, NoReturn, Union
 
 import numpy as np
 
@@ -94,7 +95,7 @@ COUNTER_NAMES: frozenset[str] = frozenset(
 CONSTANTS: Mapping[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf}
 """Named constants (the :mod:`math` values)."""
 
-FUNCTIONS: Mapping[str, tuple[int, Optional[int]]] = {
+FUNCTIONS: Mapping[str, tuple[int, int | None]] = {
     "min": (2, None),
     "max": (2, None),
     "abs": (1, 1),
@@ -405,7 +406,7 @@ class Expr:
     """
 
     source: str
-    _parsed: Optional[_Parsed] = field(default=None, compare=False, repr=False)
+    _parsed: _Parsed | None = field(default=None, compare=False, repr=False)
     _names: frozenset[str] = field(default=COUNTER_NAMES, compare=False, repr=False)
     _path: str = field(default="lambda", compare=False, repr=False)
 
@@ -480,7 +481,7 @@ class Expr:
         out[...] = result
         return out.reshape(shape)
 
-    def __call__(self, x: _EnvValue) -> Union[float, np.ndarray]:
+    def __call__(self, x: _EnvValue) -> float | np.ndarray:
         """Evaluate with every allowed counter name bound to ``x``.
 
         Args:
@@ -588,7 +589,7 @@ class _Ctx:
 
     __slots__ = ("env", "pos", "n")
 
-    def __init__(self, env: dict[str, np.ndarray], pos: Optional[np.ndarray], n: int) -> None:
+    def __init__(self, env: dict[str, np.ndarray], pos: np.ndarray | None, n: int) -> None:
         self.env = env
         self.pos = pos  # None: identity (all elements, in order)
         self.n = n
@@ -622,7 +623,7 @@ def _bounds(v: _Array) -> tuple[int, int]:
     return int(v.min()), int(v.max())
 
 
-def _combine(n: int, parts: list[tuple[Optional[np.ndarray], _Array]]) -> _Array:
+def _combine(n: int, parts: list[tuple[np.ndarray | None, _Array]]) -> _Array:
     """Assemble values computed on disjoint index subsets into one array of length n."""
     if len(parts) == 1 and parts[0][0] is None:
         return parts[0][1]
@@ -806,7 +807,7 @@ class _Evaluator:
     def compare(self, node: ast.Compare, ctx: _Ctx) -> _Array:
         left = self.ev(node.left, ctx)
         sub = ctx  # elements whose comparisons are all true so far
-        active: Optional[np.ndarray] = None  # their indices in ctx; None = all
+        active: np.ndarray | None = None  # their indices in ctx; None = all
         for op, comparator in zip(node.ops, node.comparators):
             right = self.ev(comparator, sub)
             ok = self.compare_values(type(op), left, right)
@@ -828,9 +829,9 @@ class _Evaluator:
 
     def boolop(self, node: ast.BoolOp, ctx: _Ctx) -> _Array:
         is_or = type(node.op) is ast.Or
-        parts: list[tuple[Optional[np.ndarray], _Array]] = []
+        parts: list[tuple[np.ndarray | None, _Array]] = []
         sub = ctx
-        active: Optional[np.ndarray] = None
+        active: np.ndarray | None = None
         last = len(node.values) - 1
         for i, operand in enumerate(node.values):
             v = self.ev(operand, sub)

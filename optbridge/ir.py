@@ -593,7 +593,8 @@ class OneCycle(Node):
 # --------------------------------------------------------------------------- expression / data nodes
 
 def _expr_field(path: str, v: object) -> Expr:
-    from .expr import Expr, parse as parse_expr  # numpy loads only when expressions are used
+    from .expr import Expr  # numpy loads only when expressions are used
+    from .expr import parse as parse_expr
     if isinstance(v, Expr):
         return v
     if not isinstance(v, str):

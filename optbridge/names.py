@@ -285,7 +285,7 @@ def load_name_rules(src: str | os.PathLike[str] | Mapping[str, Any]) -> NameRule
     return name_rules_from_config(doc, "names")
 
 
-Overrides = Union[Mapping[str, str], Callable[[str], Union[str, None]], NameRules, None]
+Overrides = Union[Mapping[str, str], Callable[[str], str | None], NameRules, None]
 """What :func:`map_names` accepts as user overrides."""
 
 

@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from . import ir
-from .configio import expect_mapping, node_from_dict, rethrow, schedule_map as _schedule_map, selectors_from_config
-from .dialects import detect, from_dialect, module as dialect_module
+from .configio import expect_mapping, node_from_dict, selectors_from_config
+from .dialects import detect, from_dialect
+from .dialects import module as dialect_module
 from .dialects.canonical import from_dict
 from .errors import ConfigError
-from .plan import Group, OptimizerSpec, Plan, Selector
+from .plan import Clip, Group, OptimizerSpec, Plan, Selector
 
 __all__ = ["load", "dump", "loads", "dumps", "to_dict", "from_dict", "node_to_dict", "node_from_dict",
            "selectors_from_config", "expect_mapping"]

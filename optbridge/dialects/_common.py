@@ -16,7 +16,8 @@ from typing import Any
 
 from .. import ir
 from ..configio import expect_list, expect_mapping, node_from_dict, schedule_map, selectors_from_config
-from ..errors import ConfigError, join_path as join
+from ..errors import ConfigError
+from ..errors import join_path as join
 
 __all__ = ["REQUIRED", "join", "suggest", "check_keywords", "make_node", "translate", "rename_path", "group_path",
            "description", "check_document", "expect_mapping", "expect_list", "node_from_dict", "schedule_map",
@@ -112,6 +113,7 @@ def group_path(e: ConfigError, group_paths: list[str], prefix: str, groups_key: 
 def description(d: Mapping[str, Any]) -> dict[str, Any]:
     """``{"description": ...}`` for Plan(), when the document has one and Plan has the field (else ``{}``)."""
     from dataclasses import fields
+
     from ..plan import Plan
     if d.get("description") is None or "description" not in {f.name for f in fields(Plan)}:
         return {}

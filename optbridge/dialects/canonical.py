@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..configio import expect_mapping, join_path as _join, rethrow, schedule_map, selectors_from_config
+from ..configio import expect_mapping, rethrow, schedule_map, selectors_from_config
+from ..configio import join_path as _join
 from ..errors import ConfigError
 from ..plan import Clip, Group, OptimizerSpec, Plan
 

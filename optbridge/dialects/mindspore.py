@@ -56,10 +56,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
+from ..configio import expect_mapping, selectors_from_config
 from ..errors import ConfigError
 from ..plan import Group, OptimizerSpec, Plan
-from ..configio import selectors_from_config, expect_mapping
-from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
+from ._common import REQUIRED, check_document, check_keywords, group_path, join, make_node, suggest
+from ._common import description as _description
 
 __all__ = ["parse", "looks_like", "from_mindspore", "LIST_FUNCTIONS", "CELLS", "OPTIMIZERS"]
 

@@ -37,7 +37,8 @@ from ..errors import ConfigError
 from ..ir import FrozenMap, check_int
 from ..plan import OPTIMIZER_DEFAULTS, Clip, Group, OptimizerSpec, Plan, hyper_base
 from ..serialize import expect_mapping
-from ._common import description as _description, join, suggest
+from ._common import description as _description
+from ._common import join, suggest
 from .mmengine_params import build_groups
 from .mmengine_schedulers import Clock, Sched, compose, parse_schedulers, plateau_node
 

@@ -489,8 +489,9 @@ class _Evaluator:
     cache: dict[Any, float] = field(default_factory=dict)
 
     def value(self, node: ir.Node, t: int, base: float, unit: str | None = None, spe: int | None = None) -> float:
-        from .. import evaluate
         import numpy as np
+
+        from .. import evaluate
         u, s = unit or self.unit, spe or self.steps_per_epoch
         key = (node, t, base, u, s)
         if key not in self.cache:

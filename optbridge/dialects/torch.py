@@ -54,11 +54,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ir
+from ..configio import expect_mapping, selectors_from_config
 from ..errors import ConfigError
 from ..ir import check_choice, check_int, check_real
 from ..plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
-from ..configio import selectors_from_config, expect_mapping
-from ._common import REQUIRED, check_document, check_keywords, description as _description, group_path, join, make_node, suggest
+from ._common import REQUIRED, check_document, check_keywords, group_path, join, make_node, suggest
+from ._common import description as _description
 
 __all__ = ["parse", "looks_like", "from_torch", "SCHEDULERS", "CHAINABLE", "OPTIMIZER_KWARGS"]
 
