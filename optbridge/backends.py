@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import BackendUnavailable, ConfigError
+from .versions import check_version, framework_of_backend
 
 __all__ = ["register_backend", "get_backend", "available_backends"]
 
@@ -48,6 +49,9 @@ def get_backend(name: str) -> Callable[..., Any]:
     if name not in _TABLE:
         raise ConfigError("backend", "must be one of " + ", ".join(map(repr, _TABLE)), name)
     target, hint = _TABLE[name]
+    framework = framework_of_backend(name)
+    if framework is not None:  # once per process: is this a framework version optbridge verified?
+        check_version(framework)
     module, _, attr = target.partition(":")
     try:
         fn = getattr(importlib.import_module(module), attr)

@@ -38,7 +38,13 @@ FRAMEWORK_HINTS = {
 
 
 def _adapter(framework: str, module: str, name: str) -> Any:
-    """``optbridge_adapters.<framework>.<module>.<name>``, or BackendUnavailable."""
+    """``optbridge_adapters.<framework>.<module>.<name>``, or BackendUnavailable.
+
+    Says once (a :class:`~optbridge.versions.VersionWarning`) when the installed
+    framework is not a version optbridge verified.
+    """
+    from .versions import check_version
+    check_version(framework)
     try:
         mod = importlib.import_module(f"optbridge_adapters.{framework}.{module}")
     except ModuleNotFoundError as e:
@@ -47,6 +53,22 @@ def _adapter(framework: str, module: str, name: str) -> Any:
                                      f"{FRAMEWORK_HINTS[framework]}") from e
         raise
     return getattr(mod, name)
+
+
+def _check(plan: Any, total_steps: Any, metrics: Any) -> None:
+    """Refuse hyperparameter values no optimizer can use (:mod:`optbridge.checks`) before a framework builds anything.
+
+    Checked over ``total_steps`` updates (default: the plan's; an unbounded plan gets the
+    static checks). Arguments the adapter refuses on its own (not a plan, a bad count)
+    are left to it.
+    """
+    from .checks import check_plan
+    from .plan import Plan
+    if not isinstance(plan, Plan):
+        return
+    steps = total_steps if isinstance(total_steps, int) and not isinstance(total_steps, bool) and total_steps > 0 \
+        else None
+    check_plan(plan, steps=steps, metrics=metrics)
 
 
 # --------------------------------------------------------------------------- plan -> framework
@@ -70,6 +92,7 @@ def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: st
         A ``TorchSetup`` (``.optimizer(s)``, ``.scheduler``, ``.clip_gradients()``,
         ``.fidelity``, ``.resolution``); see docs/torch.md.
     """
+    _check(plan, total_steps, metrics)
     return _adapter("torch", "build", "to_torch")(plan, model, total_steps=total_steps, form=form, metrics=metrics,
                                                    freeze_excluded=freeze_excluded)
 
@@ -92,12 +115,14 @@ def to_mindspore(plan: Plan, model: Any, *, total_steps: int | None = None, form
     Returns:
         A ``MindSporeSetup`` (``.optimizer(s)``, ``.step()``, ``.fidelity``, ``.report``).
     """
+    _check(plan, total_steps, metrics)
     return _adapter("mindspore", "build", "to_mindspore")(plan, model, total_steps=total_steps, form=form,
                                                            metrics=metrics, scheduler=scheduler)
 
 
 def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> Any:
     """Per-group float32 lists of ``hyper`` for MindSpore's ``learning_rate=[...]`` (numpy only)."""
+    _check(plan, total_steps, None)
     return _adapter("mindspore", "convert", "lists")(plan, total_steps, hyper=hyper)
 
 
@@ -118,6 +143,7 @@ def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form
     Returns:
         A ``MegEngineSetup``; see docs/megengine.md.
     """
+    _check(plan, total_steps, metrics)
     return _adapter("megengine", "backend", "to_megengine")(plan, model, total_steps=total_steps, form=form,
                                                              metrics=metrics, split_nesterov=split_nesterov,
                                                              strict=strict)

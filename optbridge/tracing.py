@@ -11,6 +11,7 @@ import numpy as np
 
 from . import evaluate, ir
 from .backends import get_backend
+from .checks import check_plan, check_trace
 from .errors import ConfigError, EvaluationError, NotTraced
 from .plan import Plan, scheduled_hypers
 from .slots import Slot, slots
@@ -113,15 +114,21 @@ def trace(plan: Plan, steps: int | None = None, backend: str = "reference",
             f"the plan is defined for {plan.total_steps} steps (total_steps), updates {start}..{start + steps - 1} "
             "were asked for")
     fn = get_backend(backend)
+    # values no optimizer can use are config errors (optbridge.checks); the reference's own values are checked
+    # once computed, a framework backend's before it runs them
+    check_plan(plan, start=start, steps=steps, metrics=metrics, values=backend != "reference")
     if not start:
-        return fn(plan, steps, metrics=metrics, **options)
-    if "start" in inspect.signature(fn).parameters:
-        return fn(plan, steps, metrics=metrics, start=start, **options)
-    # a backend that can only run from update 0: run it through and keep the window (exact, slower)
-    full = fn(plan, start + steps, metrics=metrics, **options)
-    window = slice(start, start + steps)
-    return Trace(full.groups, {h: a[:, window].copy() for h, a in full.data.items()}, full.backend, full.fidelity,
-                 {h: a[:, window].copy() for h, a in full.applied.items()}, start)
+        out = fn(plan, steps, metrics=metrics, **options)
+    elif "start" in inspect.signature(fn).parameters:
+        out = fn(plan, steps, metrics=metrics, start=start, **options)
+    else:  # a backend that can only run from update 0: run it through and keep the window (exact, slower)
+        full = fn(plan, start + steps, metrics=metrics, **options)
+        window = slice(start, start + steps)
+        out = Trace(full.groups, {h: a[:, window].copy() for h, a in full.data.items()}, full.backend,
+                    full.fidelity, {h: a[:, window].copy() for h, a in full.applied.items()}, start)
+    if backend == "reference":
+        check_trace(plan, out)
+    return out
 
 
 def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, start: int = 0) -> Trace:
