@@ -183,8 +183,10 @@ def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
             the optimizer's parameters carry).
         step_unit, steps_per_epoch, total_steps: As :func:`from_torch`.
     """
-    return _adapter("mindspore", "read", "from_mindspore")(optimizer, scheduler, model=model, step_unit=step_unit,
+    plan = _adapter("mindspore", "read", "from_mindspore")(optimizer, scheduler, model=model, step_unit=step_unit,
                                                             steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    _warn_native("mindspore", [getattr(optimizer, "optimizer", optimizer)], plan)
+    return plan
 
 
 def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
@@ -197,6 +199,49 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
         model: The module whose parameter names the groups select.
         step_unit, steps_per_epoch, total_steps: As :func:`from_torch`.
     """
-    return _adapter("megengine", "backend", "from_megengine")(optimizer, scheduler, model=model, step_unit=step_unit,
-                                                               steps_per_epoch=steps_per_epoch,
-                                                               total_steps=total_steps)
+    plan = _adapter("megengine", "backend", "from_megengine")(optimizer, scheduler, model=model, step_unit=step_unit,
+                                                             steps_per_epoch=steps_per_epoch,
+                                                             total_steps=total_steps)
+    _warn_native("megengine", _optimizers(optimizer), plan)
+    return plan
+
+def _optimizers(obj: Any) -> list[Any]:
+    """The optimizer objects in ``obj``: itself, a list of them, or a container with ``.opts`` / ``.optimizers``."""
+    for attr in ("opts", "optimizers"):
+        inner = getattr(obj, attr, None)
+        if isinstance(inner, (list, tuple)):
+            return [o for x in inner for o in _optimizers(x)]
+    if isinstance(obj, (list, tuple)):
+        return [o for x in obj for o in _optimizers(x)]
+    return [obj]
+
+
+def _warn_native(framework: str, optimizers: Sequence[Any], plan: Any) -> None:
+    """Warn (:class:`optbridge.lint.LintWarning`) where a user's native optimizer computed another update than the
+    torch optimizer the imported plan describes (the measured tables of ``optbridge_adapters.<framework>.native``).
+
+    Optimizers are matched to the plan's by type; optbridge's own exact optimizers have nothing to say. A MindSpore
+    plan also gets the ``mindspore-static-lr`` lint (a static group lr beside a dynamic one was applied as
+    ``lr + 1.0 - 1.0``).
+    """
+    from . import lint
+    from .plan import Plan
+    if not isinstance(plan, Plan):
+        return
+    table = importlib.import_module(f"optbridge_adapters.{framework}.native")
+    natives: dict[str, set[str | None]] = {}
+    for o in optimizers:
+        cls = type(o)
+        name = table.native_name(cls.__module__, cls.__name__)
+        natives.setdefault(cls.__name__, set()).add(name)
+    found: list[lint.Lint] = []
+    for i, spec in enumerate(plan.optimizers):
+        if len(plan.optimizers) == 1 and len(natives) == 1:
+            names = next(iter(natives.values()))  # one optimizer read into one spec (MindSpore: Momentum -> SGD)
+        else:
+            names = natives.get(spec.type, set())
+        if len(names) == 1:  # a native and an exact optimizer of one type cannot be told apart: say nothing
+            found += lint.native_lints(framework, next(iter(names)), plan, i)
+    if framework == "mindspore":
+        found += [x for x in lint.lint(plan, values=False) if x.code == "mindspore-static-lr"]
+    lint.warn(found, stacklevel=3)

@@ -6,7 +6,8 @@ import argparse
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from ._common import CLIError, _clock, _fail, _Formatter, _load
+from ..lint import FRAMEWORKS
+from ._common import CLIError, _clock, _fail, _Formatter, _load, _positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..ir import Node
@@ -17,9 +18,15 @@ examples:
   optbridge validate plan.yaml
   optbridge validate configs/*.yaml configs/*.json
   optbridge validate -v plan.yaml                  # also describe groups and schedules
+  optbridge validate --framework mindspore plan.yaml   # also the traps of porting to MindSpore by hand
+  optbridge validate --strict --steps 100000 plan.yaml # lints are errors; check a run of 100000 updates
 
 Prints "OK <path>: <n> optimizer(s), <g> group(s), schedules: lr, momentum" per
-valid file and one error line per invalid one; exits 0 if all are valid, else 2.
+valid file, then one "  lint: ..." line per porting trap found (optbridge.lint:
+code, path, what happens and how much), and one error line per invalid file,
+including hyperparameter values no optimizer can use (a beta reaching 1, a
+negative lr: optbridge.checks), checked over --steps or the plan's total_steps.
+Exits 0 if all are valid (and, with --strict, lint-free), else 2.
 """
 
 
@@ -29,17 +36,33 @@ def add_parser(sub: Any) -> None:
                        epilog=_VALIDATE_EPILOG)
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="config files (.yaml, .yml, .json, .toml)")
     p.add_argument("-v", "--verbose", action="store_true", help="also describe the groups and schedules")
+    p.add_argument("--steps", "-n", type=_positive_int, metavar="N",
+                   help="updates the run has, for the value checks and lints (default: the plan's total_steps)")
+    p.add_argument("--framework", "-f", action="append", choices=FRAMEWORKS, metavar="FW",
+                   help="also show the traps of porting to this framework by hand (torch, mindspore, megengine; "
+                        "repeatable)")
+    p.add_argument("--strict", action="store_true", help="lints are errors (exit 2)")
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ..checks import check_plan
+    from ..errors import OptbridgeError
+    from ..lint import lint
     from ..plan import scheduled_hypers
     bad = 0
+    frameworks = tuple(getattr(args, "framework", None) or ())
     for path in args.configs:
         try:
             plan = _load(path)
+            check_plan(plan, steps=args.steps)
+            found = [x for x in lint(plan, steps=args.steps) if not x.frameworks or set(x.frameworks) & set(frameworks)]
         except CLIError as e:
             _fail(str(e))
+            bad += 1
+            continue
+        except OptbridgeError as e:
+            _fail(f"{path}: {e}")
             bad += 1
             continue
         scheduled = [h for h in scheduled_hypers(plan)
@@ -48,9 +71,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"OK {path}: {n_opt} optimizer{'s' if n_opt != 1 else ''}, "
               f"{n_grp} group{'s' if n_grp != 1 else ''}, "
               f"schedules: {', '.join(scheduled) if scheduled else 'none (constant hyperparameters)'}")
+        for x in found:
+            print(f"  lint: {x}")
+        if args.strict and found:
+            _fail(f"{path}: {len(found)} lint{'s' if len(found) != 1 else ''} (--strict)")
+            bad += 1
         if args.verbose:
             print(textwrap.indent(describe_plan(plan), "    "))
     return 2 if bad else 0
+
 
 def describe_plan(plan: Plan, steps: int | None = None) -> str:
     """A short human-readable summary: optimizers, groups with base values, schedules, clock."""
@@ -72,7 +101,7 @@ def describe_plan(plan: Plan, steps: int | None = None) -> str:
         cells = [g.name, params]
         for h in cols:
             try:
-                cells.append("%.6g" % hyper_base(plan, g, h))
+                cells.append(f"{hyper_base(plan, g, h):.6g}")
             except (ConfigError, TypeError, ValueError):
                 cells.append("-")
         rows.append(cells)
@@ -82,7 +111,7 @@ def describe_plan(plan: Plan, steps: int | None = None) -> str:
     for r in rows:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     lines.append("schedules:")
-    entries = [(h, n, None) for h, n in plan.schedule.items()]
+    entries: list[tuple[str, Node, str | None]] = [(h, n, None) for h, n in plan.schedule.items()]
     entries += [(h, n, g.name) for g in plan.groups for h, n in g.schedule.items()]
     if not entries:
         lines.append("  (none: every hyperparameter keeps its base value)")
@@ -121,7 +150,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v).lower() if isinstance(v, bool) else "null"
     if isinstance(v, float):
-        return "%.6g" % v
+        return f"{v:.6g}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
