@@ -11,7 +11,8 @@ Rules:
 * the rest group (at most one in the plan) takes every other parameter; with no
   rest group an unmatched parameter is an error;
 * a group that gets no parameter, and a pattern that matches no parameter, are
-  errors naming the group and the pattern;
+  errors naming the group and the pattern (except a group with ``empty: true``,
+  which selects nothing on purpose: torch accepts a group without parameters);
 * tied (shared) parameters, records with the same ``ident``, count once, under
   their first name; the other names are reported as aliases;
 * groups with ``frozen: exclude`` are left out of the optimizer (their
@@ -28,7 +29,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .errors import ConfigError
-from .plan import OPTIMIZER_DEFAULTS, Group, Plan, Selector
+from .plan import GROUP_FEATURES, OPTIMIZER_DEFAULTS, Group, Plan, Selector
 
 __all__ = ["ParamRecord", "ResolvedGroup", "Resolution", "resolve", "effective_options"]
 
@@ -108,7 +109,9 @@ def effective_options(plan: Plan, group: Group) -> dict[str, Any]:
     """Options of ``group`` as torch would fill them: defaults < optimizer < group.
 
     ``lr_mult`` and ``weight_decay_mult`` are applied and removed; a
-    ``frozen: zero_lr`` group gets lr 0.
+    ``frozen: zero_lr`` group gets lr 0. The :data:`~optbridge.plan.GROUP_FEATURES`
+    (``lr_dtype``, ``start_step``, ``empty``) are not optimizer arguments: they are
+    left out (read them with :func:`optbridge.plan.group_feature`).
     """
     opt = plan.optimizer_of(group)
     out: dict[str, Any] = dict(OPTIMIZER_DEFAULTS[opt.type])
@@ -123,6 +126,8 @@ def effective_options(plan: Plan, group: Group) -> dict[str, Any]:
     if wd_mult is not None and "weight_decay" not in g:
         out["weight_decay"] = float(out.get("weight_decay", 0.0)) * float(wd_mult)
     out.update(g)
+    for key in GROUP_FEATURES:
+        out.pop(key, None)
     if group.frozen == "zero_lr":
         out["lr"] = 0.0
     return out
@@ -189,6 +194,8 @@ def resolve(plan: Plan, records: Iterable[ParamRecord]) -> Resolution:
         raise ConfigError("groups", "at most one rest group may exist across all optimizers", [g.name for g in rest])
 
     for g in all_groups:
+        if not g.select and g.options.get("empty"):
+            continue  # selects nothing, on purpose
         if not g.select:
             raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} needs a params selector to be bound to a model", None, show_value=False)
         for s_i, sel in enumerate(g.select):
@@ -215,7 +222,7 @@ def resolve(plan: Plan, records: Iterable[ParamRecord]) -> Resolution:
                               "or a group with frozen: exclude for parameters you do not train)", r.name)
 
     for g in all_groups:
-        if not taken[g.name]:
+        if not taken[g.name] and not g.options.get("empty"):
             raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} matches no parameter (every match went to other groups)",
                               _describe(g))
 

@@ -36,7 +36,7 @@ from optbridge import evaluate, ir
 from optbridge.errors import ConfigError
 from optbridge.expr import Expr
 
-__all__ = ["shift", "shift_expr", "value_at"]
+__all__ = ["shift", "shift_expr", "value_at", "base_at"]
 
 _MAX_EXPR = 1500
 
@@ -44,6 +44,22 @@ _MAX_EXPR = 1500
 def value_at(node: ir.Node, k: int, base: float) -> float:
     """The node's value at counter ``k`` (counter units: the node's clock)."""
     return float(evaluate.values(node, np.asarray([k], dtype=np.int64), base=base)[0])
+
+
+def base_at(node: ir.Node, k: int, value: float) -> float | None:
+    """The base for which ``node`` gives ``value`` at counter ``k``, or None if its value there ignores the base.
+
+    Every closed-form node is affine in its base (``c + (base - c) * g(k)``), so two
+    evaluations at bases 1 and 2 give ``g`` and ``c`` (exactly for relative nodes,
+    where ``c = 0``). Used to continue a schedule for a value that was not reached
+    from the group's own base (a group added after its scheduler, an SWALR that
+    anneals from the lr it found).
+    """
+    v1, v2 = value_at(node, k, 1.0), value_at(node, k, 2.0)
+    g = v2 - v1
+    if g == 0.0:
+        return None
+    return (value - (v1 - g)) / g
 
 
 def _table(node: ir.Node, start: int, n: int, base: float) -> ir.Table:

@@ -13,7 +13,7 @@ from . import evaluate, ir
 from .backends import get_backend
 from .checks import check_plan, check_trace
 from .errors import ConfigError, EvaluationError, NotTraced
-from .plan import Plan, scheduled_hypers
+from .plan import Plan, group_feature, scheduled_hypers
 from .slots import Slot, slots
 
 __all__ = ["Trace", "trace", "reference_trace"]
@@ -170,7 +170,24 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
                 else:
                     out[rows, lo:lo + n] = evaluate.table(items, start + lo, n, **kw)
         data[hyper] = out
+    _group_features(plan, data, start)
     return Trace(names, data, "reference", start=start)
+
+
+def _group_features(plan: Plan, data: dict[str, np.ndarray], start: int) -> None:
+    """Apply the groups' ``lr_dtype`` and ``start_step`` (:data:`optbridge.plan.GROUP_FEATURES`) in place.
+
+    A float32 lr is what every update uses (the framework stores it as float32); a
+    group that joins at ``start_step`` has no value before it (NaN, "not there yet").
+    """
+    built = [g for g in plan.groups if g.frozen != "exclude"]
+    for row, g in enumerate(built):
+        if group_feature(plan, g, "lr_dtype") == "float32" and "lr" in data:
+            data["lr"][row] = data["lr"][row].astype(np.float32)
+        late = group_feature(plan, g, "start_step") - start
+        if late > 0:
+            for a in data.values():
+                a[row, :late] = np.nan
 
 
 #: Values evaluated at once by :func:`reference_trace` (rows x updates).

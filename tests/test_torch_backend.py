@@ -39,7 +39,8 @@ import test_reference_vs_torch as tref  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import scheduled_hypers  # noqa: E402
 from optbridge_adapters import torch as tb  # noqa: E402
-from optbridge_adapters.torch.build import _read, build, step_scheduler  # noqa: E402
+from optbridge_adapters.torch.build import build  # noqa: E402
+from optbridge_adapters.torch.drivers import read_hyper  # noqa: E402
 from test_reference_vs_torch import CASES, LRS, RTOL, Case  # noqa: E402
 
 IDS = [c.id for c in CASES]
@@ -120,7 +121,7 @@ def _import(opt: Any, made: Any, case: Case, total: int | None, *, expect_sample
     sampled = [x for x in w if issubclass(x.category, tb.SampledLambdaWarning)]
     assert bool(sampled) == expect_sampled
     if sampled:
-        assert "sampled into tables over total_steps" in str(sampled[0].message)
+        assert "replayed over total_steps" in str(sampled[0].message)
     return plan
 
 
@@ -148,7 +149,7 @@ def test_from_torch_then_reference_equals_torch(case: Case) -> None:
     # Python functions need a horizon to be sampled; total_steps would also (rightly) refuse the mixed case's
     # chained cosine past T_max, which torch computes as a product here only because the warmup factor is 1 then
     plan = _import(opt, made, case, case.steps if uses_functions else None, expect_sampled=uses_functions)
-    assert ("table" in _kinds(plan)) == uses_functions
+    assert (plan.total_steps == case.steps) == uses_functions  # a replayed plan is defined for total_steps only
     tr = optbridge.trace(plan, case.steps, metrics=case.metrics)
     assert tr.groups == ("group0", "group1", "group2")
     for h in case.hypers:
@@ -224,35 +225,34 @@ def _resume(plan: optbridge.Plan, n: int, ks: tuple[int, ...], metrics: Any, *, 
 
     def setup() -> tuple[Any, list[Any]]:
         ps = {g.name: [torch.zeros(1, dtype=torch.float64, requires_grad=True)] for g in groups}
-        st = build(plan, ps, native=native, chunk=32)  # small chunks: resumes land inside and across them
+        st = build(plan, ps, native=native, chunk=32, metrics=metrics)  # small chunks: resumes inside and across
         for p in [p for v in ps.values() for p in v]:
             p.grad = torch.ones_like(p)
         return st, groups
 
     def read(st: Any) -> list[float]:
-        return [_read(st.param_group(g.name), h) for g in groups for h in hypers]
+        return [read_hyper(st.param_group(g.name), h) for g in groups for h in hypers]
 
     a, _ = setup()
-    values, saved, used = [], {}, [0]
+    values, saved = [], {}
     for k in range(n):
         if k in ks:
             saved[k] = (copy.deepcopy(a.scheduler.state_dict()),
-                        {name: copy.deepcopy(o.state_dict()) for name, o in a.optimizers.items()}, used[0])
+                        {name: copy.deepcopy(o.state_dict()) for name, o in a.optimizers.items()})
         values.append(read(a))
         for o in a.optimizers.values():
             o.step()
-        step_scheduler(a, k, metrics, used)
-    for k, (sched_state, opt_states, u) in saved.items():
+        a.scheduler.step()  # metrics given up front: a due plateau takes the next one
+    for k, (sched_state, opt_states) in saved.items():
         b, _ = setup()
         for name, o in b.optimizers.items():
             o.load_state_dict(opt_states[name])
         b.scheduler.load_state_dict(sched_state)
-        used_b = [u]
         for j in range(k, n):
             assert read(b) == values[j], f"resumed at {k}: differs at step {j}"
             for o in b.optimizers.values():
                 o.step()
-            step_scheduler(b, j, metrics, used_b)
+            b.scheduler.step()
 
 
 @pytest.mark.parametrize("native_forms", [True, False], ids=["native", "planscheduler"])
@@ -273,10 +273,10 @@ def test_planscheduler_state_is_plain_data_and_checks_the_plan(tmp_path: Any) ->
         st.scheduler.step()
     torch.save(st.scheduler.state_dict(), tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)  # no code, no custom classes
-    assert state["last_epoch"] == 5 and state["plan_hash"] == st.scheduler.plan_hash
+    assert state["last_epoch"] == 5 and state["fingerprint"] == st.scheduler.fingerprint
     other = tref._plan(next(c for c in CASES if c.id == "ExponentialLR"))
     st2 = build(other, {g.name: [torch.zeros(1, requires_grad=True)] for g in other.groups}, native=False)
-    with pytest.raises(optbridge.ConfigError, match="was saved for another plan"):
+    with pytest.raises(optbridge.ConfigError, match="was saved for another plan or setup"):
         st2.scheduler.load_state_dict(state)
 
 

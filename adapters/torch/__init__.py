@@ -8,7 +8,11 @@ Modules (the same skeleton as every adapter package):
   (:mod:`.forms` decides) and a ``PlanScheduler`` (the reference evaluator's values,
   written per step) elsewhere; every choice is reported as a
   :class:`optbridge.report.Fidelity`.
-* :mod:`.read` -- :func:`from_torch`: the plan of a live optimizer and its schedulers.
+* :mod:`.drivers` -- the PlanScheduler (values from :class:`optbridge.source.ValueSource`),
+  the SetupScheduler and the update guard (optimizer step pre-hooks).
+* :mod:`.read` -- :func:`from_torch`: the plan of a live optimizer and its schedulers
+  (:mod:`.schedulers` reads schedulers, :mod:`.groups` param groups).
+* :mod:`.record` -- :func:`record`: a hand-driven loop run without training, as a plan.
 * :mod:`.tracing` -- the ``"torch"`` trace backend (``optbridge.trace(plan, n, backend="torch")``).
 * :mod:`.forms` -- which torch scheduler class expresses a node exactly.
 * :mod:`.lambdas` -- :class:`Lambda`, a portable ``lr_lambda`` for LambdaLR / MultiplicativeLR.
@@ -21,17 +25,26 @@ from __future__ import annotations
 
 from optbridge._lazy import lazy_attributes
 
-__all__ = ["to_torch", "from_torch", "trace", "Lambda", "TorchSetup", "PlanScheduler", "SetupScheduler",
-           "SampledLambdaWarning", "model_records"]
+__all__ = ["to_torch", "from_torch", "record", "trace", "Lambda", "TorchSetup", "PlanScheduler", "SetupScheduler",
+           "UpdateGuard", "SchedulerNotStepped", "MissingMetric", "FromTorchWarning", "SampledLambdaWarning",
+           "ReplayedWarning", "HorizonWarning", "RecordError", "model_records"]
 
 __getattr__ = lazy_attributes(__name__, {
     "to_torch": (".build", "to_torch"),
     "model_records": (".build", "model_records"),
     "TorchSetup": (".build", "TorchSetup"),
-    "PlanScheduler": (".build", "PlanScheduler"),
-    "SetupScheduler": (".build", "SetupScheduler"),
+    "PlanScheduler": (".drivers", "PlanScheduler"),
+    "SetupScheduler": (".drivers", "SetupScheduler"),
+    "UpdateGuard": (".drivers", "UpdateGuard"),
+    "SchedulerNotStepped": (".drivers", "SchedulerNotStepped"),
+    "MissingMetric": (".drivers", "MissingMetric"),
     "from_torch": (".read", "from_torch"),
+    "FromTorchWarning": (".read", "FromTorchWarning"),
     "SampledLambdaWarning": (".read", "SampledLambdaWarning"),
+    "ReplayedWarning": (".read", "ReplayedWarning"),
+    "HorizonWarning": (".read", "HorizonWarning"),
+    "record": (".record", "record"),
+    "RecordError": (".record", "RecordError"),
     "trace": (".tracing", "trace"),
     "Lambda": (".lambdas", "Lambda"),
 }, {"torch": "install torch: pip install 'optbridge[torch]'"})

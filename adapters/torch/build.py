@@ -1,44 +1,46 @@
 """Plan -> real torch objects: optimizers, schedulers, and the setup that holds them.
 
 :func:`build` turns a plan and its parameters (already assigned to groups) into
-torch optimizers and one scheduler object, choosing per optimizer and
-hyperparameter between
+torch optimizers and one scheduler object. Every (group, hyperparameter) comes from
+the one resolver, :func:`optbridge.slots.slots`; per optimizer the lr schedules
+become
 
 * torch's own scheduler classes (:mod:`optbridge_adapters.torch.forms`) where one
-  computes the schedule exactly (fidelity ``native``), and
-* :class:`PlanScheduler`, which writes the reference evaluator's values
-  (:func:`optbridge.evaluate.values`, computed 4096 steps at a time) into the
-  param groups (fidelity ``table``: values precomputed by the reference and written
-  per step, as ``docs/adapters.md`` defines the forms).
+  computes them exactly (fidelity ``native``), and
+* a :class:`~optbridge_adapters.torch.drivers.PlanScheduler` elsewhere, which
+  writes the reference evaluator's values (fidelity ``table``: values precomputed
+  by the reference and written per step, as ``docs/adapters.md`` defines the forms),
+
+and every other scheduled hyperparameter is written by the PlanScheduler. An
+:class:`~optbridge_adapters.torch.drivers.UpdateGuard` hooks every optimizer's step
+(schedule horizon, scheduler not stepped, groups joining mid-run).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LRScheduler
 
-from optbridge import evaluate, ir
-from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
+from optbridge import ir
+from optbridge.errors import ConfigError, UnsupportedError
 from optbridge.params import ParamRecord, Resolution, effective_options, resolve
-from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, has_hyper, hyper_base, scheduled_hypers
+from optbridge.plan import (GROUP_FEATURES, OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, check_group_features,
+                            group_feature, scheduled_hypers)
 from optbridge.report import Fidelity
-from optbridge.serialize import to_dict
+from optbridge.slots import Slot, fingerprint, slots
+from optbridge.source import CHUNK, ValueSource
 
+from .drivers import AmbiguousOptimizer, Entry, Join, PlanScheduler, SetupScheduler, UpdateGuard, position_of
 from .forms import NotNative, Spec, construct, lower_lr, pair_momentum
 
-__all__ = ["to_torch", "model_records", "PlanScheduler", "SetupScheduler", "TorchSetup", "Slot", "Entry", "build", "step_scheduler", "plan_hash",
-           "CHUNK"]
+__all__ = ["to_torch", "model_records", "build", "TorchSetup", "FORMS"]
 
 BACKEND = "torch"
-CHUNK = 4096
 #: ``form=`` values of :func:`to_torch`.
 FORMS = ("auto", "table")
 
@@ -50,201 +52,6 @@ _NO_TORCH = {
 }
 
 
-def plan_hash(plan: Plan) -> str:
-    """A stable hash of the plan's canonical document (schedulers' state records it)."""
-    text = json.dumps(to_dict(plan), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _read(group: Mapping[str, Any], hyper: str) -> float:
-    if hyper == "beta1":
-        return float(group["betas"][0])
-    if hyper == "beta2":
-        return float(group["betas"][1])
-    return float(group[hyper])
-
-
-# --------------------------------------------------------------------------- the table scheduler
-
-@dataclass
-class Slot:
-    """One generated (group, hyperparameter): its node, base value and config path."""
-
-    group: int
-    hyper: str
-    node: ir.Node
-    base: float
-    path: str
-
-
-class PlanScheduler(LRScheduler):
-    """A torch scheduler that writes the reference evaluator's values for any hyperparameter.
-
-    Each ``step()`` writes, for every slot (group, hyperparameter), the value
-    ``optbridge.evaluate.values`` gives for the next update; values are computed
-    ``chunk`` steps at a time (vectorised), so a step costs a few dict writes.
-    ``beta1``/``beta2`` write ``group['betas']``. The state is the step counter and
-    the plan's hash; the plan itself is data, so ``load_state_dict`` into a fresh
-    setup of the same plan continues exactly (it also writes the values of the
-    restored step into the groups).
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, slots: list[Slot], *, plan_hash: str, unit: str,
-                 steps_per_epoch: int | None, total_steps: int | None, chunk: int = CHUNK) -> None:
-        self.plan_hash = plan_hash
-        self._unit, self._spe, self._total, self._chunk = unit, steps_per_epoch, total_steps, int(chunk)
-        self._slots = [(s.node, s.base, s.path) for s in slots]
-        # group indices, not dicts: optimizer.load_state_dict() replaces the group dicts
-        self._scalar = [(s.group, s.hyper, j) for j, s in enumerate(slots) if s.hyper not in ("beta1", "beta2")]
-        betas: dict[int, list[int | None]] = {}
-        for j, s in enumerate(slots):
-            if s.hyper in ("beta1", "beta2"):
-                betas.setdefault(s.group, [None, None])[s.hyper == "beta2"] = j
-        self._betas = [(g, j1, j2) for g, (j1, j2) in betas.items()]
-        self._off, self._n, self._rows = 0, 0, []  # rows[i][j]: value of slot j at step off + i
-        super().__init__(optimizer)
-
-    # ---------------------------------------------------------------- values
-
-    def _evaluate(self, t: int, n: int) -> list[list[float]]:
-        return evaluate.table(self._slots, t, n, unit=self._unit, steps_per_epoch=self._spe).T.tolist()
-
-    def _fill(self, t: int) -> bool:
-        """Values from step ``t`` on; False at ``t == total_steps`` (no update uses them)."""
-        n = self._chunk
-        if self._total is not None:
-            if t >= self._total:
-                if t > self._total:
-                    raise EvaluationError(f"the plan is defined for {self._total} steps (total_steps), and the "
-                                          f"scheduler was stepped to step {t}")
-                self._off, self._n, self._rows = t, 0, []
-                return False
-            n = min(n, self._total - t)
-        while True:
-            try:
-                rows = self._evaluate(t, n)
-                break
-            except EvaluationError:  # undefined somewhere in the chunk: take a shorter one, raise at the step itself
-                if n == 1:
-                    raise
-                n //= 2
-        self._off, self._n, self._rows = t, n, rows
-        return True
-
-    def _write(self, t: int) -> None:
-        i = t - self._off
-        if not 0 <= i < self._n:
-            if not self._fill(t):
-                return
-            i = 0
-        row = self._rows[i]
-        groups = self.optimizer.param_groups
-        for gi, key, j in self._scalar:
-            groups[gi][key] = row[j]
-        for gi, j1, j2 in self._betas:
-            g = groups[gi]
-            b = g["betas"]
-            g["betas"] = (b[0] if j1 is None else row[j1], b[1] if j2 is None else row[j2])
-
-    # ---------------------------------------------------------------- torch interface
-
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        """Write the values of the next update (call after ``optimizer.step()``)."""
-        if epoch is not None:
-            raise TypeError("PlanScheduler.step() takes no epoch: it counts updates itself")
-        t = self.last_epoch + 1
-        self._write(t)
-        self.last_epoch = t
-        self._step_count += 1
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "_step_count": self._step_count, "plan_hash": self.plan_hash,
-                "_last_lr": list(self._last_lr)}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if state_dict.get("plan_hash") != self.plan_hash:
-            raise ConfigError("scheduler state", f"was saved for another plan (plan hash {state_dict.get('plan_hash')!r}, "
-                              f"this scheduler's plan has {self.plan_hash!r})", None, show_value=False)
-        self.last_epoch = int(state_dict["last_epoch"])
-        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
-        self._n = 0
-        if self.last_epoch >= 0:
-            self._write(self.last_epoch)
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-
-# --------------------------------------------------------------------------- the setup's scheduler
-
-@dataclass
-class Entry:
-    sched: Any
-    every: int
-    plateau: bool
-    optimizer: str
-
-
-class SetupScheduler:
-    """One scheduler object for a setup: steps every torch scheduler it holds, each on its own clock.
-
-    Call ``step()`` once per update (after ``optimizer.step()``), or
-    ``step(metric)`` when a ReduceLROnPlateau is due (it is due every
-    ``plateau_every`` updates; ``metric`` is ignored at other steps).
-    """
-
-    def __init__(self, entries: list[Entry], optimizers: Mapping[str, torch.optim.Optimizer], plan_hash: str) -> None:
-        self.entries = entries
-        self.optimizers = dict(optimizers)
-        self.plan_hash = plan_hash
-        self.last_epoch = 0
-        pl = [e.every for e in entries if e.plateau]
-        self.plateau_every = pl[0] if pl else None
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        if len(self.optimizers) != 1:
-            raise AttributeError(f"this setup has {len(self.optimizers)} optimizers: use .optimizers")
-        return next(iter(self.optimizers.values()))
-
-    @property
-    def schedulers(self) -> tuple[Any, ...]:
-        return tuple(e.sched for e in self.entries)
-
-    def step(self, metrics: Any = None) -> None:
-        t = self.last_epoch + 1
-        for e in self.entries:
-            if t % e.every:
-                continue
-            if e.plateau:
-                if metrics is None:
-                    raise TypeError(f"ReduceLROnPlateau is due after update {t}: call step(metric)")
-                e.sched.step(metrics)
-            else:
-                e.sched.step()
-        self.last_epoch = t
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "plan_hash": self.plan_hash,
-                "schedulers": [e.sched.state_dict() for e in self.entries]}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if state_dict.get("plan_hash") != self.plan_hash:
-            raise ConfigError("scheduler state", f"was saved for another plan (plan hash {state_dict.get('plan_hash')!r}, "
-                              f"this setup's plan has {self.plan_hash!r})", None, show_value=False)
-        if len(state_dict["schedulers"]) != len(self.entries):
-            raise ConfigError("scheduler state", f"holds {len(state_dict['schedulers'])} schedulers, this setup has "
-                              f"{len(self.entries)}", None, show_value=False)
-        self.last_epoch = int(state_dict["last_epoch"])
-        for e, sd in zip(self.entries, state_dict["schedulers"]):
-            e.sched.load_state_dict(sd)
-
-
 # --------------------------------------------------------------------------- the setup
 
 @dataclass(frozen=True, eq=False)
@@ -253,14 +60,19 @@ class TorchSetup:
 
     Attributes:
         optimizers: ``name -> torch.optim.Optimizer`` (one per plan optimizer with trained groups).
-        scheduler: The object to step once per update: a torch scheduler when one torch scheduler does
-            everything, else a :class:`SetupScheduler`; both have ``step()``, ``get_last_lr()``,
-            ``state_dict()`` and ``load_state_dict()``.
+        scheduler: The object to step once per update: a torch scheduler when one torch
+            scheduler does everything, else a
+            :class:`~optbridge_adapters.torch.drivers.SetupScheduler`; both have ``step()``,
+            ``get_last_lr()``, ``state_dict()`` and ``load_state_dict()``.
         fidelity: How each (group, hyperparameter) is driven (:class:`optbridge.report.Fidelity`).
         resolution: Which parameter went to which group (None for a trace's probe parameters).
         plan: The plan.
-        plateau_every: Updates between ReduceLROnPlateau steps (``scheduler.step(metric)`` is due then), or None.
+        plateau_every: Updates between ReduceLROnPlateau steps (``scheduler.step(metric)`` is due
+            then, unless ``metrics`` were given), or None.
         excluded: Parameters left out of every optimizer (``frozen: exclude``).
+        schedulers: Every scheduler object, in stepping order.
+        guard: The step pre-hooks (``guard.strict = False`` opts out of the "scheduler not
+            stepped" check; ``guard.remove()`` removes the hooks).
     """
 
     optimizers: Mapping[str, torch.optim.Optimizer]
@@ -271,48 +83,62 @@ class TorchSetup:
     plateau_every: int | None = None
     excluded: tuple[str, ...] = ()
     schedulers: tuple[Any, ...] = field(default=())
+    guard: UpdateGuard | None = None
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         """The optimizer, when there is exactly one."""
         if len(self.optimizers) != 1:
-            raise AttributeError(f"this setup has {len(self.optimizers)} optimizers ({', '.join(self.optimizers)}): "
-                                 "use .optimizers[name]")
+            raise AmbiguousOptimizer(list(self.optimizers))
         return next(iter(self.optimizers.values()))
 
     def param_group(self, name: str) -> dict[str, Any]:
-        """The torch param group dict of plan group ``name``."""
+        """The torch param group dict of plan group ``name`` (a group joining later: once it has joined)."""
         for o in self.optimizers.values():
             for g in o.param_groups:
                 if g.get("name") == name:
                     return g
-        raise KeyError(f"no trained group {name!r} (groups: {', '.join(g['name'] for o in self.optimizers.values() for g in o.param_groups)})")
+        have = [g["name"] for o in self.optimizers.values() for g in o.param_groups]
+        raise ConfigError("name", f"is not a trained group of this setup (groups: {', '.join(have)})", name)
 
     def clip_gradients(self) -> dict[str, float | None]:
-        """Clip each group's gradients as its ``clip`` says; call after ``backward()``, before ``step()``.
+        """Clip gradients as the plan says; call after ``backward()``, before ``step()``.
 
-        ``max_norm`` groups use ``torch.nn.utils.clip_grad_norm_`` over that group's
-        parameters only (one norm per group), ``value`` groups ``clip_grad_value_``.
+        An optimizer's ``clip`` clips all of its parameters together (one norm, as
+        ``torch.nn.utils.clip_grad_norm_(model.parameters(), ...)`` in a training loop);
+        a group's ``clip`` clips that group's parameters only (one norm per group).
+        ``max_norm`` uses ``clip_grad_norm_``, ``value`` uses ``clip_grad_value_``.
 
         Returns:
-            ``group -> total gradient norm before clipping`` (None for value clipping).
+            ``optimizer or group name -> total gradient norm before clipping`` (None for
+            value clipping).
         """
         out: dict[str, float | None] = {}
+        for o in self.plan.optimizers:
+            if o.clip is not None and o.name in self.optimizers:
+                params = [p for g in self.optimizers[o.name].param_groups for p in g["params"] if p.grad is not None]
+                out[o.name] = _clip(params, o.clip)
         for g in self.plan.groups:
             if g.clip is None or g.frozen == "exclude":
                 continue
-            params = [p for p in self.param_group(g.name)["params"] if p.grad is not None]
-            if g.clip.max_norm is not None:
-                out[g.name] = float(torch.nn.utils.clip_grad_norm_(params, g.clip.max_norm, g.clip.norm_type))
-            else:
-                torch.nn.utils.clip_grad_value_(params, g.clip.value)
-                out[g.name] = None
+            try:
+                tg = self.param_group(g.name)
+            except ConfigError:
+                continue  # joins later (start_step): nothing to clip yet
+            out[g.name] = _clip([p for p in tg["params"] if p.grad is not None], g.clip)
         return out
 
 
-# --------------------------------------------------------------------------- building
+def _clip(params: list[torch.Tensor], clip: Any) -> float | None:
+    if clip.max_norm is not None:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip.max_norm, clip.norm_type))
+    torch.nn.utils.clip_grad_value_(params, clip.value)
+    return None
 
-def _optimizer_class(o: OptimizerSpec, path: str) -> type:
+
+# --------------------------------------------------------------------------- optimizers
+
+def _optimizer_class(o: OptimizerSpec, path: str) -> type[torch.optim.Optimizer]:
     if o.type in _NO_TORCH:
         raise UnsupportedError(f"{path}.type", BACKEND, _NO_TORCH[o.type])
     cls = getattr(torch.optim, o.type, None)
@@ -324,6 +150,8 @@ def _optimizer_class(o: OptimizerSpec, path: str) -> type:
 def _torch_kwargs(options: Mapping[str, Any], accepted: set[str], path: str, otype: str) -> dict[str, Any]:
     out = {}
     for key, v in options.items():
+        if key in GROUP_FEATURES:
+            continue
         if key in accepted:
             out[key] = tuple(v) if isinstance(v, (list, tuple)) else v
         elif v not in (None, False):
@@ -331,143 +159,197 @@ def _torch_kwargs(options: Mapping[str, Any], accepted: set[str], path: str, oty
     return out
 
 
-def _path(plan: Plan, oi: int) -> str:
+def _opt_path(plan: Plan, oi: int) -> str:
     return "optimizer" if len(plan.optimizers) == 1 else f"optimizers[{oi}]"
 
 
-def _node_path(g: Group, hyper: str) -> str:
-    return f"groups.{g.name}.schedule.{hyper}" if hyper in g.schedule else f"schedule.{hyper}"
+def _group_dict(plan: Plan, g: Group, params: list[torch.Tensor], accepted: set[str], path: str,
+                otype: str) -> dict[str, Any]:
+    d: dict[str, Any] = {"params": list(params), "name": g.name,
+                         **_torch_kwargs(effective_options(plan, g), accepted, f"{path}.groups.{g.name}", otype)}
+    if group_feature(plan, g, "lr_dtype") == "float32":
+        d["lr"] = torch.tensor(float(d["lr"]), dtype=torch.float32)  # as torch holds lr=torch.tensor(...)
+    return d
 
 
-def applies(plan: Plan, g: Group, hyper: str) -> bool:
-    """False for a plan-wide schedule of a hyperparameter ``g``'s optimizer lacks (beta1 over SGD): NaN in traces."""
-    return hyper in g.schedule or has_hyper(plan, g, hyper)
+def _make_optimizer(plan: Plan, oi: int, o: OptimizerSpec, first: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    path = _opt_path(plan, oi)
+    cls = _optimizer_class(o, path)
+    accepted = set(inspect.signature(cls).parameters) - {"params"}
+    defaults = {**OPTIMIZER_DEFAULTS[o.type], **o.options}
+    defaults.pop("lr_mult", None)
+    defaults.pop("weight_decay_mult", None)
+    try:
+        return cls(first, **_torch_kwargs(defaults, accepted, path, o.type))
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(path, f"torch.optim.{o.type} rejects the options: {e}", o.type) from None
 
 
-def build(plan: Plan, params: Mapping[str, list[torch.Tensor]], *, resolution: Resolution | None = None,
-          native: bool = True, chunk: int = CHUNK, excluded: tuple[str, ...] = ()) -> TorchSetup:
-    """Torch optimizers and a scheduler for ``plan``, with ``params[group name]`` as each group's parameters."""
+# --------------------------------------------------------------------------- building
+
+@dataclass
+class _Built:
+    """One optimizer's schedulers and fidelity notes."""
+
+    entries: list[Entry] = field(default_factory=list)
+    fidelity: dict[tuple[str, str], Fidelity] = field(default_factory=dict)
+    table: list[Slot] = field(default_factory=list)
+    native_plateau: bool = False
+
+
+def _lower(plan: Plan, groups: list[Group], lr: list[Slot], native: bool, metrics: Sequence[float] | None,
+           path: str) -> tuple[list[tuple[Spec, str]], str]:
+    """Torch's own lr schedulers for one optimizer, or ``[]`` and why not."""
+    nodes = [s.node for s in lr]
+    plateau = any(isinstance(n, ir.Plateau) for n in nodes)
+    if any(group_feature(plan, g, "start_step") for g in groups):
+        why = "a group joins mid-run (start_step), and torch's schedulers keep one base lr per group they were built with"
+    elif any(group_feature(plan, g, "lr_dtype") == "float32" for g in groups):
+        why = "a float32 (tensor) lr makes torch's schedulers compute in float32, not the schedule rounded to float32"
+    elif not native and not (plateau and metrics is None):
+        why = "form='table' was asked for"
+    else:
+        try:
+            specs = lower_lr(nodes, [g.frozen == "zero_lr" for g in groups], [s.base for s in lr],
+                             unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
+            return specs, ""
+        except NotNative as e:
+            why = str(e)
+    if plateau and metrics is None:
+        raise UnsupportedError(path, BACKEND, "a plateau schedule reacts to metrics: without metrics known in "
+                               f"advance it needs torch's ReduceLROnPlateau, and that cannot be used here: {why}")
+    return [], why
+
+
+def _build_optimizer(plan: Plan, o: OptimizerSpec, opt: torch.optim.Optimizer, groups: list[Group],
+                     mine: list[Slot], hypers: tuple[str, ...], *, native: bool, metrics: Sequence[float] | None,
+                     spe: int) -> _Built:
+    out = _Built()
+    cname = f"torch.optim.{o.type}"
+    lr = [s for s in mine if s.hyper == "lr"]
+    specs, why = _lower(plan, groups, lr, native, metrics, lr[0].path if lr else "schedule.lr")
+    desc = " + ".join(s.describe() for s, _ in specs)
+    mh = "beta1" if "betas" in opt.defaults else ("momentum" if "momentum" in opt.defaults else None)
+    paired = False
+    if len(specs) == 1 and mh is not None and mh in hypers:
+        m = [s for s in mine if s.hyper == mh]
+        if len(m) == len(groups) and all(s.node is not None for s in m):
+            paired = pair_momentum(specs[0][0], [s.node for s in lr], [s.node for s in m], [s.base for s in m])
+    if specs:
+        for tg in opt.param_groups:  # the base of every torch scheduler is the group's lr (see forms.construct)
+            tg["initial_lr"] = tg["lr"]
+        for s, unit in specs:
+            every = spe if unit == "epoch" else 1
+            is_plateau = s.cls == "ReduceLROnPlateau"
+            out.native_plateau |= is_plateau
+            out.entries.append(Entry(construct(s, opt), every, is_plateau, o.name))
+    by_name = {g.name: g for g in groups}
+    for s in mine:
+        key = (s.group, s.hyper)
+        g = by_name[s.group]
+        if s.hyper == "lr" and g.frozen == "zero_lr":
+            out.fidelity[key] = Fidelity(BACKEND, s.group, s.hyper, "native", f"lr 0 (frozen: zero_lr), held by "
+                                         f"{cname}" + (f" under {desc}, which keeps 0 at 0" if specs else ""))
+        elif s.hyper == "lr" and specs:
+            out.fidelity[key] = Fidelity(BACKEND, s.group, s.hyper, "native", "torch.optim.lr_scheduler." + desc)
+        elif s.hyper == mh and paired:
+            out.fidelity[key] = Fidelity(BACKEND, s.group, s.hyper, "native",
+                                         f"torch.optim.lr_scheduler.{specs[0][0].cls} (cycle_momentum)")
+        elif s.node is None:
+            how = " as a float32 tensor lr" if s.hyper == "lr" and group_feature(plan, g, "lr_dtype") == "float32" \
+                else ""
+            out.fidelity[key] = Fidelity(BACKEND, s.group, s.hyper, "native", f"constant {s.base!r} held by "
+                                         f"{cname}{how}")
+        else:
+            out.table.append(s)
+            reason = why if s.hyper == "lr" else ("torch's schedulers only drive lr (and momentum/beta1 cycled "
+                                                  "with a CyclicLR/OneCycleLR lr)")
+            out.fidelity[key] = Fidelity(BACKEND, s.group, s.hyper, "table", "optbridge PlanScheduler writes the "
+                                         f"reference evaluator's values per step (no exact torch class: {reason})")
+    return out
+
+
+def build(plan: Plan, params: Mapping[str, Sequence[torch.Tensor]], *, resolution: Resolution | None = None,
+          native: bool = True, chunk: int = CHUNK, excluded: tuple[str, ...] = (),
+          metrics: Sequence[float] | None = None) -> TorchSetup:
+    """Torch optimizers and a scheduler for ``plan``, with ``params[group name]`` as each group's parameters.
+
+    Args:
+        plan: The plan.
+        params: Tensors per (built) group name.
+        resolution: How ``params`` were resolved (kept on the setup).
+        native: Use torch's own scheduler classes where exact (``form="auto"``).
+        chunk: Updates a PlanScheduler evaluates at once.
+        excluded: Parameters left out (``frozen: exclude``), kept on the setup.
+        metrics: Plateau metrics known in advance.
+    """
+    check_group_features(plan, BACKEND, supported=GROUP_FEATURES)
     hypers = scheduled_hypers(plan)
-    trained = [g for g in plan.groups if g.frozen != "exclude"]
-    for hyper in hypers:
-        if trained and not any(applies(plan, g, hyper) for g in trained):
-            hyper_base(plan, trained[0], hyper, path=f"schedule.{hyper}")  # raises: no optimizer has it
-    h = plan_hash(plan)
+    every_slot = slots(plan, held=True)  # raises for a plan-wide hyper no built group has
+    clock = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
+    spe = plan.steps_per_epoch or 1
     optimizers: dict[str, torch.optim.Optimizer] = {}
     entries: list[Entry] = []
     fid: dict[tuple[str, str], Fidelity] = {}
-    spe = plan.steps_per_epoch or 1
+    joins: list[Join] = []
+    planners: list[PlanScheduler] = []
+    guarded: list[Slot] = []
     for oi, o in enumerate(plan.optimizers):
         groups = [g for g in o.groups if g.frozen != "exclude"]
         if not groups:
             continue
-        path = _path(plan, oi)
+        path = _opt_path(plan, oi)
         cls = _optimizer_class(o, path)
         accepted = set(inspect.signature(cls).parameters) - {"params"}
-        defaults = {**OPTIMIZER_DEFAULTS[o.type], **o.options}
-        defaults.pop("lr_mult", None)
-        defaults.pop("weight_decay_mult", None)
-        tgroups = [{"params": list(params[g.name]), "name": g.name,
-                    **_torch_kwargs(effective_options(plan, g), accepted, f"{path}.groups.{g.name}", o.type)}
-                   for g in groups]
-        try:
-            opt = cls(tgroups, **_torch_kwargs(defaults, accepted, path, o.type))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(path, f"torch.optim.{o.type} rejects the options: {e}", o.type) from None
+        dicts = [_group_dict(plan, g, list(params[g.name]), accepted, path, o.type) for g in groups]
+        starts = [group_feature(plan, g, "start_step") for g in groups]
+        if all(starts):
+            raise UnsupportedError(f"{path}.groups.{groups[0].name}.start_step", BACKEND, "torch builds an optimizer "
+                                   "with at least one param group: at least one group must be there from update 0")
+        opt = _make_optimizer(plan, oi, o, [d for d, s in zip(dicts, starts) if not s])
         optimizers[o.name] = opt
-        cname = f"torch.optim.{o.type}"
+        joins += [Join(s, o.name, d) for d, s in zip(dicts, starts) if s]
+        mine = [s for s in every_slot if s.optimizer == o.name]
+        built = _build_optimizer(plan, o, opt, groups, mine, hypers, native=native, metrics=metrics, spe=spe)
+        fid.update(built.fidelity)
+        entries += built.entries
+        table = {(s.group, s.hyper) for s in built.table}  # their PlanScheduler's source bounds them
+        guarded += [s for s in mine if s.node is not None and (s.group, s.hyper) not in table
+                    and not (built.native_plateau and s.hyper == "lr")]
+        for g in groups:  # a plan-wide hyper this optimizer lacks has no slot
+            for h in hypers:
+                fid.setdefault((g.name, h), Fidelity(BACKEND, g.name, h, "native", f"not applicable: "
+                                                     f"torch.optim.{o.type} has no {h} (NaN in traces)"))
+        if built.table:
+            fp = fingerprint(built.table, **clock)
+            sched = PlanScheduler(opt, built.table, fingerprint=fp, metrics=metrics, chunk=chunk, **clock)
+            planners.append(sched)
+            feeds = metrics is None and any(isinstance(s.node, ir.Plateau) for s in built.table)
+            entries.append(Entry(sched, 1, feeds, o.name))
+    single = len(entries) == 1 and entries[0].every == 1 and len(optimizers) == 1
+    scheduler: Any = entries[0].sched if single else None  # one scheduler does everything (a plateau: step(metric))
+    pl = [e.every if not isinstance(e.sched, PlanScheduler) else _plateau_every(plan, e.sched) for e in entries
+          if e.plateau]
+    if not single or (entries[0].plateau and (metrics is not None or isinstance(entries[0].sched, PlanScheduler))):
+        scheduler = SetupScheduler(entries, optimizers, fingerprint(every_slot, **clock), metrics,
+                                   pl[0] if pl else None)
 
-        # ---- lr: torch's own scheduler classes where exact
-        lr_nodes = [None if g.frozen == "zero_lr" else plan.schedule_for(g, "lr") for g in groups]
-        zero = [g.frozen == "zero_lr" for g in groups]
-        bases = [hyper_base(plan, g, "lr") for g in groups]
-        specs: list[tuple[Spec, str]] = []
-        why = "native=False was asked for"
-        plateau_nodes = [n for n in lr_nodes if isinstance(n, ir.Plateau)]
-        if native or plateau_nodes:  # a plateau has no table form (it reacts to metrics): always torch's class
-            try:
-                specs = lower_lr(lr_nodes, zero, bases, unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
-                                 total_steps=plan.total_steps)
-            except NotNative as e:
-                why = str(e)
-                specs = []
-        if plateau_nodes and not specs:
-            raise UnsupportedError(_node_path(groups[0], "lr"), BACKEND, f"a plateau schedule needs torch's "
-                                   f"ReduceLROnPlateau (it reacts to metrics), and that cannot be used here: {why}")
-        lr_native = bool(specs)
+    def refresh() -> None:
+        for p in planners:
+            p.refresh()
 
-        # ---- momentum / beta1 cycled by CyclicLR / OneCycleLR
-        mh = "beta1" if "betas" in opt.defaults else ("momentum" if "momentum" in opt.defaults else None)
-        paired = False
-        if len(specs) == 1 and mh is not None and mh in hypers:
-            m_nodes = [plan.schedule_for(g, mh) for g in groups]
-            if all(m is not None for m in m_nodes):
-                paired = pair_momentum(specs[0][0], lr_nodes, m_nodes, [hyper_base(plan, g, mh) for g in groups])
-
-        if specs:
-            for tg in opt.param_groups:  # the base of every torch scheduler is the group's lr (see torch_lower)
-                tg["initial_lr"] = tg["lr"]
-            desc = " + ".join(s.describe() for s, _ in specs)
-            for s, unit in specs:
-                entries.append(Entry(construct(s, opt), spe if unit == "epoch" else 1, s.cls == "ReduceLROnPlateau",
-                                     o.name))
-        # ---- everything else: the reference's values, written per step
-        slots: list[Slot] = []
-        for gi, g in enumerate(groups):
-            for hyper in hypers:
-                node = plan.schedule_for(g, hyper)
-                key = (g.name, hyper)
-                if not applies(plan, g, hyper):
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "native", f"not applicable: {cname} has no {hyper} "
-                                        "(NaN in traces)")
-                elif hyper == "lr" and g.frozen == "zero_lr":
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "native", f"lr 0 (frozen: zero_lr), held by {cname}"
-                                        + (f" under {desc}, which keeps 0 at 0" if lr_native else ""))
-                elif hyper == "lr" and lr_native:
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "native", "torch.optim.lr_scheduler." + desc)
-                elif hyper == mh and paired:
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "native",
-                                        f"torch.optim.lr_scheduler.{specs[0][0].cls} (cycle_momentum)")
-                elif node is None:
-                    v = hyper_base(plan, g, hyper, path=_node_path(g, hyper))
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "native", f"constant {v!r} held by {cname}")
-                elif isinstance(node, ir.Plateau):
-                    raise UnsupportedError(_node_path(g, hyper), BACKEND, f"a plateau schedule on {hyper}: torch's "
-                                           "ReduceLROnPlateau only reduces lr")
-                else:
-                    slots.append(Slot(gi, hyper, node, hyper_base(plan, g, hyper, path=_node_path(g, hyper)),
-                                      _node_path(g, hyper)))
-                    reason = why if hyper == "lr" else "torch's schedulers only drive lr (and momentum/beta1 " \
-                                                       "cycled with a CyclicLR/OneCycleLR lr)"
-                    fid[key] = Fidelity(BACKEND, g.name, hyper, "table", "optbridge PlanScheduler writes the "
-                                        f"reference evaluator's values per step (no exact torch class: {reason})")
-        if slots:
-            entries.append(Entry(PlanScheduler(opt, slots, plan_hash=h, unit=plan.step_unit,
-                                               steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
-                                               chunk=chunk), 1, False, o.name))
-    if len(entries) == 1 and entries[0].every == 1 and len(optimizers) == 1:
-        scheduler: Any = entries[0].sched
-    else:
-        scheduler = SetupScheduler(entries, optimizers, h)
-    pl = [e.every for e in entries if e.plateau]
-    order = [(g.name, hyper) for g in plan.groups if g.frozen != "exclude" for hyper in hypers]
-    return TorchSetup(optimizers, scheduler, tuple(fid[k] for k in order), resolution, plan,
-                      pl[0] if pl else None, excluded, tuple(e.sched for e in entries))
+    sources = [ValueSource(guarded, metrics=metrics, chunk=chunk, **clock)] + [p.source for p in planners]
+    guard = UpdateGuard(optimizers, position=lambda: position_of(scheduler), sources=sources, joins=joins,
+                        refresh=refresh)
+    order = [(g.name, h) for g in plan.groups if g.frozen != "exclude" for h in hypers]
+    return TorchSetup(optimizers, scheduler, tuple(fid[k] for k in order if k in fid), resolution, plan,
+                      pl[0] if pl else None, excluded, tuple(e.sched for e in entries), guard)
 
 
-def step_scheduler(setup: TorchSetup, k: int, metrics: Any, used: list[int]) -> None:
-    """Step ``setup.scheduler`` after update ``k`` the way a training loop does (metric when a plateau is due)."""
-    every = setup.plateau_every
-    if every is None or (k + 1) % every:
-        setup.scheduler.step()
-        return
-    j = used[0]
-    if metrics is None or j >= len(metrics):
-        got = 0 if metrics is None else len(metrics)
-        raise EvaluationError(f"plateau needs a metric at each of its steps (pass metrics= with at least {j + 1} "
-                              f"values), got {got}")
-    setup.scheduler.step(float(metrics[j]))
-    used[0] = j + 1
+def _plateau_every(plan: Plan, sched: PlanScheduler) -> int:
+    p = sched.source._plateau
+    assert p is not None
+    return p[0].scale(plan.step_unit, plan.steps_per_epoch)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -478,6 +360,9 @@ def model_records(model: Any) -> tuple[list[ParamRecord], dict[str, torch.Tensor
     ``model`` is an ``nn.Module`` (module type = the owning module's class name;
     tied parameters are listed under every name, with one ``ident``), or a mapping /
     iterable of ``(name, tensor)`` pairs (no module types).
+
+    Raises:
+        ConfigError: ``model`` is none of these, or holds something that is not a tensor.
     """
     records: list[ParamRecord] = []
     tensors: dict[str, torch.Tensor] = {}
@@ -489,13 +374,22 @@ def model_records(model: Any) -> tuple[list[ParamRecord], dict[str, torch.Tensor
                 full = f"{mname}.{pname}" if mname else pname
                 records.append(ParamRecord(full, tuple(p.shape), type(mod).__name__, id(p), p.requires_grad))
                 tensors.setdefault(full, p)
+        return records, tensors
+    if isinstance(model, Mapping):
+        items: Any = model.items()
+    elif isinstance(model, (list, tuple)):
+        items = model
     else:
-        items = model.items() if isinstance(model, Mapping) else model
-        for name, p in items:
-            if not isinstance(p, torch.Tensor):
-                raise ConfigError(f"model[{name!r}]", "must be a tensor", type(p).__name__)
-            records.append(ParamRecord(name, tuple(p.shape), "", id(p), p.requires_grad))
-            tensors.setdefault(name, p)
+        raise ConfigError("model", "must be a torch.nn.Module, a mapping name -> tensor, or (name, tensor) pairs",
+                          type(model).__name__)
+    for i, item in enumerate(items):
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise ConfigError(f"model[{i}]", "must be a (name, tensor) pair", type(item).__name__)
+        name, p = item
+        if not isinstance(p, torch.Tensor):
+            raise ConfigError(f"model[{name!r}]", "must be a tensor", type(p).__name__)
+        records.append(ParamRecord(name, tuple(p.shape), "", id(p), p.requires_grad))
+        tensors.setdefault(name, p)
     return records, tensors
 
 
@@ -510,34 +404,51 @@ def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: st
             tied weights count once.
         total_steps: Updates the setup must be exact for (default: the plan's).
         form: ``"auto"`` (default; torch's own scheduler classes where exact) or
-            ``"table"`` (the PlanScheduler drives every scheduled hyperparameter).
-        metrics: Plateau metrics known in advance (not supported yet: call
-            ``scheduler.step(metric)``).
+            ``"table"`` (the PlanScheduler drives every scheduled hyperparameter; a
+            plateau too when ``metrics`` are given).
+        metrics: Plateau metrics known in advance: ``scheduler.step()`` then takes the
+            next one whenever a ReduceLROnPlateau (or a plateau in the PlanScheduler)
+            is due, and the setup is defined as far as they go. Without them call
+            ``scheduler.step(metric)`` when ``setup.plateau_every`` says a plateau is due.
         freeze_excluded: Set ``requires_grad=False`` on the parameters of
             ``frozen: exclude`` groups (they are in no optimizer either way).
 
     Returns:
         A :class:`TorchSetup`: ``.optimizers`` (``.optimizer`` when there is one),
-        ``.scheduler`` (call ``step()`` once per update, after ``optimizer.step()``;
-        ``step(metric)`` when ``.plateau_every`` says a ReduceLROnPlateau is due),
-        ``.clip_gradients()`` (per-group clipping, before ``optimizer.step()``),
-        ``.fidelity``, ``.resolution``.
+        ``.scheduler`` (call ``step()`` once per update, after ``optimizer.step()``),
+        ``.clip_gradients()``, ``.fidelity``, ``.resolution``, ``.guard``.
 
     Raises:
-        ConfigError: the groups do not resolve over the model, or torch rejects an option.
+        ConfigError: bad arguments, groups that do not resolve over the model, or an
+            option torch rejects.
         UnsupportedError: an optimizer torch lacks (LAMB, Lion, AdamWeightDecay), or a
-            schedule with no exact torch form (plateau on another hyperparameter than lr).
+            schedule with no exact torch form (a plateau without metrics where torch's
+            ReduceLROnPlateau cannot be used).
     """
+    if not isinstance(plan, Plan):
+        raise ConfigError("plan", "must be an optbridge Plan (optbridge.load(...) reads one)", type(plan).__name__)
     form = ir.check_choice("form", "auto" if form is None else form, FORMS)
-    if metrics is not None:
-        raise ConfigError("metrics", "is not supported by to_torch yet: call scheduler.step(metric)", None,
-                          show_value=False)
     if total_steps is not None:
         plan = dataclasses.replace(plan, total_steps=ir.check_int("total_steps", total_steps, minimum=1))
+    metrics = _check_metrics(metrics)
     records, tensors = model_records(model)
     res = resolve(plan, records)
-    params = {g.name: [tensors[n] for n in g.params] for g in res.groups}
+    groups = {g.name: [tensors[n] for n in g.params] for g in res.groups}
     if freeze_excluded:
         for n in res.excluded:
             tensors[n].requires_grad_(False)
-    return build(plan, params, resolution=res, native=form == "auto", excluded=tuple(res.excluded))
+    return build(plan, groups, resolution=res, native=form == "auto", excluded=tuple(res.excluded), metrics=metrics)
+
+
+def _check_metrics(metrics: Any) -> list[float] | None:
+    if metrics is None:
+        return None
+    if isinstance(metrics, (str, bytes, Mapping)) or not hasattr(metrics, "__iter__"):
+        raise ConfigError("metrics", "must be a sequence of numbers (one per plateau step)", type(metrics).__name__)
+    out = []
+    for i, m in enumerate(metrics):
+        try:
+            out.append(float(m))
+        except (TypeError, ValueError):
+            raise ConfigError(f"metrics[{i}]", "must be a number", m) from None
+    return out

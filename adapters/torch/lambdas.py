@@ -17,20 +17,21 @@ This module does not import torch.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
+from optbridge import ir
 from optbridge.errors import EvaluationError
 from optbridge.expr import Expr, parse
+from optbridge.source import CHUNK
 
 __all__ = ["Lambda"]
 
-
-#: Steps evaluated at once: torch calls an lr_lambda once per step, and evaluating the
-#: expression over a whole chunk (the same vectorised evaluation the reference uses)
-#: makes a call a list lookup.
-CHUNK = 4096
-_VALUES: dict[str, tuple[int, int, list[float]]] = {}
+#: Expressions whose value source is kept (torch calls an lr_lambda once per step; the
+#: source evaluates :data:`optbridge.source.CHUNK` steps at once, so a call is a list lookup).
+_KEEP = 64
+_SOURCES: OrderedDict[str, Any] = OrderedDict()
 
 
 @lru_cache(maxsize=1024)
@@ -38,17 +39,36 @@ def _compiled(source: str) -> Expr:
     return parse(source, path="lr_lambda")
 
 
-def _chunk(source: str, epoch: int) -> float:
-    import numpy as np
-    e = _compiled(source)
-    try:
-        vals = e(np.arange(epoch, epoch + CHUNK, dtype=np.int64)).tolist()  # type: ignore[union-attr]
-    except EvaluationError:  # fails somewhere in the chunk: evaluate this step alone (raises if it fails)
-        return float(e(epoch))  # type: ignore[arg-type]
-    if len(_VALUES) >= 256:
-        _VALUES.clear()
-    _VALUES[source] = (epoch, epoch + CHUNK, vals)
-    return vals[0]
+def _source(expr: str) -> Any:
+    """The :class:`optbridge.source.ValueSource` of ``expr`` (base 1: the value is the expression's), LRU-kept."""
+    src = _SOURCES.get(expr)
+    if src is None:
+        from optbridge.slots import Slot
+        from optbridge.source import ValueSource  # numpy loads on the first call
+        node = ir.Lambda(expr=_compiled(expr))
+        src = ValueSource([Slot("lr_lambda", "", 0, 0, "lr", "lr", None, node, 1.0, "lr_lambda")])
+        _SOURCES[expr] = src
+        if len(_SOURCES) > _KEEP:
+            _SOURCES.popitem(last=False)
+    else:
+        _SOURCES.move_to_end(expr)
+    return src
+
+
+#: ``expr -> first step of a chunk that failed``: steps of that chunk are evaluated one by one.
+_FAILED: dict[str, int] = {}
+
+
+def _value(expr: str, epoch: int) -> float:
+    bad = _FAILED.get(expr)
+    if bad is None or not bad <= epoch < bad + CHUNK:
+        try:
+            return float(_source(expr).row(epoch)[0])
+        except EvaluationError:  # undefined somewhere in the chunk: step by step there (raises where undefined)
+            if len(_FAILED) >= _KEEP:
+                _FAILED.clear()
+            _FAILED[expr] = epoch
+    return float(_compiled(expr)(epoch))  # type: ignore[arg-type]  # an int gives a scalar
 
 
 class Lambda:
@@ -75,11 +95,8 @@ class Lambda:
 
     def __call__(self, epoch: Any) -> float:
         if type(epoch) is int and epoch >= 0:
-            c = _VALUES.get(self.expr)
-            if c is not None and c[0] <= epoch < c[1]:
-                return c[2][epoch - c[0]]
-            return _chunk(self.expr, epoch)
-        return float(_compiled(self.expr)(epoch))  # type: ignore[arg-type]
+            return _value(self.expr, epoch)
+        return float(_compiled(self.expr)(epoch))  # type: ignore[arg-type]  # a number gives a scalar
 
     def __repr__(self) -> str:
         return f"Lambda({self.expr!r})"

@@ -15,24 +15,44 @@ import numpy as np
 import torch
 
 from optbridge.errors import ConfigError
-from optbridge.plan import Group, OptimizerSpec, Plan, scheduled_hypers
+from optbridge.plan import Group, OptimizerSpec, Plan, group_feature, scheduled_hypers
+from optbridge.slots import slots
 from optbridge.tracing import Trace
 
-from .build import _read, applies, build, step_scheduler
+from .build import TorchSetup, build
+from .drivers import read_hyper
 
 __all__ = ["trace"]
+
+#: Group options the applied-lr probe keeps (what decides the lr, nothing that changes the update rule).
+_LR_OPTIONS = ("lr", "lr_mult", "lr_dtype", "start_step", "empty")
 
 
 def _sgd_plan(plan: Plan) -> Plan:
     """The same lr schedules on plain SGD (no momentum, no weight decay): to measure the lr torch applies."""
     opts = []
     for o in plan.optimizers:
-        groups = [Group(name=g.name, options={k: g.options[k] for k in ("lr", "lr_mult") if k in g.options},
+        groups = [Group(name=g.name, options={k: g.options[k] for k in _LR_OPTIONS if k in g.options},
                         schedule={"lr": g.schedule["lr"]} if "lr" in g.schedule else {}, frozen=g.frozen)
                   for g in o.groups]
-        opts.append(OptimizerSpec(type="SGD", name=o.name, options={"lr": float(o.option("lr"))}, groups=tuple(groups)))
+        options = {"lr": float(o.option("lr"))}
+        if "lr_dtype" in o.options:
+            options["lr_dtype"] = o.options["lr_dtype"]
+        opts.append(OptimizerSpec(type="SGD", name=o.name, options=options, groups=tuple(groups)))
     sched = {"lr": plan.schedule["lr"]} if "lr" in plan.schedule else {}
     return dataclasses.replace(plan, optimizers=tuple(opts), schedule=sched)
+
+
+def _probes(groups: list[Group]) -> dict[str, list[torch.Tensor]]:
+    return {g.name: [torch.zeros(1, dtype=torch.float64, requires_grad=True)] for g in groups}
+
+
+def _joined(setup: TorchSetup, name: str) -> dict[str, Any] | None:
+    for o in setup.optimizers.values():
+        for g in o.param_groups:
+            if g.get("name") == name:
+                return g
+    return None
 
 
 def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, native: bool = True,
@@ -40,36 +60,48 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, nat
     """The ``"torch"`` backend: step real torch objects built by :func:`to_torch`'s machinery.
 
     One float64 probe parameter per group; each update reads every scheduled
-    hyperparameter from the group (``Trace.data``), runs ``optimizer.step()`` with
-    gradient 1, then ``scheduler.step()`` (``step(metric)`` when a plateau is due,
-    taking ``metrics`` in order). ``Trace.applied["lr"]`` is the parameter change of
-    plain SGD (no momentum, no weight decay) driven by the same scheduler classes,
-    with the parameter reset to 0 before each update: exactly ``-lr`` in float64.
+    hyperparameter from the group (``Trace.data``; NaN where it does not apply, and
+    before a group joins at its ``start_step``), runs ``optimizer.step()`` with
+    gradient 1, then ``scheduler.step()`` (metrics given up front, so plateaus take
+    them in order). ``Trace.applied["lr"]`` is the parameter change of plain SGD (no
+    momentum, no weight decay) driven by the same scheduler classes, with the
+    parameter reset to 0 before each update: exactly ``-lr`` in float64.
+
+    Args:
+        plan: The plan.
+        steps: Updates to trace.
+        metrics: Plateau metrics (one per plateau step).
+        native: Torch's own scheduler classes where exact (False: the PlanScheduler).
+
+    Raises:
+        ConfigError: an option this backend does not take.
     """
     if options:
         raise ConfigError("options", "are not options of the torch backend (it takes metrics and native)",
                           sorted(options))
     groups = [g for g in plan.groups if g.frozen != "exclude"]
-
-    def probes() -> dict[str, list[torch.Tensor]]:
-        return {g.name: [torch.zeros(1, dtype=torch.float64, requires_grad=True)] for g in groups}
-
-    real_p, sgd_p = probes(), probes()
-    setup = build(plan, real_p, native=native)
-    sgd = build(_sgd_plan(plan), sgd_p, native=native)
+    real_p, sgd_p = _probes(groups), _probes(groups)
+    setup = build(plan, real_p, native=native, metrics=metrics)
+    sgd = build(_sgd_plan(plan), sgd_p, native=native, metrics=metrics)
     hypers = scheduled_hypers(plan)
-    tgroups = [setup.param_group(g.name) for g in groups]
+    applicable = {(s.group, s.hyper) for s in slots(plan, held=True)}
     data = {h: np.full((len(groups), steps), np.nan) for h in hypers}
-    read = [[h for h in hypers if applies(plan, g, h)] for g in groups]  # others: NaN ("not applicable")
-    applied = np.empty((len(groups), steps))
+    applied = np.full((len(groups), steps), np.nan)
     probes_sgd = [sgd_p[g.name][0] for g in groups]
     for p in [p for ps in real_p.values() for p in ps] + probes_sgd:
         p.grad = torch.ones_like(p)
-    used_real, used_sgd = [0], [0]
+    starts = [group_feature(plan, g, "start_step") for g in groups]
     for k in range(steps):
-        for i, tg in enumerate(tgroups):
-            for h in read[i]:
-                data[h][i, k] = _read(tg, h)
+        for st in (setup, sgd):  # groups joining at this update join before it is read (the hook would, at step)
+            assert st.guard is not None
+            st.guard.join(k)
+        for i, g in enumerate(groups):
+            tg = _joined(setup, g.name) if starts[i] else setup.param_group(g.name)
+            if tg is None or k < starts[i]:
+                continue
+            for h in hypers:
+                if (g.name, h) in applicable:
+                    data[h][i, k] = read_hyper(tg, h)
         for o in setup.optimizers.values():
             o.step()
         with torch.no_grad():
@@ -78,8 +110,9 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, nat
         for o in sgd.optimizers.values():
             o.step()
         for i, p in enumerate(probes_sgd):
-            applied[i, k] = -float(p.detach()[0])
+            if k >= starts[i]:
+                applied[i, k] = -float(p.detach()[0])
         if k < steps - 1:
-            step_scheduler(setup, k, metrics, used_real)
-            step_scheduler(sgd, k, metrics, used_sgd)
+            setup.scheduler.step()
+            sgd.scheduler.step()
     return Trace(tuple(g.name for g in groups), data, "torch", setup.fidelity, {"lr": applied})

@@ -32,11 +32,16 @@ torch 2.13, see ``semantics.md`` §1):
   children overwrite the lr, so torch's result is not a product: an error.
 * ``ReduceLROnPlateau`` must be the only scheduler; momentum cycling
   (CyclicLR/OneCycleLR with ``cycle_momentum``) too.
-* ``SequentialLR`` cannot hold a ``SequentialLR`` or ``ChainedScheduler`` (torch
-  raises NotImplementedError at the milestone, or shifts the nested clock by one
-  step), and ``OneCycleLR`` only as its first scheduler (its constructor
-  overwrites ``initial_lr``, the base of every scheduler constructed after it and
-  the lr that SequentialLR resets to).
+* ``SequentialLR`` cannot hold a ``SequentialLR`` (torch raises
+  NotImplementedError at the milestone, or shifts the nested clock by one step),
+  a ``ChainedScheduler`` only as its first scheduler (at a later milestone torch
+  raises NotImplementedError), ``OneCycleLR`` only as its first scheduler (its
+  constructor overwrites ``initial_lr``, the base of every scheduler constructed
+  after it and the lr that SequentialLR resets to), ``SWALR`` only first (later it
+  anneals from wherever the previous scheduler left the lr).
+* ``SWALR`` (``torch.optim.swa_utils``) anneals from the group's lr to ``swa_lr``
+  over ``anneal_epochs`` steps: a clamped ``cosine`` (``anneal_strategy: cos``) or
+  a linear ``polynomial`` to the absolute ``swa_lr``.
 * The first scheduler constructed (the first one in the document, depth first)
   sets ``initial_lr``: for CyclicLR that is ``base_lr`` (its constructor writes
   ``group['lr'] = base_lr``), for OneCycleLR ``max_lr / div_factor``. The plan's
@@ -109,6 +114,8 @@ SCHEDULERS: dict[str, dict[str, Any]] = {
     "ChainedScheduler": {"schedulers": REQUIRED},
     "ReduceLROnPlateau": {"mode": "min", "factor": 0.1, "patience": 10, "threshold": 1e-4, "threshold_mode": "rel",
                           "cooldown": 0, "min_lr": 0, "eps": 1e-8},
+    # torch.optim.swa_utils.SWALR (an LRScheduler like the others)
+    "SWALR": {"swa_lr": REQUIRED, "anneal_epochs": 10, "anneal_strategy": "cos", "last_epoch": -1},
 }
 
 #: Schedulers whose ``step()`` multiplies the current lr (so stacking them is a product).
@@ -123,6 +130,8 @@ _NOT_CHAINABLE_WHY = {
     "CosineAnnealingLR": "with eta_min != 0 updates the lr affinely (lr - eta_min scaled, plus eta_min), not by a factor",
     "SequentialLR": "resets the lr to its next scheduler's value from initial_lr at each milestone",
     "ReduceLROnPlateau": "is refused by torch's ChainedScheduler (it needs a metric at every step)",
+    "SWALR": "anneals from the lr it finds in the group towards swa_lr, undoing and redoing its own interpolation "
+             "at every step, so other schedulers' factors are not multiplied through",
 }
 
 
@@ -408,19 +417,47 @@ class _Reader:
             raise ConfigError(p, f"must have one milestone fewer than schedulers ({len(children)} schedulers, so "
                               f"{len(children) - 1} milestones), as torch's SequentialLR requires", list(ms))
         names = {"parts": "schedulers", "boundaries": "milestones"}
-        lr = [make_node(ir.Sequence, path, names, parts=tuple(c.lr[g] for c in children), boundaries=tuple(ms))
-              for g in range(self.n)]
+        first = [_chained_first(c) for c in children[0].lr] if children[0].cls == "ChainedScheduler" else children[0].lr
+        lr = [make_node(ir.Sequence, path, names, parts=(first[g],) + tuple(c.lr[g] for c in children[1:]),
+                        boundaries=tuple(ms)) for g in range(self.n)]
         return _Entry("SequentialLR", path, lr, children=children)
 
     def _ChainedScheduler(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
-        if where == "sequential":
-            raise ConfigError(path, "ChainedScheduler cannot be nested in a SequentialLR (torch raises "
-                              "NotImplementedError at the milestone, and its children miss their initial step): "
-                              "stack the schedulers instead", "ChainedScheduler")
+        if where == "sequential" and index > 0:
+            # As the first part torch 2.13 runs it correctly: SequentialLR's recursive_undo steps its children back
+            # and its initial step steps them all from the reset lr. At a later milestone SequentialLR calls
+            # _update_lr(0) on it, and ChainedScheduler has no get_lr: NotImplementedError.
+            raise ConfigError(path, "ChainedScheduler cannot be nested in a SequentialLR except as its first scheduler "
+                              "(at a later milestone torch calls its _update_lr(0), and ChainedScheduler has no "
+                              "get_lr: NotImplementedError): stack the schedulers instead", "ChainedScheduler")
         children = self._children(args, path, "ChainedScheduler", "chained")
         lr = [make_node(ir.Chain, path, {"parts": "schedulers"}, parts=tuple(c.lr[g] for c in children))
               for g in range(self.n)]
         return _Entry("ChainedScheduler", path, lr, chainable=True, children=children)
+
+    def _SWALR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
+        if where == "sequential" and index > 0:
+            raise ConfigError(path, "SWALR can only be the first scheduler of a SequentialLR: at a later milestone it "
+                              "anneals from the lr the previous scheduler left (its step count is not reset), "
+                              "which a sequence part cannot say", "SWALR")
+        A = args["anneal_epochs"]
+        if not isinstance(A, int) or isinstance(A, bool) or A < 0:  # torch: isinstance(anneal_epochs, int)
+            raise ConfigError(join(path, "anneal_epochs"), "must be an integer >= 0", A)
+        strategy = check_choice(join(path, "anneal_strategy"), args["anneal_strategy"], ("cos", "linear"))
+        swa, swa_names = self.per_group(path, "swa_lr", args["swa_lr"], check_real)
+        # lr(s) = swa_lr * alpha(s) + lr0 * (1 - alpha(s)), alpha = (1 - cos(pi t)) / 2 or t, t = min(s / A, 1),
+        # from the group's lr lr0: a clamped cosine / a linear polynomial to the absolute swa_lr over A steps
+        # (A = 0: swa_lr from the first step)
+        names = {"steps": "anneal_epochs"}
+        if A == 0:
+            lr = [make_node(ir.Piecewise, path, {"values": swa_names[g]}, values=(swa[g],)) for g in range(self.n)]
+        elif strategy == "cos":
+            lr = [make_node(ir.Cosine, path, {**names, "end": swa_names[g]}, steps=A, end=swa[g], clamp=True)
+                  for g in range(self.n)]
+        else:
+            lr = [make_node(ir.Polynomial, path, {**names, "end": swa_names[g]}, steps=A, power=1.0, end=swa[g])
+                  for g in range(self.n)]
+        return _Entry("SWALR", path, lr)
 
     def _ReduceLROnPlateau(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
         if where != "top":
@@ -434,6 +471,43 @@ class _Reader:
         lr = [make_node(ir.Plateau, path, {"min_value": min_names[g]}, min_value=min_lr[g], **kw)
               for g in range(self.n)]
         return _Entry("ReduceLROnPlateau", path, lr)
+
+
+def _initial_ratio(n: ir.Node) -> float:
+    """The factor torch's chainable ``get_lr`` applies at ``last_epoch == 0`` outside the initial step.
+
+    A ChainedScheduler that is the first part of a SequentialLR has its children
+    stepped back to -1 (``recursive_undo``) and then stepped by the ChainedScheduler's
+    initial step, where the children are not in their initial mode: each takes its
+    recursive ratio from -1 to 0 (torch 2.13, ``lr_scheduler.py``): ExponentialLR
+    ``gamma``, PolynomialLR ``((1 - 0/T) / (1 - (0 - 1)/T)) ** power``,
+    CosineAnnealingLR ``(1 + cos(pi * 0 / T)) / (1 + cos(pi * (0 - 1) / T))``,
+    MultiplicativeLR ``lr_lambda(0)``; ConstantLR, LinearLR, StepLR and MultiStepLR
+    apply the same factor as in their initial step (1 here).
+    """
+    import math
+    if isinstance(n, ir.Exponential) and not n.stair:
+        return n.gamma
+    if isinstance(n, ir.Polynomial):
+        T = n.steps
+        return ((1.0 - 0 / T) / (1.0 - (0 - 1) / T)) ** n.power
+    if isinstance(n, ir.Cosine):
+        T = n.steps
+        return (1 + math.cos(math.pi * 0 / T)) / (1 + math.cos(math.pi * (0 - 1) / T))
+    if isinstance(n, ir.Multiplicative):
+        return float(n.expr(0))  # type: ignore[arg-type]  # an int gives a scalar
+    if isinstance(n, ir.Chain):
+        out = 1.0
+        for p in n.parts:
+            out *= _initial_ratio(p)
+        return out
+    return 1.0
+
+
+def _chained_first(n: ir.Node) -> ir.Node:
+    """A ChainedScheduler's chain as the first part of a SequentialLR: times the children's initial ratios."""
+    r = _initial_ratio(n)
+    return n if r == 1.0 else ir.Chain(parts=(n, ir.Constant(factor=r)), unit=n.unit)
 
 
 # --------------------------------------------------------------------------- the document
