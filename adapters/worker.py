@@ -1,18 +1,29 @@
-"""The backend-neutral worker protocol: trace a plan in another Python interpreter.
+"""The backend-neutral worker: trace a plan in another Python interpreter, one persistent process per interpreter.
 
 A framework may need its own environment (MegEngine has wheels only for
 Python <= 3.10). The worker runs ``optbridge.trace`` there and sends the
 :class:`~optbridge.Trace` back, so one program can compare backends that live in
-different environments::
+different environments. :func:`run_in_worker` keeps **one worker process per
+(interpreter, backend)**, started on first use and reused by every later call (a
+whole conformance run or trace batch pays MegEngine's import once), restarted when
+it died, and shut down when this interpreter exits. Backends never share a worker:
+a framework may change process-wide floating-point state (``import megengine``
+switches the CPU to flush-to-zero), which must not leak into another backend.
 
-    python -m optbridge_adapters.worker  < request.json  > response.json
+**Framing.** The persistent worker (``python -m optbridge_adapters.worker --serve``)
+reads requests from stdin and writes responses to stdout, each one frame: the
+ASCII decimal length of the body, a newline, then the body (UTF-8 JSON). On start
+it sends a ready frame ``{"protocol": 1, "ready": true, "pid": ..., "python": ...}``.
+A request ``{"op": "shutdown"}`` (or EOF on stdin) ends it. Without ``--serve`` the
+module serves one unframed request (``python -m optbridge_adapters.worker <
+request.json > response.json``), for use by hand.
 
-Request (one JSON document on stdin)::
+Request body::
 
     {"protocol": 1, "backend": "megengine", "plan": optbridge.to_dict(plan),
      "steps": 1000, "metrics": [..] or null, "options": {...}}
 
-Response (one JSON document on stdout)::
+Response body::
 
     {"protocol": 1, "trace": {"groups": [...], "backend": "...",
                               "fidelity": [{"backend", "group", "hyper", "form", "detail"}, ...],
@@ -27,49 +38,69 @@ Errors raised by optbridge come back as the same class with the same message
 builtin exceptions come back as the same builtin; anything else as
 :class:`WorkerError`.
 
-The worker writes its response through a private duplicate of stdout and points
-file descriptor 1 at stderr first, so a framework that prints to stdout (MegEngine
-prints its CUDA banner there) cannot corrupt the response. The client runs it in
-a fresh empty temporary directory: never in ``site-packages`` (MegEngine ships a
-module that shadows the stdlib ``random`` there) and never where stray ``.py``
-files could shadow modules.
+**Failures.** A worker that dies while serving a request (killed, crashed, out of
+memory) raises :class:`WorkerError` with its exit status and the tail of its
+stderr, and the next call starts a fresh worker; one that does not answer within
+the timeout is stopped and raises :class:`WorkerError`; it never hangs. A missing
+interpreter, or one without optbridge, raises
+:class:`~optbridge.errors.BackendUnavailable`.
+
+The worker writes its frames through a private duplicate of stdout and points file
+descriptor 1 at stderr first, so a framework that prints to stdout (MegEngine prints
+its CUDA banner there) cannot corrupt a response; stderr goes to a file the client
+reads only on failure (a pipe nobody reads would block a chatty worker). The worker
+runs in a fresh empty temporary directory: never in ``site-packages`` (MegEngine
+ships a module that shadows the stdlib ``random`` there) and never where stray
+``.py`` files could shadow modules. POSIX only (the client waits with ``select``).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 from optbridge import errors as _errors
 from optbridge.errors import BackendUnavailable, OptbridgeError
 
-__all__ = ["run_in_worker", "encode_array", "decode_array", "encode_trace", "decode_trace",
-           "handle", "main", "WorkerError", "PROTOCOL"]
+__all__ = ["run_in_worker", "encode_array", "decode_array", "encode_trace", "decode_trace", "encode_error",
+           "decode_error", "handle", "main", "serve", "read_frame", "write_frame", "worker_pid", "shutdown_workers",
+           "WorkerError", "PROTOCOL", "DEFAULT_TIMEOUT", "START_TIMEOUT"]
 
 PROTOCOL = 1
 WORKER_ENV = "OPTBRIDGE_WORKER"
+#: Seconds a request may take before the worker is stopped.
 DEFAULT_TIMEOUT = 600.0
+#: Seconds a new worker may take to send its ready frame.
+START_TIMEOUT = 120.0
+_MAX_HEADER = 32
 
 
 class WorkerError(OptbridgeError, RuntimeError):
-    """The worker failed in a way that is not an optbridge or builtin exception.
+    """The worker failed in a way that is not an optbridge or builtin exception (it died, hung, or garbled a frame).
 
     Attributes:
-        remote_type: Exception class name in the worker.
-        remote_traceback: The worker's traceback text.
+        remote_type: Exception class name in the worker ("" when the worker died).
+        remote_traceback: The worker's traceback text, or the tail of its stderr.
+        returncode: The worker's exit status when it died (negative: killed by that signal), else None.
     """
 
-    def __init__(self, message: str, remote_type: str = "", remote_traceback: str = "") -> None:
+    def __init__(self, message: str, remote_type: str = "", remote_traceback: str = "",
+                 returncode: int | None = None) -> None:
         super().__init__(message)
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+        self.returncode = returncode
 
 
 # --------------------------------------------------------------------------- arrays and traces
@@ -93,7 +124,7 @@ def decode_array(d: Mapping[str, Any]) -> Any:
 
 def _fidelity_to_dict(f: Any) -> dict[str, Any]:
     import dataclasses
-    if dataclasses.is_dataclass(f):
+    if dataclasses.is_dataclass(f) and not isinstance(f, type):
         return dataclasses.asdict(f)
     return {"text": str(f)}
 
@@ -165,15 +196,43 @@ def decode_error(d: Mapping[str, Any], *, where: str = "the worker") -> BaseExce
         else:
             err = cls(message)
         err.args = (message,)  # the message exactly as the worker formatted it
-        err.remote_traceback = tb  # type: ignore[attr-defined]
+        setattr(err, "remote_traceback", tb)  # noqa: B010 - an attribute the builtin classes do not declare
         return err
     bcls = _BUILTIN_ERRORS.get(name)
     if bcls is not None:
         args = d.get("args")
         err = bcls(*args) if isinstance(args, list) and args else bcls(message)
-        err.remote_traceback = tb  # type: ignore[attr-defined]
+        setattr(err, "remote_traceback", tb)  # noqa: B010 - an attribute the builtin classes do not declare
         return err
     return WorkerError(f"{name} in {where}: {message}", name, tb)
+
+
+# --------------------------------------------------------------------------- framing
+
+def write_frame(stream: IO[bytes], obj: Any) -> None:
+    """Write ``obj`` as one frame: ``b"<length>\\n"`` then its UTF-8 JSON."""
+    body = json.dumps(obj, allow_nan=True).encode("utf-8")
+    stream.write(b"%d\n" % len(body) + body)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """Read one frame (blocking); EOFError at the end of the stream.
+
+    Raises:
+        EOFError: the stream ended (before or inside a frame).
+        WorkerError: the header is not a length.
+    """
+    header = stream.readline(_MAX_HEADER)
+    if not header:
+        raise EOFError("end of stream")
+    if not header.endswith(b"\n") or not header[:-1].isdigit():
+        raise WorkerError(f"worker protocol: a frame must start with its length and a newline, got {header[:40]!r}")
+    n = int(header)
+    body = stream.read(n)
+    if len(body) != n:
+        raise EOFError(f"the stream ended inside a frame ({len(body)} of {n} bytes)")
+    return json.loads(body.decode("utf-8"))
 
 
 # --------------------------------------------------------------------------- worker side
@@ -201,12 +260,48 @@ def handle(request: Mapping[str, Any]) -> dict[str, Any]:
         return {"protocol": PROTOCOL, "error": encode_error(e)}
 
 
-def main() -> int:
-    """``python -m optbridge_adapters.worker``: one request on stdin, one response on stdout."""
+def _private_stdout() -> IO[bytes]:
+    """A private duplicate of stdout for the responses; fd 1 then points at stderr (so C-level chatter goes there)."""
     sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)  # from here on, whatever prints to stdout (C libraries included) lands on stderr
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     os.environ[WORKER_ENV] = "1"
+    return out
+
+
+def serve(stdin: IO[bytes] | None = None) -> int:
+    """``python -m optbridge_adapters.worker --serve``: answer framed requests until EOF or ``{"op": "shutdown"}``."""
+    inp = sys.stdin.buffer if stdin is None else stdin
+    out = _private_stdout()
+    sys.stderr.write(f"optbridge worker {os.getpid()}: serving framed requests (python {sys.version.split()[0]}, "
+                     f"{sys.executable})\n")
+    sys.stderr.flush()
+    write_frame(out, {"protocol": PROTOCOL, "ready": True, "pid": os.getpid(), "python": sys.version.split()[0]})
+    while True:
+        try:
+            request = read_frame(inp)
+        except EOFError:
+            return 0
+        except (WorkerError, ValueError) as e:  # a garbled frame: the stream cannot be resynchronised
+            write_frame(out, {"protocol": PROTOCOL, "error": encode_error(
+                _errors.ConfigError("request", f"is not a valid frame ({e})", None, show_value=False))})
+            return 2
+        op = request.get("op", "trace") if isinstance(request, Mapping) else "trace"
+        if op == "shutdown":
+            write_frame(out, {"protocol": PROTOCOL, "bye": True})
+            return 0
+        if op == "ping":
+            write_frame(out, {"protocol": PROTOCOL, "pid": os.getpid()})
+            continue
+        write_frame(out, handle(request))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m optbridge_adapters.worker [--serve]``: framed requests with --serve, else one unframed request."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--serve" in args:
+        return serve()
+    out = _private_stdout()
     try:
         request = json.load(sys.stdin)
     except ValueError as e:
@@ -214,19 +309,220 @@ def main() -> int:
             _errors.ConfigError("request", f"is not valid JSON ({e})", None, show_value=False))}
     else:
         response = handle(request)
-    json.dump(response, out)
-    out.write("\n")
+    out.write(json.dumps(response).encode("utf-8") + b"\n")
     out.flush()
     return 0
 
 
 # --------------------------------------------------------------------------- client side
 
+class _Worker:
+    """One persistent worker process (client side)."""
+
+    def __init__(self, python: str, backend: str, hint: str | None) -> None:
+        self.python, self.backend, self.hint = python, backend, hint
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self._dir = tempfile.TemporaryDirectory(prefix="optbridge-worker-")
+        self._err = open(os.path.join(self._dir.name, "stderr.log"), "w+b")  # noqa: SIM115 - closed in close()
+        self._buf = bytearray()
+        env = dict(os.environ)
+        env[WORKER_ENV] = "1"
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        try:
+            self.proc = subprocess.Popen([python, "-m", "optbridge_adapters.worker", "--serve"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._err, cwd=self._dir.name, env=env,
+                                         bufsize=0)
+        except OSError as e:
+            self._cleanup()
+            raise BackendUnavailable(f"backend {backend!r}: cannot start {python} ({e}){self._hint()}") from e
+        hello = self._receive(START_TIMEOUT, "start")
+        if not isinstance(hello, Mapping) or not hello.get("ready") or hello.get("protocol") != PROTOCOL:
+            self.close()
+            raise WorkerError(f"backend {backend!r}: the worker under {python} did not start with protocol {PROTOCOL} "
+                              f"(it sent {str(hello)[:200]})")
+        self.pid = int(hello.get("pid", self.proc.pid))
+
+    def _hint(self) -> str:
+        return f"; {self.hint}" if self.hint else ""
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        try:
+            if not self._err.closed:
+                self._err.flush()
+            with open(self._err.name, "rb") as f:
+                f.seek(max(0, os.path.getsize(self._err.name) - 65536))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    def request(self, payload: dict[str, Any], timeout: float) -> Any:
+        """Send one request frame and return the response frame (raises WorkerError when the worker fails)."""
+        assert self.proc.stdin is not None
+        try:
+            write_frame(self.proc.stdin, payload)
+        except (BrokenPipeError, OSError):
+            self._died("while receiving a request")
+        return self._receive(timeout, "request")
+
+    def _receive(self, timeout: float, what: str) -> Any:
+        self._limit = timeout
+        deadline = time.monotonic() + timeout
+        header = self._read_until(b"\n", deadline, what)
+        if not header[:-1].isdigit():
+            tail = self.stderr_tail()
+            self.close()
+            raise WorkerError(f"backend {self.backend!r}: the worker under {self.python} sent a garbled frame "
+                              f"header {bytes(header[:40])!r}; stderr ends with:\n{tail}")
+        body = self._read_exact(int(header[:-1]), deadline, what)
+        try:
+            return json.loads(body.decode("utf-8"))
+        except ValueError:
+            self.close()
+            raise WorkerError(f"backend {self.backend!r}: the worker under {self.python} sent something that is not "
+                              f"JSON: {bytes(body[:200])!r}") from None
+
+    def _fill(self, deadline: float, what: str) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        if not ready:
+            self._timeout(what, deadline)
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            self._died("at start-up" if what == "start" else "while serving a request")
+        self._buf += chunk
+
+    def _read_until(self, sep: bytes, deadline: float, what: str) -> bytes:
+        while True:
+            i = self._buf.find(sep)
+            if i >= 0:
+                out = bytes(self._buf[:i + 1])
+                del self._buf[:i + 1]
+                return out
+            if len(self._buf) > _MAX_HEADER:
+                self.close()
+                raise WorkerError(f"backend {self.backend!r}: the worker under {self.python} sent a frame without "
+                                  f"a length header ({bytes(self._buf[:40])!r})")
+            self._fill(deadline, what)
+
+    def _read_exact(self, n: int, deadline: float, what: str) -> bytes:
+        while len(self._buf) < n:
+            self._fill(deadline, what)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def _timeout(self, what: str, deadline: float) -> None:
+        tail = self.stderr_tail()
+        self.close(kill=True)
+        verb = "start" if what == "start" else "answer"
+        raise WorkerError(f"backend {self.backend!r}: the worker under {self.python} did not {verb} within "
+                          f"{self._limit:g} s; it was stopped, and the next call starts a fresh one. Its stderr ends "
+                          f"with:\n{tail or '(nothing)'}", remote_traceback=tail)
+
+    def _died(self, when: str) -> None:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        tail = self.stderr_tail()
+        self.close()
+        if "No module named 'optbridge" in tail or "No module named optbridge" in tail:
+            raise BackendUnavailable(
+                f"backend {self.backend!r}: optbridge is not installed in {self.python} (pip install -e <optbridge "
+                f"checkout> with that interpreter){self._hint()}")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        raise WorkerError(f"backend {self.backend!r}: the worker under {self.python} (pid {self.proc.pid}) {how} "
+                          f"{when}; the next call starts a fresh one. Its stderr ends with:\n"
+                          f"{tail or '(nothing)'}", remote_traceback=tail, returncode=code)
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker (EOF on its stdin; killed after 5 s, or at once with ``kill``) and remove its files."""
+        if self.owner == os.getpid() and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                try:
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            self._err.close()
+        except OSError:
+            pass
+        if self.owner == os.getpid():
+            self._dir.cleanup()
+
+
+_POOL: dict[tuple[str, str], _Worker] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    _POOL.clear()  # a forked child must not talk to its parent's workers
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def shutdown_workers() -> None:
+    """Stop every worker this interpreter started (also run at interpreter exit)."""
+    with _POOL_LOCK:
+        workers = list(_POOL.values())
+        _POOL.clear()
+    for w in workers:
+        w.close()
+
+
+atexit.register(shutdown_workers)
+
+
+def worker_pid(python: str, backend: str) -> int | None:
+    """The pid of the live worker serving ``backend`` under ``python``, or None."""
+    w = _POOL.get((python, backend))
+    return w.pid if w is not None and w.alive() else None
+
+
+def _worker(python: str, backend: str, hint: str | None) -> _Worker:
+    with _POOL_LOCK:
+        w = _POOL.get((python, backend))
+        if w is not None and w.alive():
+            return w
+        if w is not None:
+            w.close()  # it died since its last request
+        w = _POOL[(python, backend)] = _Worker(python, backend, hint)
+        return w
+
+
 def run_in_worker(python: str, backend: str, plan: Any, steps: int, metrics: Sequence[float] | None = None, *,
                   timeout: float | None = None, hint: str | None = None, **options: Any) -> Any:
     """``optbridge.trace(plan, steps, backend=backend, metrics=metrics, **options)`` run by ``python``.
 
-    Works for any backend and interpreter that has optbridge installed.
+    Works for any backend and interpreter that has optbridge installed. The worker
+    process is started on the first call for ``(python, backend)`` and reused.
 
     Args:
         python: The interpreter (path).
@@ -234,7 +530,8 @@ def run_in_worker(python: str, backend: str, plan: Any, steps: int, metrics: Seq
         plan: The plan (sent as ``optbridge.to_dict(plan)``).
         steps: Number of updates.
         metrics: Plateau metric series.
-        timeout: Seconds to wait (default 600).
+        timeout: Seconds to wait for the answer (default :data:`DEFAULT_TIMEOUT`); the
+            worker is stopped when it does not answer in time.
         hint: Appended to BackendUnavailable messages (how to create the interpreter).
         **options: Backend options; must be JSON-serializable.
 
@@ -243,6 +540,7 @@ def run_in_worker(python: str, backend: str, plan: Any, steps: int, metrics: Seq
 
     Raises:
         BackendUnavailable: the interpreter does not exist, does not start, or lacks optbridge.
+        WorkerError: the worker died, hung or garbled its answer (the next call starts a fresh one).
         The worker's own exception class for errors raised there (ConfigError,
         UnsupportedError, EvaluationError, BackendUnavailable, builtins), else WorkerError.
     """
@@ -251,47 +549,30 @@ def run_in_worker(python: str, backend: str, plan: Any, steps: int, metrics: Seq
 
     tail = f"; {hint}" if hint else ""
     if not python or not os.path.isfile(python) or not os.access(python, os.X_OK):
-        raise BackendUnavailable(f"backend {backend!r}: interpreter {python!r} does not exist or is not executable{tail}")
+        raise BackendUnavailable(f"backend {backend!r}: interpreter {python!r} does not exist or is not "
+                                 f"executable{tail}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError("timeout", "must be a positive number of seconds", timeout)
     try:
-        payload = json.dumps({
-            "protocol": PROTOCOL, "backend": backend, "plan": optbridge.to_dict(plan), "steps": steps,
-            "metrics": None if metrics is None else [float(m) for m in metrics], "options": options,
-        }, allow_nan=True)
+        payload = {"protocol": PROTOCOL, "backend": backend, "plan": optbridge.to_dict(plan), "steps": steps,
+                   "metrics": None if metrics is None else [float(m) for m in metrics], "options": options}
+        json.dumps(payload, allow_nan=True)
     except (TypeError, ValueError) as e:
         raise ConfigError("options", f"must be JSON-serializable to reach the worker ({e})", options) from None
-    env = dict(os.environ)
-    env[WORKER_ENV] = "1"
-    env.setdefault("PYTHONIOENCODING", "utf-8")
-    with tempfile.TemporaryDirectory(prefix="optbridge-worker-") as cwd:
+    w = _worker(python, backend, hint)
+    with w.lock:
         try:
-            proc = subprocess.run([python, "-m", "optbridge_adapters.worker"], input=payload, capture_output=True,
-                                  text=True, encoding="utf-8", cwd=cwd, env=env,
-                                  timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
-        except OSError as e:
-            raise BackendUnavailable(f"backend {backend!r}: cannot start {python} ({e}){tail}") from e
-        except subprocess.TimeoutExpired as e:
-            raise WorkerError(f"backend {backend!r}: the worker under {python} did not answer within {e.timeout} s") from None
-    stderr = proc.stderr or ""
-    text = (proc.stdout or "").strip()
-    if proc.returncode != 0 or not text:
-        if "No module named 'optbridge" in stderr or "No module named optbridge" in stderr:
-            raise BackendUnavailable(
-                f"backend {backend!r}: optbridge is not installed in {python} (pip install -e <optbridge checkout> "
-                f"with that interpreter){tail}")
-        raise WorkerError(f"backend {backend!r}: the worker under {python} exited with code {proc.returncode} "
-                          f"and no response; its stderr ends with:\n{_tail(stderr)}")
-    try:
-        response = json.loads(text)
-    except ValueError:
-        raise WorkerError(f"backend {backend!r}: the worker under {python} sent something that is not JSON: "
-                          f"{text[:200]!r}; stderr ends with:\n{_tail(stderr)}") from None
+            response = w.request(payload, DEFAULT_TIMEOUT if timeout is None else float(timeout))
+        except (WorkerError, BackendUnavailable):
+            with _POOL_LOCK:
+                if _POOL.get((python, backend)) is w:
+                    del _POOL[(python, backend)]
+            raise
+    if not isinstance(response, Mapping):
+        raise WorkerError(f"backend {backend!r}: the worker under {python} answered {str(response)[:200]}")
     if "error" in response:
         raise decode_error(response["error"], where=f"the {backend!r} worker ({python})")
     return decode_trace(response["trace"])
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 if __name__ == "__main__":

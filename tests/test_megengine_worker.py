@@ -1,24 +1,36 @@
-"""The MegEngine backend from the main environment (no megengine here): the worker protocol.
+"""The MegEngine backend from the main environment (no megengine here): the persistent worker.
 
 * ``optbridge.trace(plan, n, backend="megengine")`` runs the worker under the
   MegEngine interpreter (``$OPTBRIDGE_MGE_PYTHON``, else ``.venv-mge``) and gets the
   trace back bit-exact; compared with the reference: ``data`` equal bit for bit,
   ``applied["lr"]`` equal to ``float32(reference)`` (0 ulps; see
   tests_megengine/test_mge_schedules.py for why both are exact).
+* One worker process serves every trace of a (interpreter, backend) pair: the pid
+  stays the same; a worker killed or crashing mid-request gives a clean
+  ``WorkerError`` (exit status, stderr tail) and the next call gets a fresh worker; a
+  worker that does not answer in time is stopped. These run with test backends
+  (``sleepy``, ``crashy``, ``noisy``) registered in a worker started by a wrapper
+  interpreter, so they need no MegEngine.
 * The protocol is backend-neutral: the same worker run by this interpreter with the
   ``reference`` backend returns exactly ``optbridge.trace(plan, n)``.
 * Errors come back as the same optbridge class; a missing interpreter is a
-  BackendUnavailable that says how to create it.
+  BackendUnavailable that says how to create it, and the backend registry and the
+  conformance probe count MegEngine unavailable then.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +38,7 @@ import pytest
 
 import optbridge
 from optbridge import ir
-from optbridge.errors import BackendUnavailable, ConfigError, EvaluationError, UnsupportedError
+from optbridge.errors import BackendUnavailable, ConfigError, EvaluationError, OptbridgeError, UnsupportedError
 from optbridge.plan import Group, OptimizerSpec, Plan, Selector
 from optbridge.report import Fidelity
 from optbridge_adapters import worker
@@ -105,11 +117,25 @@ def test_trace_from_the_main_env_runs_the_worker(monkeypatch) -> None:
 @needs_mge
 def test_megengine_errors_come_back_as_the_same_class() -> None:
     plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1, "momentum": 0.9, "dampening": 0.5}),))
-    with pytest.raises(UnsupportedError) as e:
-        optbridge.trace(plan, 5, backend="megengine", worker=True)
+    with pytest.raises(UnsupportedError) as e:  # MegEngine's own SGD has no dampening: refused when asked for
+        optbridge.trace(plan, 5, backend="megengine", worker=True, optimizer="native")
     assert e.value.backend == "megengine" and e.value.node == "groups.all.dampening"
     assert "no dampening" in e.value.reason and "no dampening" in str(e.value)
     assert "Traceback" in e.value.remote_traceback
+    tr = optbridge.trace(plan, 5, backend="megengine", worker=True)  # auto: optbridge's exact SGD
+    assert [f.form for f in tr.fidelity if f.hyper == "optimizer"] == ["generated"]
+
+
+@needs_mge
+def test_one_megengine_worker_serves_every_trace() -> None:
+    plan = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 0.01}),), schedule={"lr": ir.Cosine(steps=50)})
+    optbridge.trace(plan, 5, backend="megengine", worker=True)
+    pid = worker.worker_pid(MGE_PYTHON, "megengine")
+    assert pid is not None
+    for n in (7, 50):
+        tr = optbridge.trace(plan, n, backend="megengine", worker=True)
+        np.testing.assert_array_equal(tr["lr"], optbridge.trace(plan, n)["lr"])
+    assert worker.worker_pid(MGE_PYTHON, "megengine") == pid
 
 
 def test_protocol_is_backend_neutral_with_the_reference_backend() -> None:
@@ -206,3 +232,150 @@ def test_torch_fixture_of_tests_megengine_is_current() -> None:
     fresh = mod.build()
     committed = dict(np.load(mod.FIXTURE))
     assert mod.same(committed, fresh), "stale fixture: run .venv/bin/python tests_megengine/make_fixtures.py"
+
+
+# --------------------------------------------------------------------------- the persistent worker, with test backends
+
+#: Backends registered in the worker by the wrapper interpreter (they only exist there).
+_TEST_BACKENDS = textwrap.dedent("""
+    import os, sys, time
+    from optbridge.tracing import reference_trace
+
+    def sleepy(plan, steps, *, metrics=None, seconds=0.0, **options):
+        time.sleep(seconds)
+        return reference_trace(plan, steps, metrics=metrics)
+
+    def crashy(plan, steps, *, metrics=None, **options):
+        sys.stderr.write("crashy: giving up mid-request\\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    def noisy(plan, steps, *, metrics=None, **options):
+        print("python-level chatter")
+        os.write(1, b"C-level chatter on fd 1\\n")
+        return reference_trace(plan, steps, metrics=metrics)
+""")
+
+
+@pytest.fixture()
+def test_python(tmp_path: Path) -> str:
+    """An 'interpreter' that starts the worker with the test backends registered (this Python underneath)."""
+    (tmp_path / "worker_test_backends.py").write_text(_TEST_BACKENDS)
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from optbridge.backends import register_backend; "
+            "[register_backend(n, 'worker_test_backends:' + n) for n in ('sleepy', 'crashy', 'noisy')]; "
+            "from optbridge_adapters.worker import main; sys.exit(main(sys.argv[1:]))")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -c {shlex.quote(code)} \"$@\"\n")
+    wrapper.chmod(0o755)
+    yield str(wrapper)
+    worker.shutdown_workers()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_one_process_serves_many_traces(test_python: str) -> None:
+    ref = optbridge.trace(RICH, 30, metrics=METRICS)
+    pids = set()
+    for n in (5, 30, 30):
+        tr = worker.run_in_worker(test_python, "sleepy", RICH, n, metrics=METRICS)
+        assert tr["lr"].tobytes() == ref["lr"][:, :n].tobytes()
+        pids.add(worker.worker_pid(test_python, "sleepy"))
+    assert len(pids) == 1 and None not in pids
+    # a backend never shares a process with another one (MegEngine switches the CPU to flush-to-zero)
+    worker.run_in_worker(test_python, "reference", RICH, 5, metrics=METRICS)
+    assert worker.worker_pid(test_python, "reference") not in pids
+
+
+def test_a_worker_killed_mid_request_gives_a_clean_error_then_a_fresh_worker(test_python: str) -> None:
+    worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
+    pid = worker.worker_pid(test_python, "sleepy")
+    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    t = time.monotonic()
+    with pytest.raises(worker.WorkerError, match=r"killed by signal 9 while serving a request") as e:
+        worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS, seconds=60.0)
+    killer.join()
+    assert time.monotonic() - t < 30  # never a hang
+    assert e.value.returncode == -signal.SIGKILL
+    assert f"optbridge worker {pid}: serving framed requests" in str(e.value)  # the tail of its stderr
+    assert worker.worker_pid(test_python, "sleepy") is None
+    tr = worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)  # a fresh worker
+    assert worker.worker_pid(test_python, "sleepy") not in (None, pid)
+    np.testing.assert_array_equal(tr["lr"], optbridge.trace(RICH, 5, metrics=METRICS)["lr"])
+
+
+def test_a_worker_that_crashes_reports_its_status_and_stderr(test_python: str) -> None:
+    with pytest.raises(worker.WorkerError, match="exited with status 3") as e:
+        worker.run_in_worker(test_python, "crashy", RICH, 5)
+    assert e.value.returncode == 3 and "crashy: giving up mid-request" in str(e.value)
+    assert isinstance(e.value, OptbridgeError)
+
+
+def test_a_worker_that_does_not_answer_in_time_is_stopped(test_python: str) -> None:
+    worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
+    pid = worker.worker_pid(test_python, "sleepy")
+    t = time.monotonic()
+    with pytest.raises(worker.WorkerError, match=r"did not answer within 0.5 s"):
+        worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS, seconds=60.0, timeout=0.5)
+    assert time.monotonic() - t < 30
+    assert not _alive(pid) and worker.worker_pid(test_python, "sleepy") is None
+    worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)  # and the next call gets a fresh one
+    assert worker.worker_pid(test_python, "sleepy") not in (None, pid)
+
+
+def test_chatter_on_stdout_does_not_corrupt_the_frames(test_python: str) -> None:
+    for _ in range(3):
+        tr = worker.run_in_worker(test_python, "noisy", RICH, 12, metrics=METRICS)
+        np.testing.assert_array_equal(tr["lr"], optbridge.trace(RICH, 12, metrics=METRICS)["lr"])
+
+
+def test_shutdown_stops_every_worker(test_python: str) -> None:
+    worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
+    pid = worker.worker_pid(test_python, "sleepy")
+    worker.shutdown_workers()
+    assert not _alive(pid) and worker.worker_pid(test_python, "sleepy") is None
+
+
+def test_frames_round_trip_and_refuse_garbage() -> None:
+    buf = io.BytesIO()
+    doc = {"protocol": 1, "x": [1.5, None, "é"], "nan": float("nan")}
+    worker.write_frame(buf, doc)
+    worker.write_frame(buf, {"op": "shutdown"})
+    buf.seek(0)
+    got = worker.read_frame(buf)
+    assert got["x"] == doc["x"] and np.isnan(got["nan"])
+    assert worker.read_frame(buf) == {"op": "shutdown"}
+    with pytest.raises(EOFError):
+        worker.read_frame(buf)
+    with pytest.raises(worker.WorkerError, match="must start with its length"):
+        worker.read_frame(io.BytesIO(b"{}\n"))
+    with pytest.raises(EOFError, match="inside a frame"):
+        worker.read_frame(io.BytesIO(b"10\n{}"))
+
+
+# --------------------------------------------------------------------------- availability
+
+def test_megengine_is_unavailable_without_megengine_or_its_interpreter(monkeypatch, tmp_path) -> None:
+    from optbridge import backends
+    from optbridge_conformance.probe import probe_backend as _probe_backend
+    if HERE_HAS_MGE:
+        assert megengine_backend.availability() is None
+        return
+    monkeypatch.setenv("OPTBRIDGE_MGE_PYTHON", str(tmp_path / "no-python"))
+    monkeypatch.delitem(backends._CACHE, "megengine", raising=False)
+    why = megengine_backend.availability()
+    assert why is not None and "./dev setup" in why and "OPTBRIDGE_MGE_PYTHON" in why
+    with pytest.raises(BackendUnavailable, match=r"\./dev setup"):
+        backends.get_backend("megengine")
+    info = _probe_backend("megengine")
+    assert not info.available and "./dev setup" in info.message
+    if MGE_PYTHON is not None:
+        monkeypatch.setenv("OPTBRIDGE_MGE_PYTHON", MGE_PYTHON)
+        assert megengine_backend.availability() is None
+        assert _probe_backend("megengine").available

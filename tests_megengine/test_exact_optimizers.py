@@ -369,15 +369,20 @@ def test_momentum_from_zero_starts_the_buffer_at_the_gradient_as_torch() -> None
 def test_plan_scheduler_drives_the_exact_optimizers() -> None:
     """optbridge's PlanScheduler (momentum piecewise from 0; beta1 and weight decay steps) writes the groups."""
     from optbridge import ir
-    from optbridge_adapters.megengine.build import PlanScheduler, _Row
-    for name, rows in [
-        ("sgd_from_zero_normal", [_Row(0, "momentum", ir.Piecewise(boundaries=(10,), values=(0.0, 0.9)), 0.0, "m")]),
-        ("adam_piecewise_tiny", [_Row(0, "beta1", ir.Piecewise(boundaries=(20,), values=(0.95, 0.8)), 0.95, "b1"),
-                                 _Row(0, "weight_decay", ir.Piecewise(boundaries=(30,), values=(0.0, 0.05)), 0.0,
-                                      "wd")]),
+    from optbridge.slots import Slot
+    from optbridge_adapters.megengine.driver import PlanScheduler
+
+    def slot(hyper: str, node: ir.Node, base: float) -> Slot:
+        key, pos = ("betas", 0) if hyper == "beta1" else (hyper, None)
+        return Slot("g", "optimizer", 0, 0, hyper, key, pos, node, base, f"schedule.{hyper}")
+
+    for name, slots in [
+        ("sgd_from_zero_normal", [slot("momentum", ir.Piecewise(boundaries=(10,), values=(0.0, 0.9)), 0.0)]),
+        ("adam_piecewise_tiny", [slot("beta1", ir.Piecewise(boundaries=(20,), values=(0.95, 0.8)), 0.95),
+                                 slot("weight_decay", ir.Piecewise(boundaries=(30,), values=(0.0, 0.05)), 0.0)]),
     ]:
         opt, w, b = build(name)
-        sched = PlanScheduler(opt, rows)
+        sched = PlanScheduler(opt, slots)
         cfg = config(name)
         grads = DATA[f"inputs/grads/{cfg['regime']}"]
         traj = np.empty((mf.STEPS, mf.N), np.float32)

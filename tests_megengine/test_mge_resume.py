@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 import pickle
 
+import megengine as mge
 import numpy as np
 import pytest
-
-import megengine as mge
 
 from optbridge import ir
 from optbridge.errors import ConfigError

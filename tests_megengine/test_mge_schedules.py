@@ -12,26 +12,28 @@ Tolerances (docs/adapters.md rule 5), all measured exact:
   ``0 - lr32 * 1`` is exact.
 * momentum, weight decay and betas proven through an update are exact float32
   expressions of the reference values (MegEngine rounds them to float32 once).
+
+The trace runs the real optimizers without gradients on their probes by default
+(``updates=False``, the fast path); ``test_trace_is_the_same_with_real_updates``
+shows that running their tensor updates too changes nothing in any case.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-import pytest
-
 import megengine as mge
 import megengine.optimizer as mopt
+import numpy as np
+import pytest
+from _mge_cases import N, cases, kinds_used
 
 import optbridge
 from optbridge import ir
-from optbridge.errors import EvaluationError
-from optbridge.plan import Group, OptimizerSpec, Plan, Selector
-from optbridge_adapters.megengine import build as mb
+from optbridge.plan import Plan
+from optbridge_adapters.megengine import tracing
 from optbridge_adapters.megengine.backend import to_megengine
-
-from _mge_cases import METRICS, N, cases, kinds_used
+from optbridge_adapters.megengine.driver import PlanScheduler
 
 CASES = cases()
 F32 = np.float32
@@ -68,7 +70,7 @@ def test_trace_equals_reference(name: str) -> None:
                 assert (g, h) in noted, f"{name}: no fidelity note for {g}/{h}"
     forms = {f.form for f in tr.fidelity if f.hyper == "lr"}
     if name in ("multistep", "multistep_epoch", "exponential_stair"):
-        assert forms == {"native"} and all("MultiStepLR" in f.detail for f in tr.fidelity)
+        assert forms == {"native"} and all("MultiStepLR" in f.detail for f in tr.fidelity if f.hyper == "lr")
     elif name != "per_group_schedules":
         assert forms == {"table"}
 
@@ -77,12 +79,12 @@ def test_exponential_stair_is_native_only_over_a_known_horizon() -> None:
     plan, _ = CASES["exponential_stair"]
     params = params_for(plan)
     unbounded = to_megengine(plan, params)  # no horizon: MultiStepLR would stop decaying somewhere
-    assert isinstance(unbounded.scheduler, mb.PlanScheduler)
+    assert isinstance(unbounded.scheduler, PlanScheduler)
     bounded = to_megengine(plan, params_for(plan), total_steps=N)
     assert type(bounded.scheduler) is mopt.MultiStepLR
     assert bounded.scheduler.milestones == [40, 80, 120, 160]
     forced = to_megengine(plan, params_for(plan), total_steps=N, form="table")
-    assert isinstance(forced.scheduler, mb.PlanScheduler)
+    assert isinstance(forced.scheduler, PlanScheduler)
     for s in (unbounded, bounded, forced):
         seen = []
         for _ in range(N):
@@ -147,18 +149,19 @@ def test_weight_decay_used_in_the_update() -> None:
 
 
 def test_betas_used_in_the_update() -> None:
-    """Moments reset to 0, gradient 1: exp_avg = 1 - float32(beta1), exp_avg_sq = 1 - float32(beta2)."""
+    """AdamW runs on optbridge's exact class (auto): its state restarted before each update, gradient 1,
+    gives exp_avg = float32(1 - beta1) (torch's lerp) and exp_avg_sq = float32(1 - beta2), for the reference's betas."""
     plan, _ = CASES["adam_betas_eps_wd"]
 
     def prepare(opt, p):
         p[...] = mge.tensor(np.zeros(1, np.float32))
-        for key in ("exp_avg", "exp_avg_sq"):
-            opt._state[p][key][...] = mge.tensor(np.zeros(1, np.float32))
+        opt._state.pop(p, None)  # torch's (and the exact class's) state starts at the first update
         p.grad = mge.tensor(np.ones(1, np.float32))
 
     def read(opt, p, ref, where):
-        assert opt._state[p]["exp_avg"].numpy()[0] == F32(1) - F32(ref["beta1"]), where
-        assert opt._state[p]["exp_avg_sq"].numpy()[0] == F32(1) - F32(ref["beta2"]), where
+        assert opt._state[p]["step"] == 1.0, where
+        assert opt._state[p]["exp_avg"].numpy()[0] == F32(1 - ref["beta1"]), where
+        assert opt._state[p]["exp_avg_sq"].numpy()[0] == F32(1 - ref["beta2"]), where
 
     _probe_run(plan, prepare=prepare, read=read)
 
@@ -170,7 +173,7 @@ def test_chunked_evaluation_is_exact(name: str) -> None:
     n = 70
     whole = optbridge.trace(plan, n, metrics=metrics)
     for chunk in (1, 7):
-        tr = mb.trace(plan, n, metrics=metrics, chunk=chunk)
+        tr = tracing.trace(plan, n, metrics=metrics, chunk=chunk)
         for h in whole:
             np.testing.assert_array_equal(tr[h], whole[h])
 
@@ -182,39 +185,28 @@ def test_plateau_metrics_given_one_at_a_time() -> None:
     seen = []
     for k in range(N):
         seen.append([g["lr"] for g in setup.optimizer.param_groups])
+        setup.optimizer.step()  # no gradients: the step guard checks position and horizon only
         setup.scheduler.step(metric=metrics[k])
     np.testing.assert_array_equal(np.array(seen).T, ref["lr"])
-    # without the metric the next value is unknown: the post-final step waits, the one after raises
-    setup = to_megengine(plan, params_for(plan))
-    setup.scheduler.step()
-    with pytest.raises(EvaluationError, match="needs 1 metric"):
-        setup.scheduler.step()
 
 
-def test_step_after_the_last_update_does_not_raise_but_the_next_does() -> None:
-    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=(Group(name="a", select=(Selector(rest=True),)),)),),
-                schedule={"lr": ir.Table(values=(1.0, 0.5, 0.25))})
-    setup = to_megengine(plan, {"w": mge.Parameter(np.zeros(2, np.float32))})
-    gd = setup.optimizer.param_groups[0]
-    values = []
-    for _ in range(3):  # a training loop of the table's 3 updates
-        values.append(gd["lr"])
-        setup.scheduler.step()  # the last one goes past the table: it must not break the loop
-    assert values == [1.0, 0.5, 0.25] and gd["lr"] == 0.25
-    with pytest.raises(EvaluationError, match="table has 3 values"):
-        setup.scheduler.step()
+def test_trace_is_the_same_with_real_updates() -> None:
+    """The fast trace (probes without gradients) and one that runs every tensor update agree bit for bit."""
+    for name, (plan, metrics) in CASES.items():
+        fast = tracing.trace(plan, 40, metrics=metrics)
+        full = tracing.trace(plan, 40, metrics=metrics, updates=True)
+        for h in fast:
+            np.testing.assert_array_equal(fast[h], full[h], err_msg=f"{name}: {h}")
+        np.testing.assert_array_equal(fast.applied["lr"], full.applied["lr"], err_msg=name)
+        assert fast.fidelity == full.fidelity
 
 
-def test_total_steps_bounds_the_scheduler() -> None:
-    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}),), schedule={"lr": ir.Cosine(steps=10)},
-                total_steps=10)
-    setup = to_megengine(plan, {"w": mge.Parameter(np.zeros(2, np.float32))})
-    for _ in range(10):
-        setup.scheduler.step()
-    assert setup.scheduler.current_epoch == 10
-    with pytest.raises(EvaluationError, match="total_steps"):
-        setup.scheduler.step()
-        setup.scheduler.step()
+def test_trace_reads_the_mirror_probes_once_per_window() -> None:
+    """Windows of the one-hot mirror (WINDOW updates per read) end anywhere: a trace of WINDOW + 3 updates is exact."""
+    plan, _ = CASES["cosine_restarts"]
+    n = tracing.WINDOW + 3
+    tr = tracing.trace(plan, n)
+    np.testing.assert_array_equal(tr.applied["lr"], f32(optbridge.trace(plan, n)["lr"]))
 
 
 def test_scheduler_step_with_explicit_epoch() -> None:
@@ -234,3 +226,18 @@ def test_driver_writes_python_floats() -> None:
         assert type(g["lr"]) is float and type(g["eps"]) is float and type(g["weight_decay"]) is float
         assert isinstance(g["betas"], tuple) and all(type(b) is float for b in g["betas"])
     assert math.isclose(setup.optimizer.param_groups[0]["betas"][0], 0.95)
+
+
+def test_the_probe_sgd_is_megengines_sgd_without_momentum() -> None:
+    """The trace's mirror for MegEngine's own classes: bit for bit megengine.optimizer.SGD(momentum=0)."""
+    rs = np.random.RandomState(5)
+    a, b = (mge.Parameter(rs.randn(64).astype(np.float32)) for _ in range(2))
+    b[...] = a
+    probe, sgd = tracing.ProbeSGD([a], lr=0.1), mopt.SGD([b], lr=0.1)
+    for lr in list(rs.uniform(1e-6, 1.0, 50)) + [0.0, 1e-30, 3.0]:
+        g = mge.tensor(rs.randn(64).astype(np.float32))
+        a.grad = b.grad = g
+        probe.param_groups[0]["lr"] = sgd.param_groups[0]["lr"] = float(lr)
+        probe.step()
+        sgd.step()
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

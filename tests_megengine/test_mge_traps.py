@@ -1,23 +1,27 @@
-"""The MegEngine 1.13 traps (../shared/reference/semantics.md §3, §5, plus two found here) and how optbridge avoids them.
+"""The MegEngine 1.13 traps (../shared/reference/semantics.md §3, §5, plus three found here), and how optbridge avoids
+them.
 
 Each trap is first shown to be real in plain MegEngine, then shown not to reach a
-user of ``to_megengine``.
+user of ``to_megengine``. Where MegEngine's own optimizer differs from torch's
+(dampening, maximize, amsgrad, Adagrad's eps, no RMSprop ...), ``to_megengine``
+runs optbridge's torch-exact class instead (``optimizer="auto"``) and
+``optimizer="native"`` refuses with the measured difference.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import megengine as mge
 import megengine.optimizer as mopt
+import numpy as np
+import pytest
 from megengine.core.tensor.utils import set_convert_inputs
 
-import optbridge
 from optbridge import ir
 from optbridge.errors import UnsupportedError
 from optbridge.plan import Clip, Group, OptimizerSpec, Plan, Selector
 from optbridge_adapters.megengine import build as mb
+from optbridge_adapters.megengine import optimizers as ex
+from optbridge_adapters.megengine import patches
 from optbridge_adapters.megengine.backend import to_megengine
 
 
@@ -59,8 +63,9 @@ def test_optbridge_gives_every_group_to_the_constructor(monkeypatch) -> None:
 
     monkeypatch.setattr(mopt.Optimizer, "add_param_group", spy)
     params = {f"w{i}": P(1.0, 2.0) for i in range(3)}
-    plan = plan_of("Adam", (G("g0", "w0", lr=0.1), G("g1", "w1"), G("g2", "w2", betas=(0.8, 0.9))), lr=0.01)
-    setup = to_megengine(plan, params)
+    plan = plan_of("SGD", (G("g0", "w0", lr=0.1), G("g1", "w1"), G("g2", "w2", momentum=0.5)), lr=0.01, momentum=0.9)
+    setup = to_megengine(plan, params)  # MegEngine's own SGD: its momentum buffers exist only after __init__
+    assert type(setup.optimizer) is patches.SGD
     assert late == [False, False, False]
     assert set(setup.optimizer._state) == set(params.values())
     for p in params.values():
@@ -106,7 +111,7 @@ def test_trap_megengine_lamb_constructor_is_broken() -> None:
 def test_lamb_from_a_plan_builds_and_steps() -> None:
     p = P(1.0, -2.0, 3.0)
     setup = to_megengine(plan_of("LAMB", lr=0.1, weight_decay=0.01), {"w": p})
-    assert isinstance(setup.optimizer, mopt.LAMB) and isinstance(setup.optimizer, mb.LAMB)
+    assert isinstance(setup.optimizer, mopt.LAMB) and isinstance(setup.optimizer, patches.LAMB)
     before = p.numpy().copy()
     for _ in range(3):
         p.grad = mge.tensor(np.ones(3, np.float32))
@@ -128,62 +133,104 @@ def test_groups_that_differ_in_nesterov_are_split() -> None:
     assert len(notes) == 3 and all("split" in f.detail for f in notes)
     # nesterov is optimizer-wide in MegEngine: a group key would be ignored
     assert all("nesterov" not in g for g in setup.optimizer.param_groups)
-    with pytest.raises(UnsupportedError, match="nesterov per optimizer"):
-        to_megengine(plan, params, split_nesterov=False)
+    with pytest.raises(UnsupportedError, match="nesterov per optimizer") as e:
+        to_megengine(plan, params, split_nesterov=False, optimizer="native")
+    assert e.value.node == "groups.b.nesterov"
+    # without the split, optbridge's exact SGD keeps nesterov per group, in one optimizer
+    one = to_megengine(plan, {n: P(1.0) for n in params}, split_nesterov=False)
+    assert type(one.optimizer) is ex.SGD and [g["nesterov"] for g in one.optimizer.param_groups] == [True, False, True]
 
 
 # --------------------------------------------------------------------------- what MegEngine lacks
 
-@pytest.mark.parametrize("type_, options, match", [
-    ("SGD", {"momentum": 0.9, "dampening": 0.1}, "no dampening"),
-    ("SGD", {"maximize": True}, "maximize"),
-    ("Adam", {"amsgrad": True}, "amsgrad"),
-    ("AdamW", {"maximize": True}, "maximize"),
-    ("RMSprop", {}, "no RMSprop optimizer"),
-    ("Lion", {}, "no Lion optimizer"),
+@pytest.mark.parametrize("type_, options, exact_cls, match", [
+    ("SGD", {"momentum": 0.9, "dampening": 0.1}, ex.SGD, "no dampening"),
+    ("SGD", {"maximize": True}, ex.SGD, "maximize"),
+    ("Adam", {"amsgrad": True}, ex.Adam, "amsgrad"),
+    ("Adam", {}, ex.Adam, "float32 bias corrections"),
+    ("AdamW", {"maximize": True}, ex.AdamW, "maximize"),
+    ("Adagrad", {}, ex.Adagrad, "eps inside the square root"),
+    ("RMSprop", {}, ex.RMSprop, "no RMSprop"),
+    ("NAdam", {}, ex.NAdam, "no NAdam"),
 ])
-def test_unsupported_options_are_clear_errors(type_, options, match) -> None:
+def test_what_megengine_lacks_runs_on_the_exact_class(type_, options, exact_cls, match) -> None:
+    setup = to_megengine(plan_of(type_, **options), {"w": P()})
+    assert type(setup.optimizer) is exact_cls
+    (note,) = [f for f in setup.fidelity if f.hyper == "optimizer"]
+    assert note.form == "generated" and "optbridge_adapters.megengine.optimizers" in note.detail
+    assert match in note.detail  # the reason MegEngine's own class is not used
     with pytest.raises(UnsupportedError, match=match) as e:
-        to_megengine(plan_of(type_, **options), {"w": P()})
+        to_megengine(plan_of(type_, **options), {"w": P()}, optimizer="native")
     assert e.value.backend == "megengine"
+    exact_setup = to_megengine(plan_of(type_, **options), {"w": P()}, optimizer="exact")
+    assert type(exact_setup.optimizer) is exact_cls
+
+
+@pytest.mark.parametrize("type_", ["Lion", "AdamWeightDecay"])
+@pytest.mark.parametrize("mode", ["auto", "native", "exact"])
+def test_optimizers_nobody_has_are_clear_errors(type_, mode) -> None:
+    with pytest.raises(UnsupportedError, match=f"no {type_} optimizer") as e:
+        to_megengine(plan_of(type_), {"w": P()}, optimizer=mode)
+    assert e.value.node == "optimizer.type" and e.value.backend == "megengine"
+
+
+def test_native_where_megengine_computes_torchs_update() -> None:
+    for type_, options in (("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}), ("Adadelta", {})):
+        setup = to_megengine(plan_of(type_, **options), {"w": P()})
+        assert type(setup.optimizer) is mb.NATIVE_CLASSES[type_][0]
+        (note,) = [f for f in setup.fidelity if f.hyper == "optimizer"]
+        assert note.form == "native" and "x torch's own float32 error" in note.detail  # the measured size
+        assert type(to_megengine(plan_of(type_, **options), {"w": P()}, optimizer="exact").optimizer) is \
+            ex.OPTIMIZERS[type_]
 
 
 def test_dampening_error_names_the_group() -> None:
     plan = plan_of("SGD", (G("head", "w", dampening=0.5),), lr=0.1, momentum=0.9)
     with pytest.raises(UnsupportedError) as e:
-        to_megengine(plan, {"w": P()})
+        to_megengine(plan, {"w": P()}, optimizer="native")
     assert e.value.node == "groups.head.dampening"
 
 
-def test_scheduling_a_key_megengine_does_not_keep_is_refused() -> None:
-    plan = plan_of("SGD", schedule={"dampening": ir.Constant(factor=0.5)}, lr=0.1, momentum=0.9)
+def test_scheduling_a_key_megengine_does_not_keep() -> None:
+    plan = plan_of("SGD", schedule={"dampening": ir.Piecewise(boundaries=(2,), values=(0.0, 0.5))}, lr=0.1,
+                   momentum=0.9)
     with pytest.raises(UnsupportedError, match="keeps no per-group 'dampening'"):
-        to_megengine(plan, {"w": P()})
-
-
-def test_adagrad_eps_difference_is_reported_not_hidden() -> None:
-    plan = plan_of("Adagrad", lr=0.1)
-    setup = to_megengine(plan, {"w": P()})
-    (note,) = [f for f in setup.fidelity if f.hyper == "eps"]
-    assert note.form == "unsupported" and "sqrt(sum + eps)" in note.detail
-    with pytest.raises(UnsupportedError, match="sqrt"):
-        to_megengine(plan, {"w": P()}, strict=True)
-    # the note is true: with tiny gradients MegEngine's Adagrad moves far less than torch's rule would
+        to_megengine(plan, {"w": P()}, optimizer="native")
     p = P(0.0)
-    setup = to_megengine(plan, {"w": p})
+    setup = to_megengine(plan, {"w": p})  # the exact SGD holds dampening per group
+    assert type(setup.optimizer) is ex.SGD
+    for k in range(4):
+        assert setup.optimizer.param_groups[0]["dampening"] == (0.0 if k < 2 else 0.5)
+        p.grad = mge.tensor(np.ones(1, np.float32))
+        setup.optimizer.step()
+        setup.scheduler.step()
+    # torch: buf = 1, 1.9, 0.9*1.9 + 0.5 = 2.21, 0.9*2.21 + 0.5 = 2.489; p = -0.1 * (1 + 1.9 + 2.21 + 2.489)
+    np.testing.assert_allclose(p.numpy(), [-0.7599], rtol=1e-6)
+
+
+def test_adagrad_eps_trap_and_the_exact_class() -> None:
+    """MegEngine's Adagrad divides by sqrt(sum + eps): with a 1e-7 gradient it barely moves where torch's rule
+    moves by lr. to_megengine runs the exact class, which follows torch."""
+    p = P(0.0)
+    native = mopt.Adagrad([p], lr=0.1)
     p.grad = mge.tensor(np.full(1, 1e-7, np.float32))
-    setup.optimizer.step()
+    native.step()
     torch_rule = -0.1 * 1e-7 / (np.sqrt(1e-14) + 1e-10)  # torch: lr * g / (sqrt(sum) + eps) = -0.0999
     assert abs(p.numpy()[0] - torch_rule) > 0.09
+    q = P(0.0)
+    setup = to_megengine(plan_of("Adagrad", lr=0.1), {"w": q})
+    q.grad = mge.tensor(np.full(1, 1e-7, np.float32))
+    setup.optimizer.step()
+    np.testing.assert_allclose(q.numpy()[0], torch_rule, rtol=1e-6)
 
 
 def test_adagrad_initial_accumulator_value() -> None:
     p = P(0.0)
     setup = to_megengine(plan_of("Adagrad", lr=0.1, initial_accumulator_value=3.0), {"w": p})
-    assert setup.optimizer._state[p]["square_avg"].numpy()[0] == 3.0
+    assert setup.optimizer._state[p]["sum"].numpy()[0] == 3.0
     p.grad = mge.tensor(np.ones(1, np.float32))
     setup.optimizer.step()
-    np.testing.assert_allclose(p.numpy()[0], -0.1 * 1 / np.sqrt(4.0), rtol=1e-6)
+    np.testing.assert_allclose(p.numpy()[0], -0.1 * 1 / (np.sqrt(4.0) + 1e-10), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- clipping, frozen parameters

@@ -1,26 +1,33 @@
-"""The MegEngine 1.13 backend: entry points ``to_megengine``, ``from_megengine`` and ``trace``.
+"""The MegEngine 1.13 backend's entry points, usable in both environments: to_megengine, from_megengine, trace.
 
 MegEngine publishes wheels only for Python <= 3.10, so it usually lives in its own
 interpreter (``.venv-mge``, built by ``./dev setup``). This module imports nothing
-from MegEngine at import time and works in both environments:
+from MegEngine and works in both environments:
 
-* where ``megengine`` is importable, everything runs in-process
-  (:mod:`optbridge_adapters.megengine.build` holds the MegEngine code);
-* elsewhere, :func:`trace` runs the backend-neutral worker
-  (:mod:`optbridge_adapters.worker`) under the MegEngine interpreter: the plan
-  goes over as JSON, the trace comes back with its arrays bit-exact.
-  ``to_megengine`` / ``from_megengine`` build or read live MegEngine objects, so
-  they need MegEngine in this interpreter and raise
+* where ``megengine`` is importable, everything runs in-process (:mod:`.build`,
+  :mod:`.read`, :mod:`.tracing` hold the MegEngine code);
+* elsewhere, :func:`trace` runs the backend-neutral persistent worker
+  (:mod:`optbridge_adapters.worker`) under the MegEngine interpreter: the plan goes
+  over as JSON, the trace comes back with its arrays bit-exact, and one interpreter
+  serves every trace of the process. ``to_megengine`` / ``from_megengine`` build or
+  read live MegEngine objects, so they need MegEngine in this interpreter and raise
   :class:`~optbridge.BackendUnavailable` (with the set-up hint) otherwise.
 
 The MegEngine interpreter is, in order: the ``python=`` option,
 ``$OPTBRIDGE_MGE_PYTHON``, ``<repo root>/.venv-mge/bin/python``.
+:func:`availability` says whether the backend can run at all (None) or why not.
+
+``trace`` is served through the module's ``__getattr__``: the backend registry
+(``optbridge.backends``, target ``optbridge_adapters.megengine.backend:trace``)
+then gets :class:`~optbridge.BackendUnavailable` with the reason when MegEngine
+cannot run here, so the conformance probe counts the backend unavailable.
 
 See docs/megengine.md for the mapping, the traps it avoids and the tolerances.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -33,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbridge.plan import Plan
     from optbridge.tracing import Trace
 
-__all__ = ["to_megengine", "from_megengine", "trace", "megengine_python", "megengine_importable",
-           "BACKEND", "SETUP_HINT"]
+__all__ = ["to_megengine", "from_megengine", "trace_megengine", "megengine_python", "megengine_importable",
+           "availability", "BACKEND", "SETUP_HINT"]
 
 BACKEND = "megengine"
 
@@ -93,29 +100,44 @@ def megengine_python() -> str:
     return str(p)
 
 
-def _require_megengine(what: str) -> Any:
+def _require_megengine(what: str, module: str) -> Any:
+    """The MegEngine module ``.<module>`` of this package, or BackendUnavailable."""
     if not megengine_importable():
         raise BackendUnavailable(
             f"optbridge.{what} builds live MegEngine objects, and megengine is not importable by this "
             f"interpreter; run your MegEngine code with the MegEngine interpreter. {SETUP_HINT}. "
             "(optbridge.trace(plan, steps, backend='megengine') works from any environment: it runs a worker.)")
     try:
-        from . import build as megengine_build
+        return importlib.import_module(f"{__package__}.{module}")
     except ImportError as e:
         raise BackendUnavailable(f"optbridge.{what}: importing megengine failed ({e}); {SETUP_HINT}") from e
-    return megengine_build
+
+
+def availability() -> str | None:
+    """None when the MegEngine backend can run from this interpreter, else why not (with the set-up command).
+
+    It can run when ``megengine`` is importable here, or when the MegEngine
+    interpreter (:func:`megengine_python`) exists. Nothing is imported or started.
+    """
+    if megengine_importable():
+        return None
+    try:
+        megengine_python()
+    except BackendUnavailable as e:
+        return str(e)
+    return None
 
 
 def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
-                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, strict: bool = False) -> Any:
+                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, optimizer: str = "auto") -> Any:
     """See :func:`optbridge.to_megengine` (needs megengine importable in this interpreter).
 
     Raises:
         BackendUnavailable: megengine is not importable here.
     """
-    return _require_megengine("to_megengine").to_megengine(plan, model, total_steps=total_steps, form=form,
-                                                           metrics=metrics, split_nesterov=split_nesterov,
-                                                           strict=strict)
+    return _require_megengine("to_megengine", "build").to_megengine(
+        plan, model, total_steps=total_steps, form=form, metrics=metrics, split_nesterov=split_nesterov,
+        optimizer=optimizer)
 
 
 def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, step_unit: str = "iter",
@@ -125,32 +147,44 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
     Raises:
         BackendUnavailable: megengine is not importable here.
     """
-    return _require_megengine("from_megengine").from_megengine(optimizer, scheduler, model=model,
-                                                               step_unit=step_unit, steps_per_epoch=steps_per_epoch,
-                                                               total_steps=total_steps)
+    return _require_megengine("from_megengine", "read").from_megengine(
+        optimizer, scheduler, model=model, step_unit=step_unit, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps)
 
 
-def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **options: Any) -> Trace:
+def trace_megengine(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **options: Any) -> Trace:
     """The MegEngine trace of ``plan`` (the backend contract in docs/adapters.md).
 
-    In-process when megengine is importable; otherwise through the worker under
-    the MegEngine interpreter.
+    In-process when megengine is importable; otherwise through the persistent worker
+    under the MegEngine interpreter.
 
     Options:
         python: Run the worker under this interpreter (forces the worker).
         worker: True to use the worker even when megengine is importable here.
-        timeout: Seconds to wait for the worker (default 600).
-        Other options go to the MegEngine side (``native``, ``chunk``, ``split_nesterov``).
+        timeout: Seconds to wait for the worker's answer (default 600).
+        Other options go to the MegEngine side (:func:`optbridge_adapters.megengine.tracing.trace`:
+        ``native``, ``chunk``, ``split_nesterov``, ``optimizer``, ``updates``).
     """
     python = options.pop("python", None)
     use_worker = bool(options.pop("worker", False)) or python is not None
     timeout = options.pop("timeout", None)
     if not use_worker and megengine_importable():
-        return _require_megengine("trace").trace(plan, steps, metrics=metrics, **options)
+        return _require_megengine("trace", "tracing").trace(plan, steps, metrics=metrics, **options)
     if python is None and os.environ.get(WORKER_ENV) == "1":
         import sys
         raise BackendUnavailable(
-            f"backend 'megengine': megengine is not importable by the worker's interpreter {sys.executable}; {SETUP_HINT}")
+            f"backend 'megengine': megengine is not importable by the worker's interpreter {sys.executable}; "
+            f"{SETUP_HINT}")
     from ..worker import run_in_worker
     return run_in_worker(python or megengine_python(), BACKEND, plan, steps, metrics=metrics,
                          timeout=timeout, hint=SETUP_HINT, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``trace``: :func:`trace_megengine` when the backend can run here, else BackendUnavailable (an ImportError)."""
+    if name == "trace":
+        why = availability()
+        if why is not None:
+            raise BackendUnavailable(why)
+        return trace_megengine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
