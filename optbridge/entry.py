@@ -220,9 +220,9 @@ def _warn_native(framework: str, optimizers: Sequence[Any], plan: Any) -> None:
     """Warn (:class:`optbridge.lint.LintWarning`) where a user's native optimizer computed another update than the
     torch optimizer the imported plan describes (the measured tables of ``optbridge_adapters.<framework>.native``).
 
-    Optimizers are matched to the plan's by type; optbridge's own exact optimizers have nothing to say. A MindSpore
-    plan also gets the ``mindspore-static-lr`` lint (a static group lr beside a dynamic one was applied as
-    ``lr + 1.0 - 1.0``).
+    Optimizers are matched to the plan's by type; optbridge's own exact optimizers have nothing to say. A plan read
+    from a MindSpore ``nn`` optimizer also gets the ``mindspore-static-lr`` lint (a static group lr beside a dynamic
+    one was applied as ``lr + 1.0 - 1.0``).
     """
     from . import lint
     from .plan import Plan
@@ -242,6 +242,6 @@ def _warn_native(framework: str, optimizers: Sequence[Any], plan: Any) -> None:
             names = natives.get(spec.type, set())
         if len(names) == 1:  # a native and an exact optimizer of one type cannot be told apart: say nothing
             found += lint.native_lints(framework, next(iter(names)), plan, i)
-    if framework == "mindspore":
+    if framework == "mindspore" and any(n and n.startswith("nn.") for ns in natives.values() for n in ns):
         found += [x for x in lint.lint(plan, values=False) if x.code == "mindspore-static-lr"]
     lint.warn(found, stacklevel=3)

@@ -220,9 +220,9 @@ def _static_mix(plan: Plan, held: Sequence[Slot], driven: Sequence[Slot]) -> Ite
         group = next(g for g in opt.groups if g.name == s.group)
         key = "lr" if "lr" in group.options or "lr_mult" not in group.options else "lr_mult"
         yield Lint("mindspore-static-lr", option_path(plan, group, key),
-                   f"{_names([e[1].group for e in errs])} keep a static lr beside the dynamic lr of "
-                   f"{_names([d.group for d in dynamic])}: MindSpore's nn optimizers then apply lr + 1.0 - 1.0 in "
-                   f"float32 (group {s.group!r}: {_g(s.base)} is applied as {_g(applied)}, relative error "
+                   f"{_names([e[1].group for e in errs])} {'keeps' if len(errs) == 1 else 'keep'} a static lr beside "
+                   f"the dynamic lr of {_names([d.group for d in dynamic])}: MindSpore's nn optimizers then apply "
+                   f"lr + 1.0 - 1.0 in float32 (group {s.group!r}: {s.base!r} is applied as {applied!r}, relative error "
                    f"{_g(rel)}); optbridge's to_mindspore makes every group lr dynamic, a hand port must too", rel,
                    ("mindspore",))
 
