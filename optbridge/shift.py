@@ -12,6 +12,8 @@ torch scheduler run on one clock). Forms, per kind:
 * ``lambda``: its expression with every counter replaced by ``(counter + K)``;
 * ``multiplicative``: the value reached at ``K`` (one-entry table), then the
   running product continues with ``f(j + K + 1)``, as torch multiplies its current lr;
+* a polynomial to an absolute ``end`` (SWALR's linear anneal): the rest of the decay as
+  a table of the reference's values, then ``end`` held;
 * periodic or absolute forms (cosine with ``end != 0``, ``cosine_restarts``,
   ``cyclic``): the rest of the current period as a table of the reference's values,
   then the node from the start of its next period (``cyclic`` with ``triangular2`` /
@@ -124,8 +126,11 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         if len(src) <= _MAX_EXPR:
             return _lam(src)
         return ir.Chain(parts=(_lam(f"{_lit(n.gamma)} ** {passed}"), dataclasses.replace(n, milestones=rest)))
-    if isinstance(n, ir.Polynomial) and n.end == 0.0 and not n.cycle:
-        return _lam(f"(1.0 - min(epoch + {K}, {n.steps}) / {n.steps}) ** {_lit(n.power)}")
+    if isinstance(n, ir.Polynomial) and not n.cycle:
+        if n.end == 0.0:
+            return _lam(f"(1.0 - min(epoch + {K}, {n.steps}) / {n.steps}) ** {_lit(n.power)}")
+        tail = ir.Table(values=(n.end,), hold=True)  # an absolute end: the rest of the decay, then the end
+        return tail if K >= n.steps else _then(_table(n, K, n.steps - K, base), n.steps - K, tail)
     if isinstance(n, ir.Cosine):
         T = n.steps
         if n.end == 0.0:

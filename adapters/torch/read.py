@@ -253,7 +253,7 @@ def _replayed(optimizer: torch.optim.Optimizer, entries: list[tuple[Any, str]], 
     plan = to_plan(rec, optimizer, model=model, steps_per_epoch=steps_per_epoch)
     verify(plan, rec)
     category = SampledLambdaWarning if any("lr_lambda" in w for w in why) else ReplayedWarning
-    warnings.warn(f"from_torch: {why[0]}: the schedulers were replayed over total_steps={total} (the plan is "
+    warnings.warn(f"from_torch: {'; '.join(why)}: the schedulers were replayed over total_steps={total} (the plan is "
                   "defined for those updates only; closed forms where they are exact, tables elsewhere)",
                   category, stacklevel=3)
     return plan
@@ -449,13 +449,18 @@ def _check_bases(entries: list[tuple[Any, str]], plan: Plan) -> None:
         if not isinstance(s, S.SequentialLR):
             continue
         for j, c in enumerate(s._schedulers):
-            if isinstance(c, (S.CyclicLR, S.OneCycleLR)):
-                continue
-            got = [float(b) for b in c.base_lrs]
-            if got != want:
-                raise ConfigError(f"{_path(entries, i)}.schedulers[{j}]", f"restarts from base lrs {got}, not the "
-                                  f"groups' base lrs {want} (torch takes a scheduler's base from initial_lr when it "
-                                  "is constructed): a plan has one base per group", type(c).__name__)
+            for leaf in leaves(c):
+                if isinstance(leaf, (S.CyclicLR, S.OneCycleLR, S.ChainedScheduler)):
+                    continue
+                _check_base(entries, i, j, leaf, want)
+
+
+def _check_base(entries: list[tuple[Any, str]], i: int, j: int, c: Any, want: list[float]) -> None:
+    got = [float(b) for b in c.base_lrs]
+    if got != want:
+        raise ConfigError(f"{_path(entries, i)}.schedulers[{j}]", f"restarts from base lrs {got}, not the groups' "
+                          f"base lrs {want} (torch takes a scheduler's base from initial_lr when it is constructed): "
+                          "a plan has one base per group", type(c).__name__)
 
 
 def _check_current(plan: Plan, optimizer: torch.optim.Optimizer) -> None:
