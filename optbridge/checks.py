@@ -310,7 +310,7 @@ def value_windows(plan: Plan, items: Sequence[Slot], *, start: int = 0, steps: i
     m = None if metrics is None else _metrics(metrics)
     end = plan.total_steps if steps is None else start + steps
     horizon = ValueSource([s for s, _ in driven], unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
-                          total_steps=plan.total_steps, metrics=m).horizon
+                          total_steps=plan.total_steps, metrics=m).horizon  # type: ignore[arg-type]  # it floats any 1-D array too
     if horizon is not None:
         end = horizon if end is None else min(end, horizon)
     if end is None or end <= start:
@@ -354,12 +354,17 @@ def check_values(plan: Plan, *, start: int = 0, steps: int | None = None,
         _scan([(s, domain(s.hyper, types[s.optimizer])) for s in items], block, first)
 
 
-def _metrics(metrics: Sequence[float] | np.ndarray) -> list[float]:
+def _metrics(metrics: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The metric series as a 1-D float64 array (ConfigError for anything else)."""
+    import numpy as np
     try:
-        return [float(x) for x in metrics]
+        m = np.asarray(metrics, dtype=np.float64)
     except (TypeError, ValueError):
+        m = None
+    if m is None or m.ndim != 1:
         raise ConfigError("metrics", "must be a sequence of numbers (one metric per plateau step)",
-                          type(metrics).__name__) from None
+                          type(metrics).__name__)
+    return m
 
 
 def check_trace(plan: Plan, trace: Trace) -> None:
