@@ -211,7 +211,10 @@ def decode_error(d: Mapping[str, Any], *, where: str = "the worker") -> BaseExce
 
 def write_frame(stream: IO[bytes], obj: Any) -> None:
     """Write ``obj`` as one frame: ``b"<length>\\n"`` then its UTF-8 JSON."""
-    body = json.dumps(obj, allow_nan=True).encode("utf-8")
+    _write_body(stream, json.dumps(obj, allow_nan=True).encode("utf-8"))
+
+
+def _write_body(stream: IO[bytes], body: bytes) -> None:
     stream.write(b"%d\n" % len(body) + body)
     stream.flush()
 
@@ -360,11 +363,11 @@ class _Worker:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
-    def request(self, payload: dict[str, Any], timeout: float) -> Any:
-        """Send one request frame and return the response frame (raises WorkerError when the worker fails)."""
+    def request(self, body: bytes, timeout: float) -> Any:
+        """Send one request frame (its JSON body) and return the response (raises WorkerError when the worker fails)."""
         assert self.proc.stdin is not None
         try:
-            write_frame(self.proc.stdin, payload)
+            _write_body(self.proc.stdin, body)
         except (BrokenPipeError, OSError):
             self._died("while receiving a request")
         return self._receive(timeout, "request")
@@ -488,11 +491,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def shutdown_workers() -> None:
-    """Stop every worker this interpreter started (also run at interpreter exit)."""
+def shutdown_workers(python: str | None = None) -> None:
+    """Stop the workers this interpreter started (all of them, or those under ``python``); also run at exit."""
     with _POOL_LOCK:
-        workers = list(_POOL.values())
-        _POOL.clear()
+        keys = [k for k in _POOL if python is None or k[0] == python]
+        workers = [_POOL.pop(k) for k in keys]
     for w in workers:
         w.close()
 
@@ -556,13 +559,13 @@ def run_in_worker(python: str, backend: str, plan: Any, steps: int, metrics: Seq
     try:
         payload = {"protocol": PROTOCOL, "backend": backend, "plan": optbridge.to_dict(plan), "steps": steps,
                    "metrics": None if metrics is None else [float(m) for m in metrics], "options": options}
-        json.dumps(payload, allow_nan=True)
+        body = json.dumps(payload, allow_nan=True).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ConfigError("options", f"must be JSON-serializable to reach the worker ({e})", options) from None
     w = _worker(python, backend, hint)
     with w.lock:
         try:
-            response = w.request(payload, DEFAULT_TIMEOUT if timeout is None else float(timeout))
+            response = w.request(body, DEFAULT_TIMEOUT if timeout is None else float(timeout))
         except (WorkerError, BackendUnavailable):
             with _POOL_LOCK:
                 if _POOL.get((python, backend)) is w:

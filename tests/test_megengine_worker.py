@@ -268,7 +268,7 @@ def test_python(tmp_path: Path) -> str:
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -c {shlex.quote(code)} \"$@\"\n")
     wrapper.chmod(0o755)
     yield str(wrapper)
-    worker.shutdown_workers()
+    worker.shutdown_workers(str(wrapper))
 
 
 def _alive(pid: int) -> bool:
@@ -338,7 +338,7 @@ def test_chatter_on_stdout_does_not_corrupt_the_frames(test_python: str) -> None
 def test_shutdown_stops_every_worker(test_python: str) -> None:
     worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
     pid = worker.worker_pid(test_python, "sleepy")
-    worker.shutdown_workers()
+    worker.shutdown_workers(test_python)
     assert not _alive(pid) and worker.worker_pid(test_python, "sleepy") is None
 
 
