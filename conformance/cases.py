@@ -15,22 +15,41 @@ Expected deviations are data too (``conformance/xfail/<backend>.yaml``, schema
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from optbridge.errors import ConfigError
 
 from . import schema as _schema
+from .results import Budget
 
-__all__ = ["Case", "Deviation", "CASES_DIR", "XFAIL_DIR", "load_case", "load_cases", "select_cases",
-           "load_deviations", "features", "FEATURES", "validate_case_doc", "budget_caps"]
+if TYPE_CHECKING:  # pragma: no cover
+    from optbridge.plan import Plan
+
+__all__ = ["Case", "Deviation", "CASES_DIR", "XFAIL_DIR", "FAMILIES", "load_case", "load_cases", "select_cases",
+           "load_deviations", "features", "FEATURES", "validate_case_doc", "budget_caps", "config_case",
+           "is_case_doc", "family_order"]
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
 XFAIL_DIR = HERE / "xfail"
+
+#: The families the suite ships, in matrix order. ``family`` is an open name: any other
+#: family (a user's config is ``user``) gets its own row after these, in order of appearance.
+FAMILIES = ("constant-linear", "decay", "cosine", "cyclic", "expression", "data", "plateau", "composition", "clocks",
+            "hyperparameters", "groups-optimizers", "long-horizon", "edge-values", "recipes", "dialect-torch",
+            "dialect-mindspore", "lr-find", "trajectory", "user", "random")
+
+
+def family_order(families: Iterable[str]) -> list[str]:
+    """``families`` without repeats, the shipped ones first in :data:`FAMILIES` order, then the others as they come."""
+    seen = list(dict.fromkeys(families))
+    known = [f for f in FAMILIES if f in seen]
+    return known + [f for f in seen if f not in FAMILIES]
 
 
 def _yaml_load(path: Path) -> Any:
@@ -44,29 +63,21 @@ def _yaml_load(path: Path) -> Any:
 
 # --------------------------------------------------------------------------- cases
 
-_BUDGET: dict[str, tuple[int, str]] | None = None
+@lru_cache(maxsize=1)
+def _budget_doc() -> Mapping[str, Any]:
+    return _yaml_load(HERE / "budget.yaml") or {}
 
 
 def budget_caps() -> dict[str, tuple[int, str]]:
-    """``backend -> (cap, reason)`` from ``budget.yaml``: at most this many steps per case."""
-    global _BUDGET
-    if _BUDGET is None:
-        doc = _yaml_load(HERE / "budget.yaml") or {}
-        _BUDGET = {b: (int(e["steps"]), " ".join(str(e["reason"]).split())) for b, e in (doc.get("caps") or {}).items()}
-    return _BUDGET
+    """``backend -> (cap, reason)`` from ``budget.yaml``: at most this many updates per case."""
+    doc = _budget_doc()
+    return {b: (int(e["steps"]), " ".join(str(e["reason"]).split())) for b, e in (doc.get("caps") or {}).items()}
 
 
 def estimated_seconds(backend: str, steps: int) -> float:
     """A rough cost of one trace (``budget.yaml`` ``cost``), to start the expensive runs first."""
-    doc = _yaml_load(HERE / "budget.yaml") if backend not in _COSTS else None
-    if doc is not None:
-        c = ((doc.get("caps") or {}).get(backend) or {}).get("cost") or {}
-        _COSTS[backend] = (float(c.get("trace_s", 0.0)), float(c.get("update_ms", 0.0)))
-    trace_s, update_ms = _COSTS[backend]
-    return trace_s + update_ms * steps / 1e3
-
-
-_COSTS: dict[str, tuple[float, float]] = {}
+    c = (((_budget_doc().get("caps") or {}).get(backend) or {}).get("cost")) or {}
+    return float(c.get("trace_s", 0.05)) + float(c.get("update_ms", 0.3)) * steps / 1e3
 
 
 @dataclass(frozen=True)
@@ -102,23 +113,44 @@ class Case:
 
     @property
     def dialect(self) -> str:
+        src = self.doc.get("source")
+        if isinstance(src, Mapping) and src.get("dialect"):
+            return str(src["dialect"])
         from optbridge.dialects import detect
         return detect(self.doc["plan"])
 
     @cached_property
-    def plan(self):  # -> optbridge.Plan
+    def plan(self) -> Plan:
+        """The plan the backends run: the case's plan, or the lr range test's ramp over it (``lr_find``)."""
         import optbridge
         try:
-            return optbridge.load(self.doc["plan"])
+            plan = optbridge.load(self.doc["plan"])
         except ConfigError as e:
             raise e.under(f"{self.where}: plan") from None
+        spec = self.doc.get("lr_find")
+        if spec is None:
+            return plan
+        from optbridge.lrfind import RangeTest, ramp_plan
+        try:
+            test = RangeTest(start_lr=spec["start_lr"], end_lr=spec["end_lr"], steps=self.steps,
+                             mode=spec.get("mode", "exp"))
+            return ramp_plan(plan, test).plan
+        except ConfigError as e:
+            raise e.under(f"{self.where}: lr_find") from None
+
+    @property
+    def trajectory(self) -> Mapping[str, Any] | None:
+        """The ``trajectory`` spec (family trajectory: parameters are compared, with torch as the oracle)."""
+        t = self.doc.get("trajectory")
+        return t if isinstance(t, Mapping) else None
 
     @property
     def where(self) -> str:
         return self.path or f"case {self.id}"
 
     @cached_property
-    def metrics(self):  # -> numpy array or None
+    def metrics(self) -> Sequence[float] | None:
+        """The plateau metric series (a float64 array), or None."""
         m = self.doc.get("metrics")
         if m is None:
             return None
@@ -126,16 +158,26 @@ class Case:
         if isinstance(m, Mapping):
             from optbridge.expr import parse
             e = parse(m["expr"], path=f"{self.where}: metrics.expr", names=("k",))
-            return np.asarray(e.evaluate({"k": np.arange(int(m["length"]))}), dtype=np.float64)
-        return np.asarray(m, dtype=np.float64)
+            arr = np.asarray(e.evaluate({"k": np.arange(int(m["length"]))}), dtype=np.float64)
+        else:
+            arr = np.asarray(m, dtype=np.float64)
+        return cast("Sequence[float]", arr)  # an array: indexable and sized like a sequence
 
-    def steps_for(self, backend: str) -> int:
-        """Steps on ``backend``: the case's ``steps_by_backend``, else ``steps`` within the budget cap."""
+    def steps_for(self, backend: str, *, budget: bool = True) -> tuple[int, Budget | None]:
+        """Updates to run on ``backend`` and, when fewer than the case's, why.
+
+        The case's ``steps_by_backend`` (with its ``steps_reason``) wins; else ``steps``
+        within the backend's cap in ``budget.yaml`` (``budget=False``: no cap).
+        """
         own = self.doc.get("steps_by_backend", {}).get(backend)
         if own is not None:
-            return int(own)
-        cap = budget_caps().get(backend)
-        return self.steps if cap is None else min(self.steps, cap[0])
+            n = int(own)
+            why = " ".join(str(self.doc.get("steps_reason", "")).split())
+            return n, (Budget(n, self.steps, "case", why) if n < self.steps else None)
+        cap = budget_caps().get(backend) if budget else None
+        if cap is None or cap[0] >= self.steps:
+            return self.steps, None
+        return cap[0], Budget(cap[0], self.steps, "budget.yaml", cap[1])
 
     def restriction(self, backend: str) -> str | None:
         """Why this case does not run on ``backend`` (None: it runs)."""
@@ -164,6 +206,8 @@ def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
         errs.append(f"{where}: id {doc['id']!r} must equal the file name {Path(path).stem!r}")
     if "steps_by_backend" in doc and "steps_reason" not in doc:
         errs.append(f"{where}: steps_by_backend needs steps_reason")
+    if "lr_find" in doc and "trajectory" in doc:
+        errs.append(f"{where}: a case is an lr_find ramp or a trajectory, not both")
     case = Case(doc, path)
     try:
         plan = case.plan
@@ -174,7 +218,7 @@ def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
         for b, n in [("*", case.steps), *doc.get("steps_by_backend", {}).items()]:
             if n > plan.total_steps:
                 errs.append(f"{where}: steps ({b}) = {n} exceed the plan's total_steps {plan.total_steps}")
-    if m is not None and not bool((abs(m) < float("inf")).all()):
+    if m is not None and not all(abs(float(x)) < float("inf") for x in m):
         errs.append(f"{where}: metrics must be finite")
     names = [g.name for g in plan.groups if g.frozen != "exclude"]
     for i, pin in enumerate(doc.get("pins", ())):
@@ -182,7 +226,15 @@ def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
             errs.append(f"{where}: pins[{i}].step {pin['step']} is not below steps {case.steps}")
         if pin["group"] not in names:
             errs.append(f"{where}: pins[{i}].group {pin['group']!r} is not a traced group ({', '.join(names)})")
+    if case.trajectory is not None:
+        from .trajectory import check_plan
+        errs += [f"{where}: {e}" for e in check_plan(plan)]
     return errs
+
+
+def is_case_doc(doc: object) -> bool:
+    """Whether a document is a case (``id``, ``family``, ``plan``, ``steps``) rather than a plain config."""
+    return isinstance(doc, Mapping) and {"id", "plan", "steps"} <= set(doc) and "family" in doc
 
 
 def load_case(path: str | Path) -> Case:
@@ -195,6 +247,59 @@ def load_case(path: str | Path) -> Case:
     if errs:
         raise ConfigError("", "; ".join(errs), None, show_value=False)
     return Case(doc, str(p))
+
+
+def _case_id(path: Path) -> str:
+    text = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")
+    return text if len(text) >= 2 else f"config-{text or 'x'}"
+
+
+def config_case(path: str | Path, *, steps: int | None = None, metrics: Sequence[float] | None = None) -> Case:
+    """A case made from a plain config file (canonical or any dialect, read by :func:`optbridge.load`).
+
+    The case carries the plan in canonical form (plain data, so it crosses process
+    boundaries), family ``user``, and the config's path and dialect as ``source``.
+
+    Args:
+        path: The config file (.yaml, .yml, .json or .toml).
+        steps: Updates to run (default: the plan's ``total_steps``).
+        metrics: The plateau metric series, when the plan has a plateau.
+
+    Raises:
+        ConfigError: the file does not load, or no ``steps`` is known.
+    """
+    import optbridge
+    from optbridge.serialize import to_dict
+    p = Path(path)
+    try:
+        plan = optbridge.load(p)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(str(p), msg if str(p) in msg else msg, None, show_value=False) from None
+    if steps is None:
+        if plan.total_steps is None:
+            raise ConfigError("--steps", f"is required for {p} (the plan sets no total_steps)", None, show_value=False)
+        steps = plan.total_steps
+    doc: dict[str, Any] = {
+        "id": _case_id(p), "family": "user",
+        "description": " ".join((plan.description or f"the config {p}").split()) + f" (from {p})",
+        "plan": to_dict(plan), "steps": int(steps), "source": {"path": str(p), "dialect": _dialect_of(p)}}
+    if metrics is not None:
+        doc["metrics"] = [float(x) for x in metrics]
+    errs = validate_case_doc(doc)
+    if errs:
+        raise ConfigError(str(p), "; ".join(e.removeprefix("<case>: ") for e in errs), None, show_value=False)
+    return Case(doc, str(p))
+
+
+def _dialect_of(p: Path) -> str:
+    """The dialect a config file is written in (detected as :func:`optbridge.load` does)."""
+    from optbridge.dialects import detect
+    from optbridge.serialize import _format_of, _parse, _read
+    try:
+        return detect(_parse(_read(p), _format_of(p), str(p)))
+    except ConfigError:
+        return "optbridge"
 
 
 _LOADED: dict[Path, tuple[Case, float]] = {}
@@ -222,10 +327,15 @@ def load_cases(directory: str | Path = CASES_DIR) -> list[Case]:
     return sorted(cases, key=lambda c: c.id)
 
 
-def select_cases(patterns: Sequence[str], directory: str | Path = CASES_DIR) -> list[Case]:
-    """Cases named by ``patterns``: ids, globs over ids (``cosine-*``), ``family:NAME``, or case files.
+def select_cases(patterns: Sequence[str], directory: str | Path = CASES_DIR, *, steps: int | None = None,
+                 metrics: Sequence[float] | None = None) -> list[Case]:
+    """Cases named by ``patterns``: ids, globs over ids (``cosine-*``), ``family:NAME``, case files or config files.
 
-    No pattern selects every case. A pattern that selects nothing is an error.
+    A file is a case file when it holds a case document (``id``, ``family``, ``plan``,
+    ``steps``); any other ``.yaml``/``.yml``/``.json``/``.toml`` file is a plain config
+    (canonical or any dialect), run for ``steps`` updates with ``metrics``
+    (:func:`config_case`). No pattern selects every case. A pattern that selects
+    nothing is an error.
     """
     if not patterns:
         return load_cases(directory)
@@ -233,8 +343,12 @@ def select_cases(patterns: Sequence[str], directory: str | Path = CASES_DIR) -> 
     library: list[Case] | None = None
     for pat in patterns:
         p = Path(pat)
-        if pat.endswith((".yaml", ".yml")) or p.is_file():
-            c = load_case(p)
+        if pat.lower().endswith((".yaml", ".yml", ".json", ".toml")) or p.is_file():
+            doc = _yaml_load(p) if p.is_file() and p.suffix.lower() in (".yaml", ".yml") else None
+            c = load_case(p) if is_case_doc(doc) else config_case(p, steps=steps, metrics=metrics)
+            if c.id in out and out[c.id].path != c.path:
+                raise ConfigError("CASES", f"{c.path} and {out[c.id].path} both make case {c.id!r}: rename one",
+                                  None, show_value=False)
             out.setdefault(c.id, c)
             continue
         if library is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,9 @@ class Tolerance:
         return f"float64: rtol {_num(self.rtol)}" + (f" + {_num(self.ptol)} x peak" if self.ptol else "")
 
     def merged(self, override: Mapping[str, Any], source: str) -> Tolerance:
-        kw = {k: float(v) for k, v in override.items() if k in ("rtol", "ptol", "ulps", "peak_ulps")}
-        return replace(self, reason=" ".join(str(override.get("reason", self.reason)).split()), source=source, **kw)
+        kw: dict[str, Any] = {k: float(v) for k, v in override.items() if k in ("rtol", "ptol", "ulps", "peak_ulps")}
+        kw["reason"] = " ".join(str(override.get("reason", self.reason)).split())
+        return replace(self, source=source, **kw)
 
     def looser(self, other: Tolerance) -> Tolerance:
         """The looser of two tolerances of the same precision (by their components)."""
@@ -107,7 +108,7 @@ def tolerance_for(backend: str, forms: Iterable[str] = (), override: Mapping[str
                   case_id: str = "") -> Tolerance:
     """The tolerance of one series: by backend and reported forms, then the case's override."""
     table = backend_tolerances(backend)
-    tol = None
+    tol: Tolerance | None = None
     for form in forms:
         t = table.get(form, table["default"])
         tol = t if tol is None else tol.looser(t)

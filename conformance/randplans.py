@@ -189,10 +189,10 @@ def usable(doc: dict[str, Any]) -> bool:
 
 def random_cases(n: int, *, seed: int = 0, max_steps: int = 120) -> list[Case]:
     """``n`` random cases, the same for the same seed (hypothesis in generate-only mode, no database)."""
+    import json
+
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
-
-    import json
     pool: list[dict[str, Any]] = []
     seen: set[str] = set()
 

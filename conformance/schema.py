@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class SchemaError(ValueError):
     """The schema itself uses something this validator does not implement."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> str:
     return (HERE / name).read_text(encoding="utf-8")
 

@@ -1,0 +1,237 @@
+"""One case on one backend: run it, compare it, judge it (and batches of them, for one worker process).
+
+Schedule cases compare the backend's per-step values with the reference
+evaluator's; trajectory cases (``trajectory:``) compare the parameters after every
+update with torch's (:mod:`optbridge_conformance.trajectory`). Expected values are
+computed once per process and case: the reference trace only as long as the
+backend's run needs (a long-horizon case is not evaluated to its end for a
+backend that runs its first 20000 updates), and the reference backend's own trace
+is that trace (no second evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optbridge.errors import BackendUnavailable, UnsupportedError
+
+from .cases import Case, Deviation
+from .judge import check_pins, judge
+from .results import Budget, Result
+
+__all__ = ["Task", "run_one", "run_batch", "PLOT_POINTS", "PLOT_WINDOW", "clear_cache"]
+
+#: Points of the overview kept per series for plots, and steps kept on each side of a divergence.
+PLOT_POINTS = 600
+PLOT_WINDOW = 40
+
+#: What a worker process keeps: expected values by (case key, steps), least recently used out first.
+_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_CACHE_SIZE = 8
+
+
+def clear_cache() -> None:
+    """Forget the expected values kept by this process."""
+    _CACHE.clear()
+
+
+def _key(case: Case) -> tuple[Any, ...]:
+    return (case.id, case.path, id(case.doc) if case.path is None else 0)
+
+
+def _cached(key: tuple[Any, ...], make: Any) -> Any:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    value = make()
+    _CACHE[key] = value
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
+def _reference(case: Case, steps: int) -> Any:
+    """The reference trace of ``case`` over its first ``steps`` updates (a longer cached one is sliced)."""
+    import optbridge
+    from optbridge.tracing import Trace
+    for (cid, path, ident, kind, n), tr in reversed(_CACHE.items()):
+        if (cid, path, ident, kind) == (*_key(case), "ref") and n >= steps:
+            return tr if n == steps else Trace(tr.groups, {h: a[:, :steps] for h, a in tr.data.items()}, tr.backend)
+    return _cached((*_key(case), "ref", steps), lambda: optbridge.trace(case.plan, steps, metrics=case.metrics))
+
+
+@dataclass
+class Task:
+    """One case on one backend, as a worker process receives it."""
+
+    index: int
+    case: Case
+    backend: str
+    steps: int
+    deviations: list[Deviation]
+    capped: bool = False
+    budget: Budget | None = None
+    keep_plot: bool = False
+
+    @property
+    def cost(self) -> float:
+        from .cases import estimated_seconds
+        return estimated_seconds(self.backend, self.steps)
+
+
+def run_batch(tasks: Sequence[Task]) -> list[Result]:
+    """Run ``tasks`` in order in this process (a worker's unit of work: one backend, several cases)."""
+    return [run_one(t.case, t.backend, steps=t.steps, deviations=t.deviations, capped=t.capped, budget=t.budget,
+                    keep_plot=t.keep_plot) for t in tasks]
+
+
+def _fidelity_dicts(tr: Any) -> list[dict[str, str]]:
+    return [{"group": str(f.group), "hyper": str(f.hyper), "form": str(f.form), "detail": str(f.detail)}
+            for f in getattr(tr, "fidelity", ()) or ()]
+
+
+def _error_text(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}{where}"
+
+
+def run_one(case: Case, backend: str, *, steps: int, ref_steps: int | None = None,
+            deviations: Sequence[Deviation] = (), capped: bool = False, budget: Budget | None = None,
+            keep_plot: bool = False) -> Result:
+    """Run ``case`` on ``backend`` for ``steps`` updates and judge it.
+
+    ``ref_steps`` is accepted for compatibility and unused: the expected values are
+    computed for exactly the updates compared. ``keep_plot`` keeps sampled values for
+    a PNG of a passing result too (failing ones always keep them).
+    """
+    res = Result(case.id, backend, "pass", steps=steps, capped=capped, case_steps=case.steps, budget=budget)
+    run = _trajectory if case.trajectory is not None else _schedule
+    raw = run(case, backend, res, keep_plot)
+    if raw is not None:
+        judge(res, raw, [d for d in deviations if d.case == case.id and d.backend == backend])
+    return res
+
+
+def _attempt(res: Result, call: Any) -> tuple[Any, str]:
+    """Run the backend: (its value, raw outcome); sets the message and the seconds."""
+    t0 = time.perf_counter()
+    value, raw = None, "ok"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = call()
+    except UnsupportedError as e:
+        raw, res.message = "unsupported", f"{e.node}: {e.reason}"
+    except BackendUnavailable as e:
+        raw, res.message = "unavailable", " ".join(str(e).split())
+    except Exception as e:
+        raw, res.message = "error", _error_text(e)
+    res.seconds = time.perf_counter() - t0
+    return value, raw
+
+
+def _schedule(case: Case, backend: str, res: Result, keep_plot: bool) -> str | None:
+    """Compare the backend's per-step values with the reference's; the raw outcome (None: status set)."""
+    import optbridge
+
+    from .compare import compare_traces
+    t_ref = time.perf_counter()
+    try:
+        ref = _reference(case, res.steps)
+    except Exception as e:  # the case itself is broken
+        res.status, res.message = "error", f"reference: {type(e).__name__}: {e}"
+        return None
+    res.overhead = time.perf_counter() - t_ref
+    if backend == "reference":  # its trace is the reference trace: evaluated once
+        got, raw = ref, "ok"
+        res.seconds, res.overhead = res.overhead, 0.0
+    else:
+        got, raw = _attempt(res, lambda: optbridge.trace(case.plan, res.steps, backend=backend,
+                                                          metrics=case.metrics))
+    if raw == "unavailable":
+        res.status = "unavailable"
+        return None
+    t0 = time.perf_counter()
+    if got is not None:
+        res.fidelity = _fidelity_dicts(got)
+        res.series, res.problems = compare_traces(ref, got, backend, steps=res.steps,
+                                                  override=case.tolerance_override(backend), case_id=case.id)
+        if backend == "reference":
+            res.problems += check_pins(case, got)
+        if res.problems or any(not s.ok for s in res.series):
+            raw = "mismatch"
+        if keep_plot or raw == "mismatch":
+            res.plot = _plot_payload(ref, got, res, res.steps)
+        if any(f["form"] == "unsupported" for f in res.fidelity) and raw == "ok":
+            res.message = "; ".join(f"{f['group']}/{f['hyper']}: {f['detail']}" for f in res.fidelity
+                                    if f["form"] == "unsupported")
+    res.overhead += time.perf_counter() - t0
+    return raw
+
+
+def _trajectory(case: Case, backend: str, res: Result, keep_plot: bool) -> str | None:
+    """Compare the backend's parameters after every update with torch's; the raw outcome (None: status set)."""
+    from . import trajectory as T
+    try:
+        fn = T.get_trajectory(backend)
+    except BackendUnavailable as e:
+        res.status, res.message = "unavailable", " ".join(str(e).split())
+        return None
+    if fn is None:
+        res.status, res.message = "skip", f"no trajectory runner is registered for {backend}"
+        return None
+    t_ref = time.perf_counter()
+    try:
+        ins = T.inputs(case, case.steps)
+        want = _cached((*_key(case), "oracle", res.steps),
+                       lambda: T.run_backend(T.oracle(), case.plan, res.steps, ins, case.metrics))
+    except Exception as e:
+        res.status, res.message = "error", f"torch oracle: {_error_text(e)}"
+        return None
+    res.overhead = time.perf_counter() - t_ref
+    got, raw = _attempt(res, lambda: T.run_backend(fn, case.plan, res.steps, ins, case.metrics))
+    if raw == "unavailable":
+        res.status = "unavailable"
+        return None
+    t0 = time.perf_counter()
+    if got is not None:
+        tol = T.trajectory_tolerance(backend, case.tolerance_override(backend), case.id)
+        res.series, res.problems = T.compare_trajectories(want, got, ins, tol)
+        if res.problems or any(not s.ok for s in res.series):
+            raw = "mismatch"
+        if keep_plot or raw == "mismatch":
+            res.plot = T.plot_series(want, got, ins, res.steps, res.series)
+    res.overhead += time.perf_counter() - t0
+    return raw
+
+
+def _plot_payload(ref: Any, got: Any, res: Result, steps: int) -> dict[str, Any]:
+    import numpy as np
+
+    from .compare import series_values
+    out: dict[str, Any] = {"groups": list(ref.groups)}
+    stride = max(1, math.ceil(steps / PLOT_POINTS))
+    base = np.arange(0, steps, stride, dtype=np.int64)
+    fd = res.first_divergence()
+    for hyper in ref.data:
+        gv, source = series_values(got, hyper)
+        if gv is None or gv.ndim != 2 or gv.shape[1] < steps or tuple(got.groups) != tuple(ref.groups):
+            continue
+        bad = [s.first_step for s in res.series if s.hyper == hyper and not s.ok and s.first_step is not None]
+        idx = base
+        marks = ([fd.first_step] if fd is not None and fd.first_step is not None else []) + ([min(bad)] if bad else [])
+        for k in marks:
+            idx = np.union1d(idx, np.arange(max(0, k - PLOT_WINDOW), min(steps, k + PLOT_WINDOW + 1)))
+        idx = np.union1d(idx, [steps - 1])
+        out[hyper] = {"idx": idx, "ref": np.asarray(ref.data[hyper])[:, idx], "got": gv[:, idx],
+                      "source": source, "first": min(bad) if bad else None}
+    return out
