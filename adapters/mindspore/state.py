@@ -255,9 +255,11 @@ def read_state(optimizer: Any, *, model: Any = None, scheduler: Any = None, stat
     for p, gi in zip(params, where):
         values: dict[str, np.ndarray] = {}
         for torch_name, prefix in spec.tensors:
+            if torch_name == "max_exp_avg_sq" and not (groups[gi].get("amsgrad") or hasattr(optimizer, "vhat")):
+                continue  # experimental Adam/AdamW make it for every group; torch keeps it for amsgrad only
             v = get(f"{prefix}.{p.name}")
             if v is None:
-                if torch_name == "max_exp_avg_sq" or (kind == "RMSprop" and torch_name != "square_avg"):
+                if kind == "RMSprop" and torch_name != "square_avg":
                     continue
                 need(f"{prefix}.{p.name}")
             values[torch_name] = v  # type: ignore[assignment]  # need() raised otherwise
