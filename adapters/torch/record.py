@@ -304,8 +304,14 @@ def _recover_hyper(rec: Recording, h: str, spe: int | None) -> list[tuple[ir.Nod
 
 
 def _base(configured: float | None, col: np.ndarray) -> float | None:
-    """The configured value as the base, unless it cannot scale the series (0 for a non-zero series)."""
-    if configured is None or (configured == 0.0 and np.any(col != 0.0)):
+    """The base the recovered nodes scale: the configured value when the series takes it (1e-12), else its peak.
+
+    A schedule usually starts from, or reaches, the group's configured value (nanoGPT's
+    lr, a LambdaLR's ``initial_lr``); a loop that scales every group's value on the way
+    (MAE's ``lr_scale``) never takes it, and nodes relative to the series' own peak
+    read better there (a cosine from the peak instead of a lambda).
+    """
+    if configured is None or configured == 0.0 or not np.any(np.abs(col - configured) <= RTOL * abs(configured)):
         return None
     return configured
 
