@@ -602,3 +602,22 @@ def test_entry_points_and_lazy_import() -> None:
     code = "import sys, optbridge; optbridge.load('optbridge/examples/demo.yaml'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_metrics_known_in_advance_drive_every_plateau_form_and_empty_groups_build() -> None:
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1, "momentum": 0.9}, groups=(
+        Group(name="all", select=(Selector(rest=True),)),
+        Group(name="projector", options={"empty": True, "lr": 0.5}))),),
+        schedule={"lr": ir.Plateau(patience=0, factor=0.5, unit="epoch")}, steps_per_epoch=3)
+    metrics = [1.0, 0.5, 0.7, 0.8, 0.2, 0.3]
+    want = optbridge.trace(plan, 18, metrics=metrics)["lr"]
+    for form, kind in (("auto", "native"), ("table", "table")):
+        setup = tb.to_torch(plan, Net(), form=form, metrics=metrics)
+        assert {f.form for f in setup.fidelity if f.hyper == "lr"} == {kind}
+        assert setup.param_group("projector")["params"] == []
+        got = []
+        for _ in range(18):
+            got.append([g["lr"] for g in setup.optimizer.param_groups])
+            setup.optimizer.step()
+            setup.scheduler.step()  # no metric: the next one given up front is taken when a plateau is due
+        np.testing.assert_array_equal(np.asarray(got).T, want)

@@ -597,19 +597,19 @@ def test_tensor_lr_is_float32_and_every_backend_reproduces_it() -> None:
     for make in (lambda o: S.StepLR(o, 7, 0.3), lambda o: S.LambdaLR(o, lambda k: 0.95 ** k),
                  lambda o: S.CosineAnnealingLR(o, 30, 1e-3)):
         p = nn.Parameter(torch.zeros(2, dtype=torch.float32))
-        opt = torch.optim.SGD([{"params": [p], "lr": torch.tensor(0.3)}, {"params": [], "lr": 0.05}], momentum=0.9)
+        opt = torch.optim.SGD([{"params": [p], "lr": torch.tensor(0.3, dtype=torch.float32)}, {"params": [], "lr": 0.05}], momentum=0.9)
         sched = make(opt)
         want = _run(opt, [(sched, "iter")], 60)
-        p2 = nn.Parameter(torch.zeros(2))
-        opt2 = torch.optim.SGD([{"params": [p2], "lr": torch.tensor(0.3)}, {"params": [], "lr": 0.05}], momentum=0.9)
+        p2 = nn.Parameter(torch.zeros(2, dtype=torch.float32))
+        opt2 = torch.optim.SGD([{"params": [p2], "lr": torch.tensor(0.3, dtype=torch.float32)}, {"params": [], "lr": 0.05}], momentum=0.9)
         with pytest.warns(tb.ReplayedWarning, match="float32 tensor"):
             plan = tb.from_torch(opt2, make(opt2), total_steps=60)
         assert plan.groups[0].options["lr_dtype"] == "float32" and plan.groups[1].options["empty"] is True
         assert np.all(want["lr"][0] == want["lr"][0].astype(np.float32))  # torch holds float32 values
         _check(plan, want, 60, "tensor lr")
     # OneCycleLR computes from Python floats and fills the tensor: modelled (no horizon), compared in float32
-    p = nn.Parameter(torch.zeros(2))
-    opt = torch.optim.SGD([p], lr=torch.tensor(0.3), momentum=0.9)
+    p = nn.Parameter(torch.zeros(2, dtype=torch.float32))
+    opt = torch.optim.SGD([p], lr=torch.tensor(0.3, dtype=torch.float32), momentum=0.9)
     want, (_, o2, e2, _) = native(opt, [(S.OneCycleLR(opt, max_lr=0.5, total_steps=40), "iter")], 40, snap=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

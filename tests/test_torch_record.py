@@ -478,15 +478,15 @@ def test_record_errors_name_what_went_wrong() -> None:
 
 
 def test_tensor_lr_is_recorded_as_float32_and_put_back() -> None:
-    p = nn.Parameter(torch.zeros(2))
-    lr = torch.tensor(0.5)
+    p = nn.Parameter(torch.zeros(2, dtype=torch.float32))
+    lr = torch.tensor(0.5, dtype=torch.float32)
     opt = torch.optim.SGD([{"params": [p], "lr": lr}], momentum=0.9)
     sched = S.ExponentialLR(opt, 0.9)
     plan = record(opt, 20, schedulers=sched)
     assert opt.param_groups[0]["lr"] is lr and float(lr) == 0.5  # the same tensor, its value restored
     assert plan.groups[0].options["lr_dtype"] == "float32"
-    p2 = nn.Parameter(torch.zeros(2))
-    opt2 = torch.optim.SGD([{"params": [p2], "lr": torch.tensor(0.5)}], momentum=0.9)
+    p2 = nn.Parameter(torch.zeros(2, dtype=torch.float32))
+    opt2 = torch.optim.SGD([{"params": [p2], "lr": torch.tensor(0.5, dtype=torch.float32)}], momentum=0.9)
     check(plan, loop(opt2, 20, entries=[(S.ExponentialLR(opt2, 0.9), "iter")]), "tensor lr")
 
 

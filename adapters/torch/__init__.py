@@ -12,7 +12,7 @@ Modules (the same skeleton as every adapter package):
   the SetupScheduler and the update guard (optimizer step pre-hooks).
 * :mod:`.read` -- :func:`from_torch`: the plan of a live optimizer and its schedulers
   (:mod:`.schedulers` reads schedulers, :mod:`.groups` param groups).
-* :mod:`.record` -- :func:`record`: a hand-driven loop run without training, as a plan.
+* :mod:`.recorder` -- :func:`record`: a hand-driven loop run without training, as a plan.
 * :mod:`.tracing` -- the ``"torch"`` trace backend (``optbridge.trace(plan, n, backend="torch")``).
 * :mod:`.forms` -- which torch scheduler class expresses a node exactly.
 * :mod:`.lambdas` -- :class:`Lambda`, a portable ``lr_lambda`` for LambdaLR / MultiplicativeLR.
@@ -43,8 +43,8 @@ __getattr__ = lazy_attributes(__name__, {
     "SampledLambdaWarning": (".read", "SampledLambdaWarning"),
     "ReplayedWarning": (".read", "ReplayedWarning"),
     "HorizonWarning": (".read", "HorizonWarning"),
-    "record": (".record", "record"),
-    "RecordError": (".record", "RecordError"),
+    "record": (".recorder", "record"),
+    "RecordError": (".recorder", "RecordError"),
     "trace": (".tracing", "trace"),
     "Lambda": (".lambdas", "Lambda"),
 }, {"torch": "install torch: pip install 'optbridge[torch]'"})

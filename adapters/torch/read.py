@@ -17,7 +17,7 @@ Two ways, chosen per setup:
   differently from their parts (several schedulers stacked where one is not
   chainable, nested SequentialLR), state that does not follow the schedule (an lr
   edited by hand) -- is replayed on the live objects over ``total_steps`` with
-  :func:`~optbridge_adapters.torch.record.replay` (nothing trains; everything is put
+  :func:`~optbridge_adapters.torch.recorder.replay` (nothing trains; everything is put
   back) and turned into closed forms where exact, tables elsewhere
   (:mod:`optbridge.recover`), with a :class:`ReplayedWarning`. Plain Python
   functions are therefore called only at the steps torch calls them at.
@@ -48,7 +48,7 @@ from optbridge.shift import base_at, shift, value_at
 
 from .drivers import read_hyper
 from .groups import optimizer_options, optimizer_type, read_groups, select
-from .record import RecordError, replay, to_plan, verify
+from .recorder import RecordError, replay, to_plan, verify
 from .schedulers import CLASSES, Reader, is_plateau, kind, leaves, pairs, steps_done
 
 __all__ = ["from_torch", "FromTorchWarning", "SampledLambdaWarning", "ReplayedWarning", "HorizonWarning"]
