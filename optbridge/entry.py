@@ -127,7 +127,7 @@ def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str
 
 
 def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
-                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, strict: bool = False) -> Any:
+                 metrics: Sequence[float] | None = None, split_nesterov: bool = True, optimizer: str = "auto") -> Any:
     """Real MegEngine optimizers and schedule drivers for ``plan`` over ``model``'s parameters.
 
     Args:
@@ -137,8 +137,12 @@ def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form
         form: ``"auto"`` (default: MegEngine's MultiStepLR where exact, the
             reference's values written per step elsewhere) or ``"table"``.
         metrics: Plateau metric series known in advance.
-        split_nesterov: Split SGD groups that differ in nesterov into separate optimizers.
-        strict: Raise instead of building when a native optimizer's rule differs from torch's.
+        split_nesterov: Split a native SGD whose groups differ in nesterov into separate optimizers.
+        optimizer: Which optimizer classes run the plan: ``"auto"`` (default:
+            MegEngine's own where it computes torch's update for the plan's options,
+            optbridge's torch-exact MegEngine class elsewhere), ``"native"``
+            (MegEngine's own; refused where it differs from torch) or ``"exact"``
+            (optbridge's torch-exact classes everywhere).
 
     Returns:
         A ``MegEngineSetup``; see docs/megengine.md.
@@ -146,7 +150,7 @@ def to_megengine(plan: Plan, model: Any, *, total_steps: int | None = None, form
     _check(plan, total_steps, metrics)
     return _adapter("megengine", "backend", "to_megengine")(plan, model, total_steps=total_steps, form=form,
                                                              metrics=metrics, split_nesterov=split_nesterov,
-                                                             strict=strict)
+                                                             optimizer=optimizer)
 
 
 # --------------------------------------------------------------------------- framework -> plan
@@ -204,6 +208,7 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
                                                              total_steps=total_steps)
     _warn_native("megengine", _optimizers(optimizer), plan)
     return plan
+
 
 def _optimizers(obj: Any) -> list[Any]:
     """The optimizer objects in ``obj``: itself, a list of them, or a container with ``.opts`` / ``.optimizers``."""
