@@ -18,6 +18,8 @@ train flags are restored bit for bit (``Tensor._reset`` keeps each tensor object
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -63,17 +65,34 @@ class ModuleState:
 
 
 class OptimizerState:
-    """Bit-exact copies of an optimizer's state tensors and group options."""
+    """Bit-exact copies of an optimizer's state and group options.
+
+    State values are tensors (MegEngine's optimizers) or Python numbers (the step
+    counters of optbridge's torch-exact classes); states the range test creates
+    (the torch-exact classes create theirs at the first update) are removed again.
+    """
 
     def __init__(self, optimizer: Any) -> None:
         self._opt = optimizer
-        self._state = {p: {k: v.numpy().copy() for k, v in s.items()} for p, s in optimizer._state.items()}  # noqa: SLF001
+        self._state = {p: {k: (v.numpy().copy() if isinstance(v, mge.Tensor) else copy.deepcopy(v))
+                           for k, v in s.items()} for p, s in optimizer._state.items()}  # noqa: SLF001
         self._groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
 
     def restore(self) -> None:
+        live = self._opt._state  # noqa: SLF001
+        for p in [p for p in live if p not in self._state]:
+            del live[p]
         for p, s in self._state.items():
-            for k, arr in s.items():
-                self._opt._state[p][k]._reset(mge.Tensor(arr))  # noqa: SLF001
+            cur = live.setdefault(p, {})
+            for k in [k for k in cur if k not in s]:
+                del cur[k]
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and isinstance(cur.get(k), mge.Tensor):
+                    cur[k]._reset(mge.Tensor(v))  # noqa: SLF001
+                elif isinstance(v, np.ndarray):
+                    cur[k] = mge.Tensor(v)
+                else:
+                    cur[k] = copy.deepcopy(v)
         for g, saved in zip(self._opt.param_groups, self._groups):
             for k in [k for k in g if k != "params" and k not in saved]:
                 del g[k]
