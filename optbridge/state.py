@@ -689,7 +689,7 @@ def save_state(state: OptimizerState, path: str | os.PathLike[str]) -> None:
             for k, v in p.values.items():
                 key = f"p{i}.{k}"
                 buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(np.asarray(v)), allow_pickle=False)
+                np.lib.format.write_array(buf, np.require(np.asarray(v), requirements="C"), allow_pickle=False)
                 z.writestr(f"{key}.npy", buf.getvalue())
                 keys[k] = key
             manifest["params"].append({"name": p.name, "shape": list(p.shape), "group": p.group,

@@ -402,6 +402,7 @@ def test_file_round_trip_and_no_pickle(tmp_path):
         assert (a.name, a.shape, a.group, a.module_type) == (b.name, b.shape, b.group, b.module_type)
         for k in a.values:
             assert np.asarray(a.values[k]).tobytes() == np.asarray(b.values[k]).tobytes()
+            assert np.shape(a.values[k]) == np.shape(b.values[k]) and a.values[k].dtype == b.values[k].dtype
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert manifest["format"] == "optbridge-state" and manifest["params"][0]["state"]
