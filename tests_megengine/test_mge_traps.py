@@ -264,6 +264,23 @@ def test_per_group_clipping_matches_torch_formulas() -> None:
     assert {id(p) for p in setup.gradmanager_params} == {id(p) for p in (a1, a2, b, c)}
 
 
+def test_optimizer_level_clip_takes_every_parameter_together() -> None:
+    # HF's max_grad_norm / MMEngine's clip_grad: torch.nn.utils.clip_grad_norm_(all parameters, max_norm)
+    a, b = P(0, 0), P(0, 0)
+    params = {"a": a, "b": b}
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, clip=Clip(max_norm=2.0), groups=(
+        Group(name="a", select=(Selector(names=("a",)),), options={"lr": 0.01}),
+        Group(name="b", select=(Selector(names=("b",)),)))),))
+    setup = to_megengine(plan, params)
+    a.grad = mge.tensor(np.float32([3.0, 0.0]))
+    b.grad = mge.tensor(np.float32([0.0, 4.0]))
+    norms = setup.clip_gradients()
+    assert list(norms) == ["optimizer"] and norms["optimizer"] == pytest.approx(5.0)
+    s = 2.0 / (5.0 + 1e-6)  # one scale for both groups (per group it would be 2/3 and 2/4)
+    np.testing.assert_allclose(a.grad.numpy(), np.float32([3 * s, 0.0]), rtol=1e-6)
+    np.testing.assert_allclose(b.grad.numpy(), np.float32([0.0, 4 * s]), rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- state_dict round trip of SGD without momentum
 
 def test_trap_sgd_without_momentum_cannot_load_its_own_state_dict() -> None:

@@ -204,7 +204,10 @@ class MegEngineSetup:
         return group
 
     def clip_gradients(self) -> dict[str, float]:
-        """Clip each group's gradients as its plan says; call after backward, before ``step()``.
+        """Clip gradients as the plan says; call after backward, before ``step()``.
+
+        Each clipping group on its own, and an optimizer with a clip of its own
+        (``OptimizerSpec.clip``) over all its parameters together.
 
         ``max_norm`` uses ``megengine.optimizer.clip_grad_norm`` (the same formula as
         torch's ``clip_grad_norm_``: scale ``min(max_norm / (total + 1e-6), 1)``);
@@ -213,7 +216,7 @@ class MegEngineSetup:
         without a gradient are left out, as torch does.
 
         Returns:
-            Group name -> total gradient norm before clipping, for ``max_norm`` groups.
+            Group (or optimizer) name -> total gradient norm before clipping, for ``max_norm`` clips.
         """
         norms: dict[str, float] = {}
         for name, params, clip in self.clips:
@@ -523,14 +526,19 @@ def setup_of(plan: Plan, built: Sequence[Built], fid: Sequence[Fidelity], exclud
     groups: dict[str, tuple[int, int]] = {}
     params: list[Any] = []
     clips = []
+    whole: dict[str, list[Any]] = {}  # optimizer-level clips: every parameter of the plan's optimizer together
     for oi, b in enumerate(built):
         for gi, g in enumerate(b.part.groups):
             groups[g.name] = (oi, gi)
             params.extend(b.part.params[gi])
             if g.clip is not None:
                 clips.append((g.name, tuple(b.part.params[gi]), g.clip))
+            spec = plan.optimizer_of(g)
+            if spec.clip is not None:
+                whole.setdefault(spec.name, []).extend(b.part.params[gi])
     order = {g.name: i for i, g in enumerate(plan.groups)}
     clips.sort(key=lambda c: order[c[0]])
+    clips += [(o.name, tuple(whole[o.name]), o.clip) for o in plan.optimizers if o.name in whole]
     optimizer = opts[0] if len(opts) == 1 else MultipleOptimizer(*opts)
     scheduler = scheds[0] if len(scheds) == 1 else MultipleScheduler(*scheds)
     return MegEngineSetup(plan, opts, scheds, optimizer, scheduler, tuple(params), tuple(excluded), tuple(fid),
