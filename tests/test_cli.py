@@ -296,7 +296,7 @@ def test_schedule_undefined_past_its_end(tmp_path: Path, capsys: pytest.CaptureF
     cfg.write_text("optbridge: 1\noptimizer: {type: SGD, lr: 0.1}\nschedule: {kind: table, values: [0.1, 0.2]}\n")
     assert main(["trace", str(cfg), "--steps", "3", "--format", "csv"]) == 2
     out, err = capsys.readouterr()
-    assert "past its end" in one_error_line(err) and out == ""
+    assert "past the end of the schedule" in one_error_line(err) and out == ""  # the value source's policy
 
 
 def test_unscheduled_hyper_of_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -384,30 +384,93 @@ def test_plot_without_matplotlib(plan_file: Path, tmp_path: Path, monkeypatch: p
 
 # --------------------------------------------------------------------------- demo
 
-def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+FINETUNE = EXAMPLES / "finetune_torch.yaml"
+
+
+def demo_rows(out: str) -> dict[str, list[str]]:
+    """The demo's per-backend table: backend -> its cells (split on runs of 2+ spaces)."""
+    import re
+    lines = out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.strip().startswith("backend ") and "worst difference" in ln)
+    rows = {}
+    for ln in lines[i + 1:]:
+        if not ln.startswith("  ") or ln.startswith("   "):
+            break
+        cells = re.split(r"\s{2,}", ln.strip())
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_demo_example_is_the_torch_setup() -> None:
+    plan = optbridge.load(FINETUNE)
+    assert [g.name for g in plan.groups] == ["backbone", "no_decay", "head"]
+    assert plan.optimizers[0].type == "AdamW" and plan.step_unit == "iter" and plan.total_steps == 300
+    tr = trace(plan, 300)
+    # SequentialLR[LinearLR(0.01, 30), CosineAnnealingLR(270, eta_min=1e-6)]: hand-computed values
+    np.testing.assert_allclose(tr["lr"][:, 0], [5e-7, 5e-6, 5e-6], rtol=1e-15)
+    np.testing.assert_allclose(tr["lr"][:, 30], [5e-5, 5e-4, 5e-4], rtol=1e-15)
+    k = 150 - 30
+    want = 1e-6 + (np.array([5e-5, 5e-4, 5e-4]) - 1e-6) * (1 + np.cos(np.pi * k / 270)) / 2
+    np.testing.assert_allclose(tr["lr"][:, 150], want, rtol=1e-13)
+
+
+def test_demo_compares_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
+    pytest.importorskip("torch")
+    from optbridge_adapters.megengine.backend import availability
     out_dir = tmp_path / "demo"
-    assert main(["demo", "--out", str(out_dir)]) == 0
+    assert main(["demo", "--out", str(out_dir), "--backends", "torch,megengine"]) == 0
     out = capsys.readouterr().out
-    for needle in ("backbone", "no_decay", "head", "cosine", "linear", "demo_trace.csv", "demo.png", "lr[backbone]"):
+    for needle in ("AdamW", "backbone", "no_decay", "head", "cosine", "lr[backbone]", "demo_trace.csv", "demo.png"):
         assert needle in out
+    rows = demo_rows(out)
+    assert list(rows) == ["torch", "megengine"]
+    plan = optbridge.load(FINETUNE)
+    ref = trace(plan, 300)
+    torch_tr = trace(plan, 300, backend="torch")
+    # the printed worst difference is the measured one: |applied - reference| / reference, at most 1e-12
+    worst = float(np.max(np.abs(torch_tr.applied["lr"] - ref["lr"]) / ref["lr"]))
+    assert worst <= 1e-12
+    printed = rows["torch"][1]
+    assert printed == ("lr (applied): 0 (bit-identical)" if worst == 0 else f"lr (applied): {worst:.2g} relative")
+    assert rows["torch"][2] == "lr: native"  # SequentialLR[LinearLR, CosineAnnealingLR] is torch's own
+    if availability() is None:
+        assert rows["megengine"][1].endswith("float32 ulps") and "table" in rows["megengine"][2]
+    else:
+        assert rows["megengine"][1] == "unavailable"
+    # the CSV: every backend's values, bit for bit
     with (out_dir / "demo_trace.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    tr = expected(DEMO, 3000)
-    assert len(rows) == 3000 * 3 * 2
-    for r in rows[::997]:
-        assert float(r["value"]) == tr[r["hyper"]][tr.groups.index(r["group"]), int(r["step"])]
+        table = list(csv.DictReader(f))
+    assert len(table) == 300 * 3
+    assert list(table[0])[:6] == ["step", "epoch", "group", "hyper", "reference", "torch"]
+    for r in table[::7]:
+        k, g = int(r["step"]), ref.groups.index(r["group"])
+        assert float(r["reference"]) == ref["lr"][g, k]
+        assert float(r["torch"]) == torch_tr["lr"][g, k] and float(r["torch.applied"]) == torch_tr.applied["lr"][g, k]
     png = (out_dir / "demo.png").read_bytes()
     assert png[:8] == PNG_SIGNATURE and len(png) > 10_000
 
 
-def test_demo_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_lists_unavailable_backends(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    assert main(["demo", "--out", str(tmp_path), "--steps", "600"]) == 0
-    capsys.readouterr()
-    assert sum(1 for _ in (tmp_path / "demo_trace.csv").open()) == 1 + 600 * 3 * 2
+    # a MegEngine interpreter that does not exist: the real backend refuses to start, the demo goes on
+    monkeypatch.setenv("OPTBRIDGE_MGE_PYTHON", str(tmp_path / "no-such-python"))
+    assert main(["demo", "--out", str(tmp_path), "--backends", "megengine", "--steps", "40"]) == 0
+    out = capsys.readouterr().out
+    assert demo_rows(out)["megengine"][1] == "unavailable"
+    notes = " ".join(out.split())
+    assert "megengine: unavailable:" in notes and "no-such-python" in notes and "./dev setup" in notes
+    assert (tmp_path / "demo_trace.csv").exists() and (tmp_path / "demo.png").exists()
+    with (tmp_path / "demo_trace.csv").open(newline="") as f:
+        assert next(csv.reader(f)) == ["step", "epoch", "group", "hyper", "reference"]
+
+
+def test_demo_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--backends", "tensorflow"]) == 2
+    assert "tensorflow" in one_error_line(capsys.readouterr().err)
     assert main(["demo", "--out", str(tmp_path), "--steps", "5000"]) == 2  # past total_steps
-    one_error_line(capsys.readouterr().err)
+    assert "300" in one_error_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------- bundled examples
@@ -475,3 +538,161 @@ def test_mindspore_dialect_example() -> None:
     assert lr[200] == pytest.approx(0.1) and lr[999] < lr[200]
     with pytest.raises(optbridge.EvaluationError):
         trace(plan, 1001)
+
+
+# --------------------------------------------------------------------------- resume: --start
+
+def test_trace_start_labels_real_updates(plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    full = expected(plan_file, 100)
+    assert main(["trace", str(plan_file), "--start", "40", "--steps", "20"]) == 0
+    out = capsys.readouterr().out
+    header, rows = parse_table(out)
+    assert [int(r[0]) for r in rows] == list(range(40, 60)) and [int(r[1]) for r in rows] == [k // 10 for k in
+                                                                                               range(40, 60)]
+    got = np.array([[float(x) for x in r[2:]] for r in rows])
+    np.testing.assert_allclose(got, np.vstack([full["lr"], full["momentum"]])[:, 40:60].T, rtol=1e-5)  # %.6g
+    assert "updates 40..59" in out
+    # csv / json / npy: exactly the columns 40.. of a trace from 0
+    assert main(["trace", str(plan_file), "--start", "40", "--steps", "20", "--format", "csv",
+                 "--out", str(tmp_path / "t.csv")]) == 0
+    with (tmp_path / "t.csv").open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in table[::4]] == list(range(40, 60))
+    for r in table:
+        assert float(r["value"]) == full[r["hyper"]][full.groups.index(r["group"]), int(r["step"])]
+    assert main(["trace", str(plan_file), "--start", "40", "--steps", "20", "--format", "json",
+                 "--out", str(tmp_path / "t.json")]) == 0
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["start"] == 40 and doc["steps"] == 20
+    np.testing.assert_array_equal(np.array(doc["values"]["lr"]), full["lr"][:, 40:60])
+    assert main(["trace", str(plan_file), "--start", "40", "--steps", "20", "--format", "npy", "--hyper", "lr",
+                 "--out", str(tmp_path / "t.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), full["lr"][:, 40:60])
+    capsys.readouterr()
+
+
+def test_trace_start_defaults_to_the_rest_of_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", str(DEMO), "--start", "2990", "--hyper", "lr"]) == 0  # total_steps 3000: 10 left
+    _, rows = parse_table(capsys.readouterr().out)
+    assert [int(r[0]) for r in rows] == list(range(2990, 3000))
+    assert main(["trace", str(DEMO), "--start", "3000"]) == 2
+    assert "2999" in one_error_line(capsys.readouterr().err)
+    assert main(["trace", str(DEMO), "--start", "2990", "--steps", "20"]) == 2  # past total_steps
+    assert "3000" in one_error_line(capsys.readouterr().err)
+
+
+def test_table_rows_from_a_start() -> None:
+    assert table_rows(1000, 250, start=1100) == [1100, 1250, 1500, 1750, 2000, 2099]
+    assert table_rows(5, start=7) == [7, 8, 9, 10, 11]
+    assert table_rows(1000, None, [1337], start=1000) == [1000, 1100, 1200, 1300, 1337, 1400, 1500, 1600, 1700,
+                                                          1800, 1900, 1999]
+
+
+# --------------------------------------------------------------------------- streaming
+
+def _windows(plan, steps: int, window: int, **kw):
+    from optbridge.cli._export import Windows
+    return Windows(plan, steps, window=window, **kw)
+
+
+def test_streamed_csv_json_npy_equal_the_whole_trace(plan_file: Path, tmp_path: Path) -> None:
+    """Windows of 7 updates (uneven last one), written in bulk: the same bytes' values as a trace from 0."""
+    from optbridge.cli._export import write_csv, write_json, write_npy
+    plan = optbridge.load(plan_file)
+    full = trace(plan, 100)
+    win = _windows(plan, 59, 7, start=30)
+    parts = list(win)
+    assert [p.start for p in parts] == list(range(30, 89, 7)) and sum(p.steps for p in parts) == 59
+    buf = io.BytesIO()
+    n = write_csv(win, buf, plan.steps_per_epoch, list(win.hypers))
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue().decode())))
+    assert n == len(rows) == 59 * 2 * 2
+    for r in rows:
+        k = int(r["step"])
+        assert int(r["epoch"]) == k // 10
+        assert float(r["value"]) == full[r["hyper"]][full.groups.index(r["group"]), k]  # bit for bit
+    with open(tmp_path / "t.json", "wb") as f:  # several windows: through temporary .npy files
+        write_json(win, f, {"start": 30}, {"fidelity": []})
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert list(doc) == ["start", "values", "fidelity"] and not list(tmp_path.glob(".optbridge-json-*"))
+    for h in ("lr", "momentum"):
+        np.testing.assert_array_equal(np.array(doc["values"][h]), full[h][:, 30:89])
+    write_npy(win, [tmp_path / "lr.npy", tmp_path / "m.npy"])
+    np.testing.assert_array_equal(np.load(tmp_path / "lr.npy"), full["lr"][:, 30:89])
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), full["momentum"][:, 30:89])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.npy", "m.npy", "plan.yaml", "t.json"]  # no leftovers
+
+
+def test_windows_are_bounded() -> None:
+    """The reference backend is evaluated WINDOW_VALUES values at a time, whatever the horizon."""
+    from optbridge.cli._export import WINDOW_VALUES
+    from optbridge.plan import Group, OptimizerSpec, Plan
+    plan = Plan(optimizers=(OptimizerSpec(type="AdamW", groups=tuple(
+        Group(name=f"g{i}", options={"lr": 1e-3 * 0.9**i}) for i in range(150))),),
+        schedule={"lr": optbridge.recipes.warmup_cosine(10, 1_000_000)}, total_steps=1_000_000)
+    win = _windows(plan, 1_000_000, 0)
+    assert win.window * 150 <= WINDOW_VALUES and win.window >= 1000
+    first = next(iter(win))
+    assert first["lr"].shape == (150, win.window) and first.start == 0
+
+
+def test_failing_trace_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("optbridge: 1\noptimizer: {type: SGD, lr: 0.1}\nschedule: {kind: table, values: [0.1, 0.2]}\n")
+    for fmt in ("csv", "json", "npy"):
+        assert main(["trace", str(cfg), "--steps", "3", "--format", fmt, "--out", str(tmp_path / f"x.{fmt}")]) == 2
+        assert "update 2 is past the end" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"]
+
+
+def test_trace_takes_one_backend(plan_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", str(plan_file), "--steps", "5", "--backend", "reference,torch"]) == 2
+    assert "plot" in one_error_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- numbers in bulk
+
+def test_bulk_floats_read_back_bit_for_bit() -> None:
+    """Random bit patterns (every exponent, both signs, subnormals, NaN/inf) and schedule-like values."""
+    from optbridge.cli._numtext import compact, float_chars
+    rng = np.random.default_rng(12)
+    bits = rng.integers(0, 2**64, size=200_000, dtype=np.uint64)
+    x = np.concatenate([bits.view(np.float64), 10.0 ** np.arange(-300, 300), 2.0 ** np.arange(-1074, 1024),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, 1.7976931348623157e308, 1e-280, 1e280]])
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
+    text = compact(np.concatenate([float_chars(x), np.full((x.size, 1), ord("\n"), np.uint8)], axis=1))
+    back = np.array([float(t) for t in text.decode().split("\n")[:-1]])
+    same = (back.view(np.uint64) == x.view(np.uint64)) | (np.isnan(back) & np.isnan(x))
+    assert same.all(), x[~same][:5]
+    # Python's repr, except where a shorter form is within 1e-9 of half a gap (none here) or a tie
+    k = np.arange(10_000)
+    lr = np.concatenate([0.1 * (1 + np.cos(np.pi * k / 10_000)) / 2, [0.1, 1e-3, 5e-5, 0.9, 0.999, 100.0, 1e16,
+                                                                       1e-4, 2.5e-7, 123.456, 7.0, -0.3]])
+    lines = compact(np.concatenate([float_chars(lr), np.full((lr.size, 1), 10, np.uint8)], axis=1)).decode()
+    assert lines.split("\n")[:-1] == [repr(v) for v in lr.tolist()]
+
+
+def test_bulk_json_specials() -> None:
+    from optbridge.cli._numtext import JSON_SPECIALS, compact, float_chars
+    got = [compact(r).decode() for r in float_chars(np.array([np.nan, np.inf, -np.inf, 0.5]), JSON_SPECIALS)]
+    assert got == ["NaN", "Infinity", "-Infinity", "0.5"]
+    assert json.loads("[" + ", ".join(got) + "]")[3] == 0.5
+
+
+# --------------------------------------------------------------------------- plot: overlays
+
+def test_plot_overlays_backends(plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("torch")
+    out = tmp_path / "ov.png"
+    assert main(["plot", str(FINETUNE), "--backend", "reference,torch", "--start", "20",
+                 "--steps", "60", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"wrote {out}" and lines[1].startswith("  torch lr (applied): ")
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    # the reference comes first even when not named; one framework backend alone is plotted as before
+    assert main(["plot", str(FINETUNE), "--backend", "torch", "--steps", "30", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert main(["plot", str(FINETUNE), "--backend", "torch,nosuch", "--steps", "30", "--out", str(out)]) == 2
+    assert "nosuch" in one_error_line(capsys.readouterr().err)

@@ -69,9 +69,13 @@ def _trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", metavar="FILE", help="metric series for plateau schedules (.txt, .json, .npy)")
     p.add_argument("--backend", default="reference",
                    help="trace backend: reference (exact float64, default) or a framework backend "
-                        "(torch, mindspore-list, mindspore-cell, megengine, ...) when installed")
+                        "(torch, mindspore-list, mindspore-cell, megengine, ...) when installed; "
+                        "plot overlays several, comma-separated")
     p.add_argument("--hyper", metavar="H[,H...]",
                    help="only these hyperparameters, comma-separated (default: all scheduled)")
+    p.add_argument("--start", type=_non_negative_int, default=0, metavar="K",
+                   help="first update to trace: updates K .. K+N-1, as a run resumed at update K uses them "
+                        "(default 0; with no --steps, up to the plan's total_steps)")
 
 def _fail(message: str, status: int = 2) -> int:
     line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
@@ -124,11 +128,26 @@ def _description(path: str | os.PathLike[str]) -> str | None:
     return " ".join(str(d).split()) if d else None
 
 def _steps(args: argparse.Namespace, plan: Plan) -> int:
+    """Updates to trace: --steps, else what is left of the plan's total_steps after --start."""
     if args.steps is not None:
         return int(args.steps)
+    start = int(getattr(args, "start", 0) or 0)
     if plan.total_steps is not None:
-        return int(plan.total_steps)
+        if start >= plan.total_steps:
+            raise CLIError(f"--start {start}: the plan is defined for {plan.total_steps} updates (total_steps), "
+                           f"so the last update is {plan.total_steps - 1}")
+        return int(plan.total_steps) - start
     raise CLIError("--steps N is required (the plan sets no total_steps)")
+
+def _backend_names(args: argparse.Namespace) -> list[str]:
+    """The backends of --backend a,b,c in order, without repeats (at least one)."""
+    names: list[str] = []
+    for b in (x.strip() for x in str(args.backend).split(",")):
+        if b and b not in names:
+            names.append(b)
+    if not names:
+        raise CLIError("--backend: name at least one backend (reference, torch, megengine, ...)")
+    return names
 
 def _hypers(args: argparse.Namespace, plan: Plan) -> list[str] | None:
     """The hyperparameters asked for with --hyper (None: all), checked against the plan."""
@@ -200,7 +219,8 @@ def _compute(args: argparse.Namespace, plan: Plan) -> tuple[Trace, list[str], in
     hypers = _hypers(args, plan)
     metrics = _load_metrics(args.metrics) if getattr(args, "metrics", None) else None
     try:
-        tr = _trace_function()(plan, steps, backend=args.backend, metrics=metrics)
+        tr = _trace_function()(plan, steps, backend=args.backend, metrics=metrics,
+                               start=int(getattr(args, "start", 0) or 0))
     except OptbridgeError as e:
         raise CLIError(f"{args.config}: {e}") from None
     return tr, (hypers if hypers is not None else list(tr)), steps
@@ -229,9 +249,15 @@ def _clock(plan: Plan, steps: int) -> str:
     e = f"{epochs:g}" if epochs == int(epochs) else f"{epochs:.2f}"
     return f"{steps} steps = {e} epochs x {spe}"
 
-def _subtitle(description: str | None, plan: Plan, steps: int, backend: str) -> str:
-    clock = _clock(plan, steps) + (f", backend {backend}" if backend != "reference" else "")
+def _subtitle(description: str | None, plan: Plan, steps: int, backend: str, start: int = 0) -> str:
+    clock = _window_clock(plan, start, steps) + (f", backend {backend}" if backend != "reference" else "")
     return f"{description} ({clock})" if description else clock
+
+def _window_clock(plan: Plan, start: int, steps: int) -> str:
+    """``_clock`` of the traced window; from update K on: ``updates K..K+N-1 (N steps ...)``."""
+    if not start:
+        return _clock(plan, steps)
+    return f"updates {start}..{start + steps - 1} ({_clock(plan, steps)}, resumed at update {start})"
 
 @contextlib.contextmanager
 def example_path(name: str) -> Iterator[Path]:
