@@ -761,7 +761,10 @@ def load_state(path: str | os.PathLike[str]) -> OptimizerState:
         origin = manifest.get("origin", "")
         if not isinstance(origin, str):
             raise ConfigError("manifest.origin", "must be a string", origin)
-        return OptimizerState(manifest.get("optimizer"), tuple(params),
+        kind = manifest.get("optimizer")
+        if not isinstance(kind, str):
+            raise ConfigError("manifest.optimizer", f"must be one of {', '.join(KINDS)}", kind)
+        return OptimizerState(kind, tuple(params),
                               tuple({k: tuple(v) if isinstance(v, list) else v for k, v in g.items()}
                                     for g in groups),
                               None if pos is None else SchedulePosition.from_dict(pos, "manifest.position"),

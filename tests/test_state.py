@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 ms = pytest.importorskip("mindspore")
 
 from mindspore import Tensor, ops  # noqa: E402
-from mindspore import nn as mnn
+from mindspore import nn as mnn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import state_cases as C  # noqa: E402

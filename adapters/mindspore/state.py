@@ -234,14 +234,14 @@ def read_state(optimizer: Any, *, model: Any = None, scheduler: Any = None, stat
             names = [n for n in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "has_momentum_buffer",
                                  "square_avg", "grad_avg", "sum", "acc_delta", "exp_inf", "mu_product", "step")
                      if _holds_exact(optimizer, p.name, n)]
-            values = {n: need(f"{n}.{p.name}") for n in names}
+            found = {n: need(f"{n}.{p.name}") for n in names}
             if kind == "SGD":
-                has = values.pop("has_momentum_buffer", np.float32(0))
+                has = found.pop("has_momentum_buffer", np.zeros(()))
                 if float(np.asarray(has)) == 0.0:
-                    values.pop("momentum_buffer", None)
-            elif float(values.get("step", 0.0)) == 0.0 and kind != "Adagrad":
-                values = {}  # never updated: torch keeps no state
-            out.append(ParamState(p.name, tuple(p.shape), gi, types.get(p.name, ""), _cast(kind, values)))
+                    found.pop("momentum_buffer", None)
+            elif float(found.get("step", 0.0)) == 0.0 and kind != "Adagrad":
+                found = {}  # never updated: torch keeps no state
+            out.append(ParamState(p.name, tuple(p.shape), gi, types.get(p.name, ""), _cast(kind, found)))
         return OptimizerState(kind, tuple(out), tuple(groups), read_position(scheduler), "mindspore:exact", ())
     kind = spec.kind
     count = None
@@ -275,7 +275,7 @@ def read_state(optimizer: Any, *, model: Any = None, scheduler: Any = None, stat
             values = {}
         else:
             if spec.counter is not None and (spec.step or kind == "AdamW"):
-                values["step"] = np.float32(count)
+                values["step"] = np.asarray(count, np.float32)
             if spec.mu_product:
                 mp = get(f"mu_product_{p.name}")
                 if mp is None:

@@ -13,7 +13,7 @@ parameter's dtype and keeps ``step`` float32, as torch saves it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,16 +57,16 @@ def _records(optimizer: torch.optim.Optimizer, model: Any, saved_groups: Any = N
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if model is not None:
         records, _ = model_records(model)
-        by_id: dict[int, ParamRecord] = {}
+        by_id: dict[Hashable, ParamRecord] = {}
         for r in records:
-            by_id.setdefault(r.ident, r)  # type: ignore[arg-type]  # torch records carry id(tensor)
+            by_id.setdefault(r.ident, r)  # torch records carry id(tensor)
         out = []
         for i, p in enumerate(params):
-            r = by_id.get(id(p))
-            if r is None:
+            found = by_id.get(id(p))
+            if found is None:
                 raise ConfigError(f"optimizer.params[{i}]", "is not a parameter of the model (pass the model the "
                                   "optimizer trains)", tuple(p.shape))
-            out.append(r)
+            out.append(found)
         return out
     for groups in (saved_groups, optimizer.param_groups):
         if groups and all(isinstance(g, Mapping) and "param_names" in g for g in groups):
