@@ -36,7 +36,7 @@ import numpy as np
 
 from optbridge import evaluate, ir
 from optbridge.errors import ConfigError
-from optbridge.expr import Expr
+from optbridge.expr import Expr, parse
 
 __all__ = ["shift", "shift_expr", "value_at", "base_at"]
 
@@ -88,7 +88,7 @@ def _lit(x: float) -> str:
 
 
 def _lam(src: str) -> ir.Lambda:
-    return ir.Lambda(expr=src)
+    return ir.Lambda(expr=parse(src, path="expr"))
 
 
 def _then(head: ir.Node, length: int, tail: ir.Node) -> ir.Node:
@@ -115,7 +115,8 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         s, e, T = _lit(n.start_factor), _lit(n.end_factor), n.steps
         return _lam(f"{s} + ({e} - {s}) * min(epoch + {K}, {T}) / {T}")
     if isinstance(n, ir.Exponential):
-        x = f"(epoch + {K}) // {n.every}" if n.stair else (f"epoch + {K}" if n.every == 1 else f"(epoch + {K}) / {n.every}")
+        x = f"(epoch + {K}) // {n.every}" if n.stair else (
+            f"epoch + {K}" if n.every == 1 else f"(epoch + {K}) / {n.every}")
         return _lam(f"{_lit(n.gamma)} ** ({x})")
     if isinstance(n, ir.MultiStep):
         passed = sum(1 for m in n.milestones if m <= K)
@@ -129,26 +130,26 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
     if isinstance(n, ir.Polynomial) and not n.cycle:
         if n.end == 0.0:
             return _lam(f"(1.0 - min(epoch + {K}, {n.steps}) / {n.steps}) ** {_lit(n.power)}")
-        tail = ir.Table(values=(n.end,), hold=True)  # an absolute end: the rest of the decay, then the end
-        return tail if K >= n.steps else _then(_table(n, K, n.steps - K, base), n.steps - K, tail)
+        end: ir.Node = ir.Table(values=(n.end,), hold=True)  # an absolute end: the rest of the decay, then it
+        return end if K >= n.steps else _then(_table(n, K, n.steps - K, base), n.steps - K, end)
     if isinstance(n, ir.Cosine):
         T = n.steps
         if n.end == 0.0:
             kk = f"min(epoch + {K}, {T})" if n.clamp else f"(epoch + {K})"
             return _lam(f"(1.0 + cos(pi * {kk} / {T})) / 2")
         if n.clamp:
-            tail = ir.Table(values=(n.end,), hold=True)
-            return tail if K >= T else _then(_table(n, K, T - K, base), T - K, tail)
+            held: ir.Node = ir.Table(values=(n.end,), hold=True)
+            return held if K >= T else _then(_table(n, K, T - K, base), T - K, held)
         r = K % (2 * T)
         return n if r == 0 else _then(_table(n, K, 2 * T - r, base), 2 * T - r, n)
     if isinstance(n, ir.CosineRestarts):
         start, length = n.cycle_at(K)
-        tail = dataclasses.replace(n, period=length * n.mult if K > start else length)
+        restart = dataclasses.replace(n, period=length * n.mult if K > start else length)
         if K == start:
             return dataclasses.replace(n, period=length)
         rel = n.end == 0.0
         head = _table(n, K, start + length - K, 1.0 if rel else base)
-        return _then(dataclasses.replace(head, relative=rel), start + length - K, tail)
+        return _then(dataclasses.replace(head, relative=rel), start + length - K, restart)
     if isinstance(n, ir.Cyclic):
         if n.low is None:
             n = dataclasses.replace(n, low=base)
@@ -156,14 +157,14 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         r = K % total
         L = 0 if r == 0 else total - r
         c0 = (K + L) // total  # cycles completed before the tail starts
-        low = float(n.low)  # type: ignore[arg-type]
+        low = float(n.low if n.low is not None else base)
         if n.mode == "triangular2":
-            tail = dataclasses.replace(n, high=low + (n.high - low) / (2.0 ** c0))
+            cycles = dataclasses.replace(n, high=low + (n.high - low) / (2.0 ** c0))
         elif n.mode == "exp_range":
-            tail = dataclasses.replace(n, high=low + (n.high - low) * n.gamma ** (K + L))
+            cycles = dataclasses.replace(n, high=low + (n.high - low) * n.gamma ** (K + L))
         else:
-            tail = n
-        return tail if L == 0 else _then(_table(n, K, L, base), L, tail)
+            cycles = n
+        return cycles if L == 0 else _then(_table(n, K, L, base), L, cycles)
     if isinstance(n, ir.OneCycle):
         if K > n.total_steps:
             raise ConfigError("schedule", f"one_cycle was stepped {K} times, past its total_steps "
@@ -173,7 +174,7 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         return _lam(shift_expr(n.expr, K))
     if isinstance(n, ir.Multiplicative):
         return _then(ir.Table(values=(value_at(n, K, base),)), 1,
-                     ir.Multiplicative(expr=shift_expr(n.expr, K + 1)))
+                     ir.Multiplicative(expr=parse(shift_expr(n.expr, K + 1), path="expr")))
     if isinstance(n, ir.Table):
         if K < len(n.values):
             return dataclasses.replace(n, values=n.values[K:])
@@ -190,13 +191,13 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         if isinstance(part, ir.Multiplicative) and start > 0:  # continues from the value before its boundary
             m = K - start
             first: ir.Node = _then(ir.Table(values=(value_at(n, K, base),)), 1,
-                                   ir.Multiplicative(expr=shift_expr(part.expr, m + 1)))
+                                   ir.Multiplicative(expr=parse(shift_expr(part.expr, m + 1), path="expr")))
         else:
             first = shift(part, K - start, base)
-        rest = n.parts[i + 1:]
-        if not rest:
+        later = n.parts[i + 1:]
+        if not later:
             return first
-        return ir.Sequence(parts=(first,) + rest, boundaries=tuple(b - K for b in n.boundaries[i:]))
+        return ir.Sequence(parts=(first, *later), boundaries=tuple(b - K for b in n.boundaries[i:]))
     if isinstance(n, ir.Chain):
         return ir.Chain(parts=tuple(shift(p, K, base) for p in n.parts))
     if isinstance(n, ir.Plateau):

@@ -30,7 +30,15 @@ from optbridge_adapters import torch as tb  # noqa: E402
 from optbridge_adapters.torch.build import build  # noqa: E402
 from test_torch_backend import _resume, assert_close  # noqa: E402
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64() -> Any:
+    """float64 parameters in this module (exact trajectories), put back for the modules that run after it."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 class Net(nn.Module):

@@ -29,8 +29,16 @@ import torch
 from optbridge import ir
 from optbridge.errors import ConfigError, UnsupportedError
 from optbridge.params import ParamRecord, Resolution, effective_options, resolve
-from optbridge.plan import (GROUP_FEATURES, OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, check_group_features,
-                            group_feature, scheduled_hypers)
+from optbridge.plan import (
+    GROUP_FEATURES,
+    OPTIMIZER_DEFAULTS,
+    Group,
+    OptimizerSpec,
+    Plan,
+    check_group_features,
+    group_feature,
+    scheduled_hypers,
+)
 from optbridge.report import Fidelity
 from optbridge.slots import Slot, fingerprint, slots
 from optbridge.source import CHUNK, ValueSource
@@ -153,7 +161,7 @@ def _torch_kwargs(options: Mapping[str, Any], accepted: set[str], path: str, oty
         if key in GROUP_FEATURES:
             continue
         if key in accepted:
-            out[key] = tuple(v) if isinstance(v, (list, tuple)) else v
+            out[key] = tuple(v) if isinstance(v, list | tuple) else v
         elif v not in (None, False):
             raise UnsupportedError(f"{path}.{key}", BACKEND, f"torch.optim.{otype} has no option {key!r}")
     return out
@@ -203,7 +211,8 @@ def _lower(plan: Plan, groups: list[Group], lr: list[Slot], native: bool, metric
     nodes = [s.node for s in lr]
     plateau = any(isinstance(n, ir.Plateau) for n in nodes)
     if any(group_feature(plan, g, "start_step") for g in groups):
-        why = "a group joins mid-run (start_step), and torch's schedulers keep one base lr per group they were built with"
+        why = ("a group joins mid-run (start_step), and torch's schedulers keep one base lr per group they were "
+               "built with")
     elif any(group_feature(plan, g, "lr_dtype") == "float32" for g in groups):
         why = "a float32 (tensor) lr makes torch's schedulers compute in float32, not the schedule rounded to float32"
     elif not native and not (plateau and metrics is None):
@@ -228,7 +237,7 @@ def _build_optimizer(plan: Plan, o: OptimizerSpec, opt: torch.optim.Optimizer, g
     cname = f"torch.optim.{o.type}"
     lr = [s for s in mine if s.hyper == "lr"]
     specs, why = _lower(plan, groups, lr, native, metrics, lr[0].path if lr else "schedule.lr")
-    desc = " + ".join(s.describe() for s, _ in specs)
+    desc = " + ".join(spec.describe() for spec, _ in specs)
     mh = "beta1" if "betas" in opt.defaults else ("momentum" if "momentum" in opt.defaults else None)
     paired = False
     if len(specs) == 1 and mh is not None and mh in hypers:
@@ -238,11 +247,11 @@ def _build_optimizer(plan: Plan, o: OptimizerSpec, opt: torch.optim.Optimizer, g
     if specs:
         for tg in opt.param_groups:  # the base of every torch scheduler is the group's lr (see forms.construct)
             tg["initial_lr"] = tg["lr"]
-        for s, unit in specs:
+        for spec, unit in specs:
             every = spe if unit == "epoch" else 1
-            is_plateau = s.cls == "ReduceLROnPlateau"
+            is_plateau = spec.cls == "ReduceLROnPlateau"
             out.native_plateau |= is_plateau
-            out.entries.append(Entry(construct(s, opt), every, is_plateau, o.name))
+            out.entries.append(Entry(construct(spec, opt), every, is_plateau, o.name))
     by_name = {g.name: g for g in groups}
     for s in mine:
         key = (s.group, s.hyper)
@@ -286,7 +295,8 @@ def build(plan: Plan, params: Mapping[str, Sequence[torch.Tensor]], *, resolutio
     check_group_features(plan, BACKEND, supported=GROUP_FEATURES)
     hypers = scheduled_hypers(plan)
     every_slot = slots(plan, held=True)  # raises for a plan-wide hyper no built group has
-    clock = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps)
+    clock: dict[str, Any] = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
+                                 total_steps=plan.total_steps)
     spe = plan.steps_per_epoch or 1
     optimizers: dict[str, torch.optim.Optimizer] = {}
     entries: list[Entry] = []
@@ -306,9 +316,9 @@ def build(plan: Plan, params: Mapping[str, Sequence[torch.Tensor]], *, resolutio
         if all(starts):
             raise UnsupportedError(f"{path}.groups.{groups[0].name}.start_step", BACKEND, "torch builds an optimizer "
                                    "with at least one param group: at least one group must be there from update 0")
-        opt = _make_optimizer(plan, oi, o, [d for d, s in zip(dicts, starts) if not s])
+        opt = _make_optimizer(plan, oi, o, [d for d, s in zip(dicts, starts, strict=True) if not s])
         optimizers[o.name] = opt
-        joins += [Join(s, o.name, d) for d, s in zip(dicts, starts) if s]
+        joins += [Join(s, o.name, d) for d, s in zip(dicts, starts, strict=True) if s]
         mine = [s for s in every_slot if s.optimizer == o.name]
         built = _build_optimizer(plan, o, opt, groups, mine, hypers, native=native, metrics=metrics, spe=spe)
         fid.update(built.fidelity)
@@ -377,7 +387,7 @@ def model_records(model: Any) -> tuple[list[ParamRecord], dict[str, torch.Tensor
         return records, tensors
     if isinstance(model, Mapping):
         items: Any = model.items()
-    elif isinstance(model, (list, tuple)):
+    elif isinstance(model, list | tuple):
         items = model
     else:
         raise ConfigError("model", "must be a torch.nn.Module, a mapping name -> tensor, or (name, tensor) pairs",
@@ -443,7 +453,7 @@ def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: st
 def _check_metrics(metrics: Any) -> list[float] | None:
     if metrics is None:
         return None
-    if isinstance(metrics, (str, bytes, Mapping)) or not hasattr(metrics, "__iter__"):
+    if isinstance(metrics, str | bytes | Mapping) or not hasattr(metrics, "__iter__"):
         raise ConfigError("metrics", "must be a sequence of numbers (one per plateau step)", type(metrics).__name__)
     out = []
     for i, m in enumerate(metrics):

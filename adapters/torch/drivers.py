@@ -166,7 +166,7 @@ class PlanScheduler(LRScheduler):
 
     # ---------------------------------------------------------------- torch interface
 
-    def step(self, metrics: Any = None) -> None:  # type: ignore[override]  # a metric, never an epoch
+    def step(self, metrics: Any = None) -> None:
         """Write the values of the next update (call after ``optimizer.step()``).
 
         Args:
@@ -196,7 +196,7 @@ class PlanScheduler(LRScheduler):
         last = _count(state, "last_epoch", 0)
         steps = state.get("_step_count", last + 1)
         extra = state.get("metrics", [])
-        if not isinstance(extra, (list, tuple)):
+        if not isinstance(extra, list | tuple):
             raise ConfigError("state_dict.metrics", "must be a list of numbers", extra)
         for i, m in enumerate(extra[len(self._source.metrics) - self._given:]):
             self._source.add_metric(_metric(m, f"state_dict.metrics[{i}]"))
@@ -303,11 +303,11 @@ class SetupScheduler:
         state = _check_state(state_dict, self.fingerprint, "SetupScheduler")
         last = _count(state, "last_epoch", 0)
         scheds = state.get("schedulers")
-        if not isinstance(scheds, (list, tuple)) or len(scheds) != len(self.entries):
+        if not isinstance(scheds, list | tuple) or len(scheds) != len(self.entries):
             raise ConfigError("state_dict.schedulers", f"must hold {len(self.entries)} scheduler states, one per "
-                              "scheduler of this setup", None if not isinstance(scheds, (list, tuple)) else len(scheds))
+                              "scheduler of this setup", None if not isinstance(scheds, list | tuple) else len(scheds))
         self.last_epoch = last
-        for e, sd in zip(self.entries, scheds):
+        for e, sd in zip(self.entries, scheds, strict=True):
             e.sched.load_state_dict(sd)
 
 

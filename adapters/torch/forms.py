@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optbridge import ir
+from optbridge.expr import parse
 
 from .lambdas import Lambda
 
@@ -69,11 +70,11 @@ class Spec:
 
 def _relative_only(n: ir.Node) -> bool:
     """Every value is ``base * factor``: a base of 0 stays 0."""
-    if isinstance(n, (ir.Constant, ir.Linear, ir.Exponential, ir.MultiStep, ir.Lambda, ir.Multiplicative)):
+    if isinstance(n, ir.Constant | ir.Linear | ir.Exponential | ir.MultiStep | ir.Lambda | ir.Multiplicative):
         return True
-    if isinstance(n, (ir.Polynomial, ir.Cosine, ir.CosineRestarts)):
+    if isinstance(n, ir.Polynomial | ir.Cosine | ir.CosineRestarts):
         return n.end == 0.0
-    if isinstance(n, (ir.Sequence, ir.Chain)):
+    if isinstance(n, ir.Sequence | ir.Chain):
         return all(_relative_only(p) for p in n.parts)
     return False
 
@@ -89,7 +90,8 @@ class _Lowerer:
     # ------------------------------------------------------------------ helpers
 
     def live(self, nodes: list[ir.Node | None]) -> list[ir.Node]:
-        return [n for n, z in zip(nodes, self.zero) if not z]  # type: ignore[misc]
+        """The nodes of the groups that are not frozen at lr 0 (those always have one)."""
+        return [n for n, z in zip(nodes, self.zero, strict=True) if not z and n is not None]
 
     @staticmethod
     def uniform(live: list[ir.Node], cls: str, strip: dict[str, Any] | None = None) -> None:
@@ -120,9 +122,10 @@ class _Lowerer:
 
     # ------------------------------------------------------------------ closed forms
 
-    def _constant(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _constant(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                  horizon: int | None) -> Spec:
         self.uniform(live, "ConstantLR")
-        n: ir.Constant = live[0]  # type: ignore[assignment]
+        n: ir.Constant = live[0]  # the dispatch chose this method by kind
         f, T = n.factor, n.steps
         if f == 1.0 or T == 0:  # base at every step
             return Spec("ConstantLR", {"factor": 1.0, "total_iters": 1})
@@ -136,39 +139,44 @@ class _Lowerer:
             raise NotNative("torch's ConstantLR divides by factor at total_iters, and factor is 0")
         return Spec("ConstantLR", {"factor": f, "total_iters": T})
 
-    def _linear(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _linear(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                horizon: int | None) -> Spec:
         self.uniform(live, "LinearLR")
-        n: ir.Linear = live[0]  # type: ignore[assignment]
+        n: ir.Linear = live[0]  # the dispatch chose this method by kind
         if not 0.0 < n.start_factor <= 1.0:
             raise NotNative("torch's LinearLR requires 0 < start_factor <= 1 (it cannot warm up from 0)")
         if not 0.0 <= n.end_factor <= 1.0:
             raise NotNative("torch's LinearLR requires 0 <= end_factor <= 1")
         return Spec("LinearLR", {"start_factor": n.start_factor, "end_factor": n.end_factor, "total_iters": n.steps})
 
-    def _exponential(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _exponential(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                     horizon: int | None) -> Spec:
         self.uniform(live, "ExponentialLR")
-        n: ir.Exponential = live[0]  # type: ignore[assignment]
+        n: ir.Exponential = live[0]  # the dispatch chose this method by kind
         if n.stair:
             return Spec("StepLR", {"step_size": n.every, "gamma": n.gamma})
         if n.every == 1:
             return Spec("ExponentialLR", {"gamma": n.gamma})
         raise NotNative("gamma ** (k / every) with every > 1 and no staircase has no torch scheduler")
 
-    def _multistep(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _multistep(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                   horizon: int | None) -> Spec:
         self.uniform(live, "MultiStepLR")
-        n: ir.MultiStep = live[0]  # type: ignore[assignment]
+        n: ir.MultiStep = live[0]  # the dispatch chose this method by kind
         return Spec("MultiStepLR", {"milestones": list(n.milestones), "gamma": n.gamma})
 
-    def _polynomial(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _polynomial(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                    horizon: int | None) -> Spec:
         self.uniform(live, "PolynomialLR")
-        n: ir.Polynomial = live[0]  # type: ignore[assignment]
+        n: ir.Polynomial = live[0]  # the dispatch chose this method by kind
         if n.end != 0.0 or n.cycle:
             raise NotNative("torch's PolynomialLR decays to 0 and clamps (no end value, no cycle)")
         return Spec("PolynomialLR", {"total_iters": n.steps, "power": n.power})
 
-    def _cosine(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _cosine(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                horizon: int | None) -> Spec:
         self.uniform(live, "CosineAnnealingLR")
-        n: ir.Cosine = live[0]  # type: ignore[assignment]
+        n: ir.Cosine = live[0]  # the dispatch chose this method by kind
         within = horizon is not None and horizon <= n.steps
         if where == "chained" and (n.end != 0.0 or not within):
             raise NotNative("a chained CosineAnnealingLR multiplies only with eta_min 0 and within T_max "
@@ -179,30 +187,34 @@ class _Lowerer:
                             "(the plan may run past steps)")
         return Spec("CosineAnnealingLR", {"T_max": n.steps, "eta_min": n.end})
 
-    def _cosine_restarts(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _cosine_restarts(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                         horizon: int | None) -> Spec:
         self.uniform(live, "CosineAnnealingWarmRestarts")
-        n: ir.CosineRestarts = live[0]  # type: ignore[assignment]
+        n: ir.CosineRestarts = live[0]  # the dispatch chose this method by kind
         if where == "chained":
             raise NotNative("CosineAnnealingWarmRestarts sets the lr from initial_lr, so it is not chainable")
         return Spec("CosineAnnealingWarmRestarts", {"T_0": n.period, "T_mult": n.mult, "eta_min": n.end})
 
     # ------------------------------------------------------------------ per-group classes
 
-    def _cyclic(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _cyclic(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                horizon: int | None) -> Spec:
         if where == "chained":
             raise NotNative("CyclicLR computes the lr from absolute values, so it is not chainable")
         down = lambda n: n.step_size_down if n.step_size_down is not None else n.step_size_up  # noqa: E731
         norm = [dataclasses.replace(n, low=None, high=0.0, step_size_down=down(n)) for n in live]
         if any(x != norm[0] for x in norm):
             raise NotNative("the groups' cyclic schedules differ beyond their low/high values")
-        n: ir.Cyclic = live[0]  # type: ignore[assignment]
-        low = [0.0 if z else (x.low if x.low is not None else b) for x, z, b in zip(nodes, self.zero, self.bases)]
-        high = [0.0 if z else x.high for x, z in zip(nodes, self.zero)]
+        n: ir.Cyclic = live[0]  # the dispatch chose this method by kind
+        low = [0.0 if z else (x.low if x.low is not None else b)
+               for x, z, b in zip(nodes, self.zero, self.bases, strict=True)]
+        high = [0.0 if z else x.high for x, z in zip(nodes, self.zero, strict=True)]
         return Spec("CyclicLR", {"base_lr": low, "max_lr": high, "step_size_up": n.step_size_up,
                                  "step_size_down": n.step_size_down, "mode": n.mode, "gamma": n.gamma,
                                  "cycle_momentum": False})
 
-    def _one_cycle(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _one_cycle(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                   horizon: int | None) -> Spec:
         if where == "chained":
             raise NotNative("OneCycleLR computes the lr from absolute values, so it is not chainable")
         if where == "sequential" and index > 0:
@@ -211,9 +223,9 @@ class _Lowerer:
         norm = [dataclasses.replace(n, peak=None, initial=None, final=None) for n in live]
         if any(x != norm[0] for x in norm):
             raise NotNative("the groups' one_cycle schedules differ beyond their peak values")
-        n: ir.OneCycle = live[0]  # type: ignore[assignment]
+        n: ir.OneCycle = live[0]  # the dispatch chose this method by kind
         peaks = []
-        for x, z, b in zip(nodes, self.zero, self.bases):
+        for x, z, b in zip(nodes, self.zero, self.bases, strict=True):
             if z:
                 peaks.append(0.0)
                 continue
@@ -229,21 +241,24 @@ class _Lowerer:
                                    "final_div_factor": n.final_div_factor, "three_phase": n.three_phase,
                                    "cycle_momentum": False})
 
-    def _lambdas(self, nodes) -> list[Lambda]:
-        return [Lambda("1") if z else Lambda(x.expr) for x, z in zip(nodes, self.zero)]
+    def _lambdas(self, nodes: list[Any]) -> list[Lambda]:
+        return [Lambda("1") if z else Lambda(x.expr) for x, z in zip(nodes, self.zero, strict=True)]
 
-    def _lambda(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _lambda(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                horizon: int | None) -> Spec:
         if where == "chained":
             raise NotNative("LambdaLR sets lr = initial_lr * f(k), so it is not chainable")
         return Spec("LambdaLR", {"lr_lambda": self._lambdas(nodes)})
 
-    def _multiplicative(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _multiplicative(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                        horizon: int | None) -> Spec:
         return Spec("MultiplicativeLR", {"lr_lambda": self._lambdas(nodes)})
 
-    def _plateau(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _plateau(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                 horizon: int | None) -> Spec:
         self.uniform(live, "ReduceLROnPlateau", {"min_value": 0.0})
-        n: ir.Plateau = live[0]  # type: ignore[assignment]
-        min_lr = [0.0 if z else x.min_value for x, z in zip(nodes, self.zero)]
+        n: ir.Plateau = live[0]  # the dispatch chose this method by kind
+        min_lr = [0.0 if z else x.min_value for x, z in zip(nodes, self.zero, strict=True)]
         return Spec("ReduceLROnPlateau", {"mode": n.mode, "factor": n.factor, "patience": n.patience,
                                           "threshold": n.threshold, "threshold_mode": n.threshold_mode,
                                           "cooldown": n.cooldown, "min_lr": min_lr, "eps": n.eps,
@@ -251,10 +266,11 @@ class _Lowerer:
 
     # ------------------------------------------------------------------ combinators
 
-    def _sequence(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _sequence(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+                  horizon: int | None) -> Spec:
         if where != "top":
             raise NotNative("torch cannot nest SequentialLR or ChainedScheduler inside a SequentialLR")
-        n: ir.Sequence = live[0]  # type: ignore[assignment]
+        n: ir.Sequence = live[0]  # the dispatch chose this method by kind
         if any(x.boundaries != n.boundaries or x.unit != n.unit for x in live):
             raise NotNative("the groups' sequences have different milestones, and torch's SequentialLR takes one "
                             "list of milestones for all groups")
@@ -262,7 +278,7 @@ class _Lowerer:
         starts = (0,) + n.boundaries
         children = []
         for i in range(len(n.parts)):
-            part_nodes = [None if z else x.parts[i] for x, z in zip(nodes, self.zero)]
+            part_nodes = [None if z else x.parts[i] for x, z in zip(nodes, self.zero, strict=True)]
             end = n.boundaries[i] - 1 if i < len(n.boundaries) else None
             if horizon is not None:
                 end = horizon if end is None else min(end, horizon)
@@ -270,15 +286,16 @@ class _Lowerer:
             children.append(self.spec(part_nodes, "sequential", i, u, local))
         return Spec("SequentialLR", {"milestones": list(n.boundaries)}, children)
 
-    def _chain(self, nodes, live, where, index, unit, horizon) -> Spec:
+    def _chain(self, nodes: list[Any], live: list[Any], where: str, index: int, unit: str,
+               horizon: int | None) -> Spec:
         if where == "sequential":
             raise NotNative("torch cannot nest a ChainedScheduler inside a SequentialLR")
-        n: ir.Chain = live[0]  # type: ignore[assignment]
+        n: ir.Chain = live[0]  # the dispatch chose this method by kind
         if any(len(x.parts) != len(n.parts) for x in live):
             raise NotNative("the groups' chains have different numbers of parts")
         u = n.unit or unit
-        children = [self.spec([None if z else x.parts[i] for x, z in zip(nodes, self.zero)], "chained", i, u, horizon)
-                    for i in range(len(n.parts))]
+        children = [self.spec([None if z else x.parts[i] for x, z in zip(nodes, self.zero, strict=True)], "chained",
+                              i, u, horizon) for i in range(len(n.parts))]
         for c in children:
             if c.cls not in CHAINABLE:
                 raise NotNative(f"{c.cls} is not chainable")
@@ -301,14 +318,15 @@ def lower_lr(nodes: list[ir.Node | None], zero: list[bool], bases: list[float], 
     Raises:
         NotNative: no exact torch form, with the reason.
     """
-    live = [n for n, z in zip(nodes, zero) if not z]
+    live = [n for n, z in zip(nodes, zero, strict=True) if not z]
     if not live or all(n is None for n in live):
         return []
     if any(n is None for n in live):
         if not all(isinstance(n, ir.Lambda) for n in live if n is not None):
             raise NotNative("some groups of the optimizer have no lr schedule, and a torch scheduler drives every "
                             "group (only per-group LambdaLR functions can leave a group at its base)")
-        nodes = [ir.Lambda(expr="1") if n is None and not z else n for n, z in zip(nodes, zero)]
+        one = ir.Lambda(expr=parse("1", path="expr"))
+        nodes = [one if n is None and not z else n for n, z in zip(nodes, zero, strict=True)]
     spe = steps_per_epoch or 1
     low = _Lowerer(bases, zero)
     root = next(n for n in nodes if n is not None)
@@ -323,7 +341,8 @@ def lower_lr(nodes: list[ir.Node | None], zero: list[bool], bases: list[float], 
         # a root chain over several clocks: one scheduler per part, stacked on the optimizer
         out = []
         for i in range(len(root.parts)):
-            parts = [None if z else n.parts[i] for n, z in zip(nodes, zero)]  # type: ignore[union-attr]
+            parts = [None if z or not isinstance(n, ir.Chain) else n.parts[i]
+                     for n, z in zip(nodes, zero, strict=True)]
             pu = next(p for p in parts if p is not None).unit or ru
             if len(_units(next(p for p in parts if p is not None), pu)) > 1:
                 raise NotNative("a chain inside a chain runs on several clocks")
@@ -337,15 +356,14 @@ def lower_lr(nodes: list[ir.Node | None], zero: list[bool], bases: list[float], 
     return [(low.spec(nodes, "top", 0, ru, horizon(ru)), ru)]
 
 
-def pair_momentum(spec: Spec, lr_nodes: list[ir.Node | None], m_nodes: list[ir.Node | None],
-                  m_bases: list[float]) -> bool:
+def pair_momentum(spec: Spec, lr_nodes: list[Any], m_nodes: list[Any], m_bases: list[float]) -> bool:
     """Turn on ``cycle_momentum`` in a CyclicLR/OneCycleLR ``spec`` if the momentum (or beta1) schedules are
     exactly the ones it cycles; return whether it did."""
     if spec.cls not in ("CyclicLR", "OneCycleLR") or any(m is None for m in m_nodes):
         return False
     ref = next(n for n in lr_nodes if n is not None)
     base_m, max_m = [], []
-    for m, b in zip(m_nodes, m_bases):
+    for m, b in zip(m_nodes, m_bases, strict=True):
         if type(m) is not type(ref) or m.unit != ref.unit:
             return False
         if isinstance(m, ir.Cyclic):
@@ -382,14 +400,14 @@ def construct(spec: Spec, optimizer: Any) -> Any:
         # setdefault makes initial_lr = base_lr on a fresh optimizer. Give it that, then restore the group's
         # base for the schedulers built after it (and for SequentialLR's reset).
         saved = [g.get("initial_lr") for g in optimizer.param_groups]
-        for g, b in zip(optimizer.param_groups, kwargs["base_lr"]):
+        for g, b in zip(optimizer.param_groups, kwargs["base_lr"], strict=True):
             g["initial_lr"] = b
-        sched = S.CyclicLR(optimizer, **kwargs)
-        for g, v in zip(optimizer.param_groups, saved):
+        cyclic = S.CyclicLR(optimizer, **kwargs)
+        for g, v in zip(optimizer.param_groups, saved, strict=True):
             if v is not None:
                 g["initial_lr"] = v
-        return sched
-    sched = getattr(S, spec.cls)(optimizer, **kwargs)
+        return cyclic
+    sched: Any = getattr(S, spec.cls)(optimizer, **kwargs)
     if state is not None:  # ReduceLROnPlateau mid-run
         best, bad, cool = state
         if best is not None:

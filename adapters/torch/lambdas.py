@@ -68,7 +68,7 @@ def _value(expr: str, epoch: int) -> float:
             if len(_FAILED) >= _KEEP:
                 _FAILED.clear()
             _FAILED[expr] = epoch
-    return float(_compiled(expr)(epoch))  # type: ignore[arg-type]  # an int gives a scalar
+    return float(_compiled(expr)(epoch))
 
 
 class Lambda:
@@ -96,7 +96,7 @@ class Lambda:
     def __call__(self, epoch: Any) -> float:
         if type(epoch) is int and epoch >= 0:
             return _value(self.expr, epoch)
-        return float(_compiled(self.expr)(epoch))  # type: ignore[arg-type]  # a number gives a scalar
+        return float(_compiled(self.expr)(epoch))
 
     def __repr__(self) -> str:
         return f"Lambda({self.expr!r})"

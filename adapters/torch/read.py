@@ -43,7 +43,8 @@ from torch.optim import lr_scheduler as S
 from optbridge import ir
 from optbridge.dialects import torch as dialect
 from optbridge.errors import ConfigError, UnsupportedError
-from optbridge.plan import Plan, hyper_base
+from optbridge.ir import FrozenMap
+from optbridge.plan import Group, Plan, hyper_base
 from optbridge.shift import base_at, shift, value_at
 
 from .drivers import read_hyper
@@ -152,12 +153,12 @@ def _offsets(entries: list[tuple[Any, str]], step_unit: str, spe: int) -> tuple[
     """Per entry ``(scheduler steps K, updates into the current epoch r)``, and the updates done overall."""
     counts = [steps_done(s, _path(entries, i)) if kind(s) == "modelled" else _last_epoch(s)
               for i, (s, _) in enumerate(entries)]
-    iters = {k for k, (s, u) in zip(counts, entries) if k is not None and u == "iter"}
+    iters = {k for k, (s, u) in zip(counts, entries, strict=True) if k is not None and u == "iter"}
     if len(iters) > 1:
         raise ConfigError("scheduler", "holds iteration schedulers stepped different numbers of times", sorted(iters))
     done = iters.pop() if iters else None  # updates done, when an iteration scheduler tells
     offsets = []
-    for i, (k, (s, u)) in enumerate(zip(counts, entries)):
+    for i, (k, (_, u)) in enumerate(zip(counts, entries, strict=True)):
         r = 0
         if k is not None and u == "epoch" and step_unit == "iter" and done is not None:
             r = done - k * spe
@@ -166,7 +167,7 @@ def _offsets(entries: list[tuple[Any, str]], step_unit: str, spe: int) -> tuple[
                                   f"stepped {done} times: with steps_per_epoch={spe} these disagree", k)
         offsets.append((k or 0, r))
     behind = max((k * (spe if u == "epoch" and step_unit == "iter" else 1) + r
-                  for (k, r), (_, u) in zip(offsets, entries)), default=0)
+                  for (k, r), (_, u) in zip(offsets, entries, strict=True)), default=0)
     return offsets, behind
 
 
@@ -219,7 +220,7 @@ def _portable(f: Any) -> bool:
     from optbridge.expr import Expr
 
     from .lambdas import Lambda
-    return isinstance(f, (Lambda, Expr))
+    return isinstance(f, Lambda | Expr)
 
 
 def _chainable(s: Any, strict: bool = False) -> bool:
@@ -297,12 +298,13 @@ def _modelled(optimizer: torch.optim.Optimizer, entries: list[tuple[Any, str]], 
         docs.append(d)
     defaults = optimizer_options(optimizer)
     first = entries[0][0] if entries else None
-    for g in optimizer.param_groups:  # a tensor lr given to the constructor is shared with the defaults (filled in place)
-        if g["lr"] is optimizer.defaults.get("lr") and "initial_lr" in g and first is not None and not is_plateau(first):
+    based = first is not None and not is_plateau(first)  # the schedulers scale initial_lr
+    for g in optimizer.param_groups:  # a tensor lr given to the constructor is shared with the defaults (filled)
+        if g["lr"] is optimizer.defaults.get("lr") and "initial_lr" in g and based:
             defaults["lr"] = float(g["initial_lr"])
     infos = read_groups(optimizer, defaults)
-    for info, g in zip(infos, optimizer.param_groups):
-        if first is not None and not is_plateau(first) and "initial_lr" in g and not isinstance(first, CLASSES["SWALR"]):
+    for info, g in zip(infos, optimizer.param_groups, strict=True):
+        if based and "initial_lr" in g and not isinstance(first, CLASSES["SWALR"]):
             info.options["lr"] = float(g["initial_lr"])  # the schedulers' base
     features = [{k: info.options.pop(k) for k in ("lr_dtype",) if k in info.options} for info in infos]
     doc: dict[str, Any] = {"dialect": "torch", "optimizer": {"type": type(optimizer).__name__, **defaults},
@@ -321,12 +323,12 @@ def _modelled(optimizer: torch.optim.Optimizer, entries: list[tuple[Any, str]], 
     plan = _complete(plan, optimizer, entries, offsets, step_unit, steps_per_epoch or 1)
     groups = list(plan.optimizers[0].groups)
     excluded = select(infos, model) if model is not None else None
-    out = []
-    for info, g, feat in zip(infos, groups, features):
-        opts = dict(g.options, **feat)
+    out: list[Group] = []
+    for info, grp, feat in zip(infos, groups, features, strict=True):
+        opts = dict(grp.options, **feat)
         if info.empty:
             opts["empty"] = True
-        out.append(dataclasses.replace(g, select=info.select, options=opts))
+        out.append(dataclasses.replace(grp, select=info.select, options=FrozenMap(opts)))
     if excluded is not None:
         out.append(excluded)
     opt = dataclasses.replace(plan.optimizers[0], groups=tuple(out))
@@ -371,9 +373,9 @@ def _complete(plan: Plan, optimizer: torch.optim.Optimizer, entries: list[tuple[
         opts = dict(g.options)
         if gi in bases:
             opts["lr"] = bases[gi]
-        out.append(dataclasses.replace(g, schedule=group_sched[gi], options=opts))
+        out.append(dataclasses.replace(g, schedule=FrozenMap(group_sched[gi]), options=FrozenMap(opts)))
     opt = dataclasses.replace(plan.optimizers[0], groups=tuple(out))
-    return dataclasses.replace(plan, optimizers=(opt,), schedule=plan_sched)
+    return dataclasses.replace(plan, optimizers=(opt,), schedule=FrozenMap(plan_sched))
 
 
 def _own_base(optimizer: torch.optim.Optimizer, entries: list[tuple[Any, str]], gi: int) -> bool:
@@ -390,7 +392,7 @@ def _found_base(node: ir.Node, entries: list[tuple[Any, str]], offsets: list[tup
     if len(entries) > 1:  # a stack of chainable schedulers: the product of their factors where they stand
         assert isinstance(node, ir.Chain)
         factor = 1.0
-        for p, (k, _) in zip(node.parts, offsets):
+        for p, (k, _) in zip(node.parts, offsets, strict=True):
             factor *= value_at(dataclasses.replace(p, unit=None), k, 1.0)
         b: float | None = lr / factor if factor else None
     else:
@@ -414,7 +416,7 @@ def _at_current(node: ir.Node, base: float, entries: list[tuple[Any, str]], offs
                                    cooldown_left=int(s.cooldown_counter))
     if len(entries) > 1:
         assert isinstance(node, ir.Chain)
-        return ir.Chain(parts=tuple(_entry(p, base, k, r, spe) for p, (k, r) in zip(node.parts, offsets)),
+        return ir.Chain(parts=tuple(_entry(p, base, k, r, spe) for p, (k, r) in zip(node.parts, offsets, strict=True)),
                         unit=node.unit)
     (k, r), = offsets
     return _entry(node, base, k, r, spe)
@@ -450,7 +452,7 @@ def _check_bases(entries: list[tuple[Any, str]], plan: Plan) -> None:
             continue
         for j, c in enumerate(s._schedulers):
             for leaf in leaves(c):
-                if isinstance(leaf, (S.CyclicLR, S.OneCycleLR, S.ChainedScheduler)):
+                if isinstance(leaf, S.CyclicLR | S.OneCycleLR | S.ChainedScheduler):
                     continue
                 _check_base(entries, i, j, leaf, want)
 
@@ -483,7 +485,7 @@ def _check_current(plan: Plan, optimizer: torch.optim.Optimizer) -> None:
 def _warn_horizon(entries: list[tuple[Any, str]], offsets: list[tuple[int, int]], step_unit: str, spe: int,
                   total: int) -> None:
     """Warn where ``total`` updates run a CosineAnnealingLR past T_max or a PolynomialLR past total_iters."""
-    for i, ((s, unit), (k, r)) in enumerate(zip(entries, offsets)):
+    for i, ((s, unit), (k, r)) in enumerate(zip(entries, offsets, strict=True)):
         per = spe if unit == "epoch" and step_unit == "iter" else 1
         last = k + (total - 1 + r) // per  # the scheduler's counter at the last update
         for path, leaf, lo, hi in _windows(s, _path(entries, i), 0, None):

@@ -40,6 +40,7 @@ import torch
 
 from optbridge import ir
 from optbridge.errors import ConfigError, OptbridgeError
+from optbridge.ir import FrozenMap
 from optbridge.plan import Group, OptimizerSpec, Plan
 from optbridge.recover import recover, recover_groups
 
@@ -232,7 +233,7 @@ def _run(optimizer: torch.optim.Optimizer, steps: int, entries: Sequence[tuple[A
         if before_step is not None:
             call(before_step, k, "before_step", k)
         take(k)
-        if len(pg) < len(groups) or any(a is not b for a, b in zip(pg, groups)):
+        if len(pg) < len(groups) or any(a is not b for a, b in zip(pg, groups, strict=False)):
             raise RecordError(f"update {k}: param groups were removed or replaced during the run (only "
                               "add_param_group is recorded)")
         n = len(groups)
@@ -286,9 +287,10 @@ def _recover_hyper(rec: Recording, h: str, spe: int | None) -> list[tuple[ir.Nod
             moving.append(i)
     if moving:
         bases = [_base(rec.configured[i].get(h), Y[:, i]) for i in moving]
-        res = recover_groups(np.ascontiguousarray(Y[:, moving].T), bases=bases, steps_per_epoch=spe, rtol=RTOL,
-                             ptol=0.0)
-        for i, r in zip(moving, res):
+        res = recover_groups(np.ascontiguousarray(Y[:, moving].T),
+                             bases=bases,  # type: ignore[arg-type]  # None: that row's peak (recover_groups takes it)
+                             steps_per_epoch=spe, rtol=RTOL, ptol=0.0)
+        for i, r in zip(moving, res, strict=True):
             out[i] = (r.node, r.base)
     for i, s in enumerate(rec.starts):
         if s == 0 or np.isnan(Y[s, i]):
@@ -340,7 +342,7 @@ def to_plan(rec: Recording, optimizer: torch.optim.Optimizer, *, model: Any = No
     plan_sched: dict[str, ir.Node] = {}
     group_sched: list[dict[str, ir.Node]] = [{} for _ in infos]
     for h, nodes in sched.items():
-        have = [n for n, c in zip(nodes, per_hyper[h]) if c is not None]
+        have = [n for n, c in zip(nodes, per_hyper[h], strict=True) if c is not None]
         if have and all(n == have[0] for n in have) and len(have) == len(nodes):
             if have[0] is not None:
                 plan_sched[h] = have[0]
@@ -355,11 +357,12 @@ def to_plan(rec: Recording, optimizer: torch.optim.Optimizer, *, model: Any = No
             opts["start_step"] = rec.starts[i]
         if info.empty:
             opts["empty"] = True
-        out_groups.append(Group(name=info.name, select=info.select, options=opts, schedule=group_sched[i]))
+        out_groups.append(Group(name=info.name, select=info.select, options=FrozenMap(opts),
+                                schedule=FrozenMap(group_sched[i])))
     if excluded is not None:
         out_groups.append(excluded)
-    spec = OptimizerSpec(type=otype, options=defaults, groups=tuple(out_groups))
-    return Plan(optimizers=(spec,), schedule=plan_sched, step_unit="iter", steps_per_epoch=steps_per_epoch,
+    spec = OptimizerSpec(type=otype, options=FrozenMap(defaults), groups=tuple(out_groups))
+    return Plan(optimizers=(spec,), schedule=FrozenMap(plan_sched), step_unit="iter", steps_per_epoch=steps_per_epoch,
                 total_steps=rec.steps)
 
 
@@ -444,7 +447,7 @@ def record(optimizer: torch.optim.Optimizer, steps: int, *, model: Any = None, s
             raise ConfigError(name, "must be a function (step or epoch, optimizer)", type(f).__name__)
     spe = None if steps_per_epoch is None else ir.check_int("steps_per_epoch", steps_per_epoch, minimum=1)
     if metrics is not None:
-        if isinstance(metrics, (str, bytes)) or not hasattr(metrics, "__iter__"):
+        if isinstance(metrics, str | bytes) or not hasattr(metrics, "__iter__"):
             raise ConfigError("metrics", "must be a sequence of numbers (one per plateau step)", type(metrics).__name__)
         metrics = [ir.check_real(f"metrics[{i}]", m.item() if hasattr(m, "item") else m)
                    for i, m in enumerate(metrics)]

@@ -70,7 +70,7 @@ def pairs(scheduler: Any, step_unit: str) -> list[tuple[Any, str]]:
     """
     if scheduler is None:
         return []
-    if not isinstance(scheduler, (list, tuple)):
+    if not isinstance(scheduler, list | tuple):
         return [(scheduler, step_unit)]
     out = []
     for i, item in enumerate(scheduler):
@@ -235,9 +235,9 @@ class Reader:
         peaks = [float(g["max_lr"]) for g in groups]
         initial = [float(g["initial_lr"]) for g in groups]
         final = [float(g["min_lr"]) for g in groups]
-        div = _recover(lambda d: all(p / d == i for p, i in zip(peaks, initial)), peaks[0] / initial[0]
+        div = _recover(lambda d: all(p / d == i for p, i in zip(peaks, initial, strict=True)), peaks[0] / initial[0]
                        if initial[0] else 25.0)
-        fdiv = _recover(lambda d: all(i / d == f for i, f in zip(initial, final)), initial[0] / final[0]
+        fdiv = _recover(lambda d: all(i / d == f for i, f in zip(initial, final, strict=True)), initial[0] / final[0]
                         if final[0] else 1e4)
         if div is None or fdiv is None:
             raise ConfigError(f"{path}.div_factor", "cannot be recovered from the groups' max_lr, initial_lr and "

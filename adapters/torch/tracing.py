@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from optbridge.errors import ConfigError
+from optbridge.ir import FrozenMap
 from optbridge.plan import Group, OptimizerSpec, Plan, group_feature, scheduled_hypers
 from optbridge.slots import slots
 from optbridge.tracing import Trace
@@ -32,15 +33,15 @@ def _sgd_plan(plan: Plan) -> Plan:
     """The same lr schedules on plain SGD (no momentum, no weight decay): to measure the lr torch applies."""
     opts = []
     for o in plan.optimizers:
-        groups = [Group(name=g.name, options={k: g.options[k] for k in _LR_OPTIONS if k in g.options},
-                        schedule={"lr": g.schedule["lr"]} if "lr" in g.schedule else {}, frozen=g.frozen)
+        groups = [Group(name=g.name, options=FrozenMap({k: g.options[k] for k in _LR_OPTIONS if k in g.options}),
+                        schedule=FrozenMap({"lr": g.schedule["lr"]} if "lr" in g.schedule else {}), frozen=g.frozen)
                   for g in o.groups]
-        options = {"lr": float(o.option("lr"))}
+        options: dict[str, Any] = {"lr": float(o.option("lr"))}
         if "lr_dtype" in o.options:
             options["lr_dtype"] = o.options["lr_dtype"]
-        opts.append(OptimizerSpec(type="SGD", name=o.name, options=options, groups=tuple(groups)))
+        opts.append(OptimizerSpec(type="SGD", name=o.name, options=FrozenMap(options), groups=tuple(groups)))
     sched = {"lr": plan.schedule["lr"]} if "lr" in plan.schedule else {}
-    return dataclasses.replace(plan, optimizers=tuple(opts), schedule=sched)
+    return dataclasses.replace(plan, optimizers=tuple(opts), schedule=FrozenMap(sched))
 
 
 def _probes(groups: list[Group]) -> dict[str, list[torch.Tensor]]:
