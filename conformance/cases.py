@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -85,11 +85,14 @@ class Case:
     """One conformance case (see ``case.schema.json``).
 
     ``doc`` is the whole case document; everything else is read from it, so a
-    case crosses process boundaries as plain data.
+    case crosses process boundaries as plain data. ``series`` is a user's plateau
+    metric series (``optbridge conform CONFIG --metrics FILE``), held as an array
+    rather than written into the document.
     """
 
     doc: Mapping[str, Any]
     path: str | None = None
+    series: Any = field(default=None, compare=False)   # a user's metric series (float64 array), kept out of doc
 
     @property
     def id(self) -> str:
@@ -151,6 +154,8 @@ class Case:
     @cached_property
     def metrics(self) -> Sequence[float] | None:
         """The plateau metric series (a float64 array), or None."""
+        if self.series is not None:
+            return cast("Sequence[float]", self.series)
         m = self.doc.get("metrics")
         if m is None:
             return None
@@ -233,8 +238,8 @@ def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
 
 
 def is_case_doc(doc: object) -> bool:
-    """Whether a document is a case (``id``, ``family``, ``plan``, ``steps``) rather than a plain config."""
-    return isinstance(doc, Mapping) and {"id", "plan", "steps"} <= set(doc) and "family" in doc
+    """Whether a document is meant as a case (it has ``plan``, or ``id`` and ``family``) rather than a plain config."""
+    return isinstance(doc, Mapping) and ("plan" in doc or {"id", "family"} <= set(doc))
 
 
 def load_case(path: str | Path) -> Case:
@@ -284,12 +289,14 @@ def config_case(path: str | Path, *, steps: int | None = None, metrics: Sequence
         "id": _case_id(p), "family": "user",
         "description": " ".join((plan.description or f"the config {p}").split()) + f" (from {p})",
         "plan": to_dict(plan), "steps": int(steps), "source": {"path": str(p), "dialect": _dialect_of(p)}}
-    if metrics is not None:
-        doc["metrics"] = [float(x) for x in metrics]
+    import numpy as np
+    series = None if metrics is None else np.asarray(metrics, dtype=np.float64).reshape(-1)
+    if series is not None and not np.isfinite(series).all():
+        raise ConfigError("--metrics", "must be finite numbers", None, show_value=False)
     errs = validate_case_doc(doc)
     if errs:
         raise ConfigError(str(p), "; ".join(e.removeprefix("<case>: ") for e in errs), None, show_value=False)
-    return Case(doc, str(p))
+    return Case(doc, str(p), series)
 
 
 def _dialect_of(p: Path) -> str:

@@ -16,7 +16,7 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,25 @@ def _key(case: Case) -> tuple[Any, ...]:
     return (case.id, case.path, id(case.doc) if case.path is None else 0)
 
 
+#: Values above which an expected result is not kept (a long horizon's reference is needed once).
+_CACHE_VALUES = 1 << 21
+
+
+def _size(value: Any) -> int:
+    data = getattr(value, "data", None)
+    arrays = list(data.values()) if isinstance(data, Mapping) else [value]
+    return sum(int(getattr(a, "size", 0)) for a in arrays)
+
+
 def _cached(key: tuple[Any, ...], make: Any) -> Any:
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     value = make()
-    _CACHE[key] = value
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    if _size(value) <= _CACHE_VALUES:
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return value
 
 
@@ -131,8 +142,8 @@ def _attempt(res: Result, call: Any) -> tuple[Any, str]:
             value = call()
     except UnsupportedError as e:
         raw, res.message = "unsupported", f"{e.node}: {e.reason}"
-    except BackendUnavailable as e:
-        raw, res.message = "unavailable", " ".join(str(e).split())
+    except BackendUnavailable as e:  # the probe found it available: failing to run now is an error, not absence
+        raw, res.message = "error", "the backend failed to run: " + " ".join(str(e).split())
     except Exception as e:
         raw, res.message = "error", _error_text(e)
     res.seconds = time.perf_counter() - t0
@@ -157,9 +168,6 @@ def _schedule(case: Case, backend: str, res: Result, keep_plot: bool) -> str | N
     else:
         got, raw = _attempt(res, lambda: optbridge.trace(case.plan, res.steps, backend=backend,
                                                           metrics=case.metrics))
-    if raw == "unavailable":
-        res.status = "unavailable"
-        return None
     t0 = time.perf_counter()
     if got is not None:
         res.fidelity = _fidelity_dicts(got)
@@ -183,8 +191,8 @@ def _trajectory(case: Case, backend: str, res: Result, keep_plot: bool) -> str |
     from . import trajectory as T
     try:
         fn = T.get_trajectory(backend)
-    except BackendUnavailable as e:
-        res.status, res.message = "unavailable", " ".join(str(e).split())
+    except BackendUnavailable as e:  # its trace backend is available (probed): a runner that cannot load is a bug
+        res.status, res.message = "error", " ".join(str(e).split())
         return None
     if fn is None:
         res.status, res.message = "skip", f"no trajectory runner is registered for {backend}"
@@ -199,9 +207,6 @@ def _trajectory(case: Case, backend: str, res: Result, keep_plot: bool) -> str |
         return None
     res.overhead = time.perf_counter() - t_ref
     got, raw = _attempt(res, lambda: T.run_backend(fn, case.plan, res.steps, ins, case.metrics))
-    if raw == "unavailable":
-        res.status = "unavailable"
-        return None
     t0 = time.perf_counter()
     if got is not None:
         tol = T.trajectory_tolerance(backend, case.tolerance_override(backend), case.id)

@@ -5,11 +5,12 @@ One figure per case (failing and expected-failing cases; every case with
 ones first) a row of three panels:
 
 1. values: the reference (thick grey) and every backend that ran, per group; with
-   many groups only a few are drawn (the divergent group first, then the most
-   distinct ones) and the panel says how many;
-2. difference: per backend, the largest ``|backend - reference|`` over all groups,
-   relative to the series' peak (log scale; exact agreement sits on the floor), so
-   it stays readable with 150 groups;
+   many groups one per schedule shape is drawn (:func:`optbridge.plot.fold_groups`),
+   the divergent group always, and the panel says how many;
+2. difference: per backend, the worst difference over all groups at each update,
+   in the units of ``optbridge plot --backend`` (:func:`optbridge.plot.differences`:
+   float32 ulps from the reference rounded to float32, or relative for float64
+   backends), so it stays readable with 150 groups;
 3. the first divergence, zoomed: the record :meth:`Result.first_divergence` gives,
    the same step, group, hyperparameter, expected and got as the terminal table and
    report.json (its text is in the panel title).
@@ -34,8 +35,6 @@ _STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
 _PLOTTED = ("fail", "xfail", "xpass")
 #: Groups drawn in the values panel at most.
 MAX_GROUPS = 6
-#: Floor of the difference panel (relative to the peak): exact agreement is drawn here.
-_FLOOR = 1e-18
 
 
 def plot_cases(run: Run, out: Path, *, every_case: bool = False) -> list[Path]:
@@ -64,20 +63,22 @@ def first_divergence(results: list[Result]) -> tuple[Result, Any] | None:
 
 
 def _shown_groups(groups: list[str], ref: np.ndarray, first: str | None) -> list[int]:
-    """Indices of the groups drawn: all when few; else the divergent one, then the most distinct series."""
+    """Indices of the groups drawn: all when few; else one per schedule shape (``optbridge.plot.fold_groups``:
+    the same schedule up to its base), its largest, at most :data:`MAX_GROUPS`, and the divergent group."""
     if len(groups) <= MAX_GROUPS:
         return list(range(len(groups)))
+    from optbridge.plot import fold_groups
+    rows = np.asarray(ref, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        peak = np.nan_to_num(np.nanmax(np.abs(rows), axis=1), nan=0.0)
+    shapes = sorted(fold_groups(rows), key=len, reverse=True)
     chosen = [groups.index(first)] if first in groups else []
-    rows = np.nan_to_num(ref, nan=0.0)
-    peak = float(np.max(np.abs(rows))) or 1.0
-    norm = rows / peak
-    while len(chosen) < MAX_GROUPS:
-        if not chosen:
-            chosen.append(0)
-            continue
-        dist = np.min(np.stack([np.max(np.abs(norm - norm[i]), axis=1) for i in chosen]), axis=0)
-        dist[chosen] = -1.0
-        chosen.append(int(np.argmax(dist)))
+    for members in shapes:
+        if len(chosen) >= MAX_GROUPS:
+            break
+        top = members[int(np.argmax(peak[members]))]
+        if top not in chosen:
+            chosen.append(top)
     return sorted(chosen)
 
 
@@ -120,7 +121,7 @@ def figure(case: Any, results: list[Result]) -> Any:
             ax.set_xlabel("optimizer update", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        for ax, size in ((axv, 7), (axd, 7), (axz, 7)):
+        for ax, size in ((axv, 7), (axz, 7)):  # the difference panel makes its own legend
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=size, loc="best")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -152,35 +153,72 @@ def _values(ax: Any, drawn: list[Result], hyper: str, first_group: str | None) -
         for j, gi in enumerate(shown):
             ax.plot(p["idx"], p["got"][gi], color=color, ls=_STYLES[j % len(_STYLES)], lw=1.1,
                     label=f"{r.backend} [{r.status}]" if j == 0 else None)
+    values = np.concatenate([np.ravel((r.plot or {})[hyper]["ref"]) for r in drawn if hyper in (r.plot or {})] or
+                            [np.zeros(1)])
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size and positive.max() / positive.min() >= 1e3 and not (values < 0).any():
+        ax.set_yscale("log")  # a ramp over decades (an lr range test, a decay to 1e-6)
     what = "parameters (first of each group)" if hyper == "params" else f"{hyper}: values"
-    more = f"; {len(shown)} of {len(groups)} groups shown" if groups and len(shown) < len(groups) else ""
+    more = (f"; {len(shown)} of {len(groups)} groups: one per schedule shape" if groups and len(shown) < len(groups)
+            else "")
     ax.set_title(f"{what} (line style = group{more})", fontsize=9)
 
 
 def _differences(ax: Any, drawn: list[Result], hyper: str) -> None:
-    any_line = False
+    """Per backend, the worst difference over all groups at each sampled update, in ``optbridge plot``'s units
+    (:func:`optbridge.plot.differences`: float32 ulps from f32(ref) for float32 backends, relative otherwise);
+    relative ones on a second axis."""
+    from optbridge.plot import differences
+    from optbridge.tracing import Trace
+    axes: dict[str, Any] = {"ulps": ax, "relative": None}
+    top = {"ulps": 0.0, "relative": 0.0}
     for bi, r in enumerate(drawn):
         p = (r.plot or {}).get(hyper)
         if p is None:
             continue
-        ref, got = np.asarray(p["ref"], dtype=np.float64), np.asarray(p["got"], dtype=np.float64)
-        with np.errstate(all="ignore"):
-            peak = np.nanmax(np.abs(ref), axis=1, keepdims=True)
-            rel = np.abs(got - ref) / np.where(peak > 0, peak, 1.0)
-            worst = np.nanmax(np.where(np.isnan(rel), np.inf, rel), axis=0)
-        ax.plot(p["idx"], np.maximum(worst, _FLOOR), color=_COLORS[bi % len(_COLORS)], lw=1.0, label=r.backend)
-        any_line = True
-    if any_line:
-        ax.set_yscale("log")
-        ax.axhline(2.0 ** -24, color="0.5", lw=0.6, ls="--")
-        ax.text(0.01, 2.0 ** -24, " float32 half-ulp", transform=ax.get_yaxis_transform(), fontsize=6, color="0.4",
-                va="bottom")
-    ax.set_title(f"{hyper}: max over groups |backend - reference| / peak (floor = equal)", fontsize=9)
+        if "peak_ulps" in p:  # a trajectory: every parameter, in ulps of its peak (the bound's unit)
+            unit, per_step = "ulps", np.asarray(p["peak_ulps"], dtype=np.float64)
+            worst_v = float(np.nanmax(per_step)) if per_step.size else 0.0
+            name = "ulps of the parameter's peak"
+        else:
+            groups = tuple((r.plot or {})["groups"])
+            got = np.asarray(p["got"], dtype=np.float64)
+            ref_tr = Trace(groups, {hyper: np.asarray(p["ref"], dtype=np.float64)}, "reference")
+            tr = Trace(groups, {hyper: got}, r.backend, applied={hyper: got} if p.get("source") == "applied" else {})
+            (d,) = differences(ref_tr, tr, [hyper])
+            unit, per_step, worst_v, name = d.unit, d.per_step, d.worst, d.unit
+        if axes[unit] is None:
+            axes[unit] = ax.twinx()
+        y = np.where(np.isfinite(per_step), per_step, np.nan)
+        if np.isfinite(worst_v):
+            top[unit] = max(top[unit], worst_v)
+        worst = "0 everywhere" if worst_v == 0 else f"max {worst_v:.3g}"
+        axes[unit].plot(p["idx"], y, color=_COLORS[bi % len(_COLORS)], lw=1.1,
+                        ls="-" if unit == "ulps" else "--", label=f"{r.backend}: {worst} {name}")
+    ax.set_yscale("symlog", linthresh=1.0, linscale=0.35)
+    ax.set_ylim(-0.25, max(top["ulps"] * 1.6, 2.0))  # 0 just above the bottom spine
+    ax.set_ylabel("float32 ulps of each parameter's peak" if hyper == "params" else
+                  "float32 ulps from f32(ref) (solid)", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    rel = axes["relative"]
+    if rel is not None:
+        rel.set_yscale("symlog", linthresh=1e-16, linscale=0.35)
+        rel.set_ylim(-0.25e-16, max(top["relative"] * 3, 1e-15))
+        rel.set_ylabel("relative |b - ref| / |ref| (dashed)", fontsize=8)
+        rel.tick_params(labelsize=7)
+        h2, l2 = rel.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper left")
+    ax.set_title(f"{hyper}: worst difference over all groups, per update", fontsize=9)
 
 
 def _zoom(ax: Any, drawn: list[Result], hyper: str, div: tuple[Result, Any] | None) -> None:
     if div is None or div[1].hyper != hyper:
-        ax.set_title("no divergent step" if div is None else f"first divergence is in {div[1].hyper}", fontsize=9)
+        ax.set_axis_off()
+        text = ("no divergent update: every backend drawn is within its tolerance" if div is None
+                else f"the first divergence is in {div[1].hyper} (its row)")
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="0.3", transform=ax.transAxes, wrap=True)
         return
     r0, fd = div
     k, gname = int(fd.first_step or 0), fd.group

@@ -3,7 +3,8 @@
 A backend is available when its trace function imports AND its runtime is
 present: a backend module may define ``availability() -> str | None`` (None:
 available, else the reason with the set-up command), which the probe calls;
-MegEngine's says whether its worker interpreter exists. A backend whose
+MegEngine's (``optbridge_adapters.megengine.backend.availability``) says whether
+megengine is importable here or its worker interpreter exists. A backend whose
 framework IS present but fails when it runs is not "unavailable": its traces
 raise, and those results are errors (failures).
 """
@@ -26,17 +27,13 @@ def availability(name: str, fn: Callable[..., object]) -> str | None:
     """None when backend ``name`` (trace function ``fn``, already imported) can run, else why not."""
     mod = sys.modules.get(getattr(fn, "__module__", "") or "")
     check = getattr(mod, "availability", None)
+    if not callable(check):
+        return None
     try:
-        if callable(check):
-            reason = check()
-            return None if reason is None else str(reason)
-        if name == "megengine" and mod is not None:  # until the backend's availability() lands: its interpreter
-            if mod.megengine_importable():
-                return None
-            mod.megengine_python()  # raises BackendUnavailable with the set-up command
+        reason = check()
     except BackendUnavailable as e:
-        return " ".join(str(e).split())
-    return None
+        reason = str(e)
+    return None if reason is None else " ".join(str(reason).split())
 
 
 def probe_backend(name: str) -> BackendInfo:

@@ -11,10 +11,11 @@ from Python::
 The statuses and the result model are in :mod:`optbridge_conformance.results`; one
 case on one backend in :mod:`optbridge_conformance.execute`.
 
-Scheduling: the work is cut into batches of one backend's cases (a worker process
-imports that framework once and keeps its expected values), costed by
-``budget.yaml``, and the most expensive batches start first; with ``--jobs N``
-the batches go to N processes.
+Scheduling: the work is cut into batches of one backend's cases, costed by
+``budget.yaml``, the most expensive first; with ``--jobs N`` they go to N spawned
+processes, an idle process taking a batch of a backend it already runs (its
+framework imported once, its worker interpreter started once) before one that
+another process runs (:func:`pick`).
 
 Exit status: 0, or 1 on any fail / xpass / error (and unavailable with ``--require-all``).
 """
@@ -22,7 +23,7 @@ Exit status: 0, or 1 on any fail / xpass / error (and unavailable with ``--requi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from optbridge.errors import ConfigError
 
@@ -32,7 +33,7 @@ from .probe import probe_backend
 from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Result, Run
 
 __all__ = ["ALL_BACKENDS", "Result", "Run", "BackendInfo", "run", "run_one", "FAILING", "STATUSES", "plan_tasks",
-           "batches"]
+           "batches", "pick"]
 
 #: Batches per worker process (more: better balance at the end of a run; fewer: less overhead).
 BATCHES_PER_JOB = 6
@@ -116,6 +117,58 @@ def batches(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:
     return out
 
 
+def pick(pending: Sequence[list[Task]], mine: set[str], elsewhere: set[str]) -> int:
+    """Which pending batch an idle process takes (the list is most expensive first).
+
+    A batch of a backend this process already runs (its framework is imported, its
+    worker interpreter started, its expected values cached); else one of a backend
+    no other process runs yet; else the most expensive.
+    """
+    for i, b in enumerate(pending):
+        if b[0].backend in mine:
+            return i
+    for i, b in enumerate(pending):
+        if b[0].backend not in elsewhere:
+            return i
+    return 0
+
+
+def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
+    """Run the batches in ``jobs`` spawned processes, each kept to few backends (:func:`pick`)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    ctx = mp.get_context("spawn")
+    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(jobs)]
+    seen: list[set[str]] = [set() for _ in range(jobs)]
+    pending = list(work)
+    running: dict[Future[list[Result]], tuple[int, list[Task]]] = {}
+    try:
+        while pending or running:
+            busy = {j for j, _ in running.values()}
+            for j in range(jobs):
+                if pending and j not in busy:
+                    others = set().union(*(seen[i] for i in busy))
+                    batch = pending.pop(pick(pending, seen[j], others))
+                    seen[j].add(batch[0].backend)
+                    running[pools[j].submit(run_batch, batch)] = (j, batch)
+                    busy.add(j)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                j, batch = running.pop(f)
+                try:
+                    results = f.result()
+                except Exception as e:  # the process died (a framework crash): these results are errors
+                    why = f"the worker process failed: {type(e).__name__}: {' '.join(str(e).split())}"
+                    results = [Result(t.case.id, t.backend, "error", steps=t.steps, message=why,
+                                      case_steps=t.case.steps, budget=t.budget) for t in batch]
+                    pools[j].shutdown(wait=False, cancel_futures=True)
+                    pools[j], seen[j] = ProcessPoolExecutor(max_workers=1, mp_context=ctx), set()
+                yield from results
+    finally:
+        for p in pools:
+            p.shutdown(wait=True, cancel_futures=True)
+
+
 def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] | None = None,
         jobs: int = 1, max_steps: int | None = None, require_all: bool = False,
         strict_unsupported: bool = False, xfail_files: Sequence[str] | None = None, random: int = 0,
@@ -168,13 +221,8 @@ def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] |
                 tick(run_batch([t])[0])
         clear_cache()
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_batch, b) for b in work]
-            for f in as_completed(futures):
-                for r in f.result():
-                    tick(r)
+        for r in _in_processes(work, jobs):
+            tick(r)
     timings["run"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     from .advice import check_advice

@@ -145,12 +145,16 @@ def details(run: Run, *, with_plots: bool = False) -> list[str]:
         if not rs:
             continue
         out += ["", f"### {titles[status]} ({len(rs)})", ""]
-        if status == "skip":  # one line per case
+        if status == "skip":  # one line per reason and set of backends
             by_case: dict[str, list[Result]] = defaultdict(list)
             for r in rs:
                 by_case[r.case].append(r)
+            by_reason: dict[tuple[str, str], list[str]] = defaultdict(list)
             for cid, lst in by_case.items():
-                out.append(f"* `{cid}` on {', '.join(r.backend for r in lst)}: {md_escape(lst[0].message)}")
+                by_reason[(", ".join(r.backend for r in lst), lst[0].message)].append(cid)
+            for (backends, why), ids in by_reason.items():
+                names = ", ".join(f"`{i}`" for i in ids) if len(ids) <= 3 else f"{len(ids)} cases ({_span(ids)})"
+                out.append(f"* {names} on {backends}: {md_escape(why)}")
             continue
         for r in rs:
             if status in ("fail", "xfail", "xpass", "bug") and r.series:
@@ -170,6 +174,13 @@ def details(run: Run, *, with_plots: bool = False) -> list[str]:
                 line += f" ([plot](plots/{r.case}.png))"
             out.append(line)
     return out
+
+
+def _span(ids: list[str]) -> str:
+    """``trajectory-*`` for ids that share a prefix, else the first and last id."""
+    import os.path
+    prefix = os.path.commonprefix(ids)
+    return f"`{prefix}*`" if len(prefix) >= 4 else f"`{ids[0]}` ... `{ids[-1]}`"
 
 
 def _measured(run: Run) -> dict[tuple[str, str], tuple[float, float, int]]:

@@ -229,7 +229,8 @@ def compare_trajectories(want: np.ndarray, got: np.ndarray, ins: Inputs, tol: To
 def plot_series(want: np.ndarray, got: np.ndarray, ins: Inputs, steps: int, series: Sequence[SeriesResult] = (),
                 points: int = 600) -> dict[str, Any]:
     """The plot payload of a trajectory: per group, its first divergent parameter (else its first), sampled,
-    with the steps around each divergence kept (``plots.py`` draws it)."""
+    with the steps around each divergence kept, and the worst error over every parameter at each sampled update
+    in float32 ulps of that parameter's peak (the unit of the bound; ``plots.py`` draws it)."""
     idx = np.linspace(0, steps - 1, min(points, steps)).astype(np.int64)
     cols = []
     for group in ins.groups:
@@ -241,9 +242,14 @@ def plot_series(want: np.ndarray, got: np.ndarray, ins: Inputs, steps: int, seri
                 idx = np.concatenate([idx, np.arange(max(0, s.first_step - 40), min(steps, s.first_step + 41))])
         cols.append(c)
     idx = np.unique(idx)
+    from .compare import _ulp32
+    w64, g64 = want.astype(np.float64), got.astype(np.float64)
+    peak = np.maximum(np.nanmax(np.abs(w64), axis=0), np.abs(ins.start().astype(np.float64)))
+    with np.errstate(all="ignore"):
+        worst = np.nanmax(np.abs(g64[idx] - w64[idx]) / _ulp32(peak)[None, :], axis=1)
     return {"groups": list(ins.groups), HYPER: {
         "idx": idx, "ref": want[idx][:, cols].T.astype(np.float64), "got": got[idx][:, cols].T.astype(np.float64),
-        "source": "parameters", "first": None}}
+        "source": "parameters", "first": None, "peak_ulps": worst}}
 
 
 def run_backend(fn: Callable[..., Any], plan: Plan, steps: int, ins: Inputs,

@@ -19,7 +19,8 @@ every shortened run is listed with the reason); --no-budget runs them in full.
 statuses: pass, fail, xfail (a known deviation in conformance/xfail/), xpass (a
 known deviation that passes: the ledger is stale), unsupported (the backend
 refuses with a reason), error, skip (the case excludes the backend, with a
-reason), unavailable (the framework is not importable).
+reason), unavailable (the backend cannot run here: its framework or worker
+interpreter is missing; the reason says how to set it up).
 
 exit status: 0; 1 on any fail, xpass or error (and unavailable with
 --require-all); 2 on bad input.
