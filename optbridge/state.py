@@ -89,9 +89,9 @@ def _f32(x: float) -> float:
 
 # --------------------------------------------------------------------------- the neutral form
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParamState:
-    """One parameter's optimizer state, in torch's names and meaning.
+    """One parameter's optimizer state, in torch's names and meaning (compared by identity: it holds arrays).
 
     Attributes:
         name: The parameter's name in its framework (``"features.0.weight"``).
@@ -185,7 +185,7 @@ class SchedulePosition:
         return SchedulePosition(d.get("update"), tuple(metrics), fp, pl)  # type: ignore[arg-type]  # checked there
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OptimizerState:
     """An optimizer's state, framework-neutral (torch's names and meaning).
 
@@ -465,7 +465,8 @@ def read_position(scheduler: Any) -> SchedulePosition | None:
 
     Knows optbridge's drivers in every framework -- torch's ``PlanScheduler`` /
     ``SetupScheduler`` (``last_epoch`` = updates done), MegEngine's ``PlanScheduler``
-    (``current_epoch``), a setup holding one of them (``.scheduler`` / ``.driver``) --
+    (``current_epoch``), the MindSpore driver and setup (``k``), a setup holding one of
+    them (``.scheduler`` / ``.driver``) --
     and torch's ``ReduceLROnPlateau`` (its counters, without a metric history).
 
     Raises:
@@ -481,6 +482,8 @@ def read_position(scheduler: Any) -> SchedulePosition | None:
     fp = sd.get("fingerprint")
     if "current_epoch" in sd:
         return SchedulePosition(sd["current_epoch"], tuple(sd.get("metrics", ())), fp)
+    if "k" in sd and "fingerprint" in sd:  # the MindSpore driver
+        return SchedulePosition(sd["k"], tuple(sd.get("metrics", ())), fp)
     if "schedulers" in sd and "last_epoch" in sd:
         metrics: tuple[float, ...] = ()
         for child in sd["schedulers"]:
@@ -541,6 +544,11 @@ def apply_position(position: SchedulePosition | None, scheduler: Any) -> str | N
     k = position.update
     if "current_epoch" in sd:
         sd.update(current_epoch=k, metrics=list(position.metrics))
+    elif "k" in sd and "fingerprint" in sd:
+        if sd.get("steppers"):
+            raise ConfigError("scheduler", "runs MindSpore lr_scheduler objects, which keep no state: build the "
+                              "target setup with scheduler='driver'", None, show_value=False)
+        sd.update(k=k, metrics=list(position.metrics))
     elif "schedulers" in sd and "last_epoch" in sd:
         entries = getattr(d, "entries", None)
         if entries is None or len(entries) != len(sd["schedulers"]):

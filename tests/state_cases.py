@@ -6,7 +6,9 @@ conv and bn; ``head``: fc at half the lr). Every case runs :data:`N` updates wit
 same gradients (N(0, 1), float32, generated here from a seed and stored in the
 fixture), with the plan's schedule written into the groups before each update
 (lr: linear warmup 4 updates from 0.1x, then cosine; in two cases also momentum /
-beta1 rising linearly from 0.81 to 0.9). A resume reads the state after ``k``
+beta1 rising linearly from 0.81 to 0.9). Variants share a case through per-group
+options: ``sgd`` is nesterov with weight decay in one group and dampening in the
+other, ``adam`` amsgrad in one group and weight decay in the other. A resume reads the state after ``k``
 updates in one framework, converts it into another and runs the remaining
 updates there; the result is compared with the run that stayed.
 
@@ -48,28 +50,25 @@ SIZES = tuple(int(np.prod(s)) for _, s in TORCH_PARAMS)
 _LR = {"SGD": 0.05, "Adam": 0.01, "AdamW": 0.01, "RMSprop": 0.01, "Adagrad": 0.05, "Adadelta": 1.0,
        "Adamax": 0.01, "NAdam": 0.01, "RAdam": 0.01}
 
-#: case -> (torch optimizer, options, scheduled hyperparameter besides lr or None)
-CASES: dict[str, tuple[str, dict[str, Any], str | None]] = {
-    "sgd_momentum": ("SGD", {"momentum": 0.9, "weight_decay": 1e-3}, None),
-    "sgd_nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}, None),
-    "sgd_dampening": ("SGD", {"momentum": 0.9, "dampening": 0.3}, None),
-    "sgd_momentum_scheduled": ("SGD", {"momentum": 0.9}, "momentum"),
-    "adam": ("Adam", {"weight_decay": 1e-3}, None),
-    "adam_beta1_scheduled": ("Adam", {}, "beta1"),
-    "adamw": ("AdamW", {"weight_decay": 0.05}, None),
-    "amsgrad": ("Adam", {"amsgrad": True}, None),
-    "rmsprop": ("RMSprop", {"momentum": 0.5, "centered": True}, None),
-    "adagrad": ("Adagrad", {"lr_decay": 0.01, "initial_accumulator_value": 0.1}, None),
-    "adadelta": ("Adadelta", {"weight_decay": 1e-3}, None),
-    "adamax": ("Adamax", {}, None),
-    "nadam": ("NAdam", {}, None),
-    "radam": ("RAdam", {}, None),
+#: case -> (torch optimizer, options, scheduled hyperparameter besides lr or None, per-group options)
+CASES: dict[str, tuple[str, dict[str, Any], str | None, dict[int, dict[str, Any]]]] = {
+    "sgd": ("SGD", {"momentum": 0.9}, None, {0: {"nesterov": True, "weight_decay": 1e-3}, 1: {"dampening": 0.3}}),
+    "sgd_momentum_scheduled": ("SGD", {"momentum": 0.9, "weight_decay": 1e-3}, "momentum", {}),
+    "adam": ("Adam", {}, None, {0: {"amsgrad": True}, 1: {"weight_decay": 1e-3}}),
+    "adam_beta1_scheduled": ("Adam", {}, "beta1", {}),
+    "adamw": ("AdamW", {"weight_decay": 0.05}, None, {}),
+    "rmsprop": ("RMSprop", {"momentum": 0.5, "centered": True}, None, {}),
+    "adagrad": ("Adagrad", {"lr_decay": 0.01, "initial_accumulator_value": 0.1}, None, {}),
+    "adadelta": ("Adadelta", {"weight_decay": 1e-3}, None, {}),
+    "adamax": ("Adamax", {}, None, {}),
+    "nadam": ("NAdam", {}, None, {}),
+    "radam": ("RAdam", {}, None, {}),
 }
 
 
 def plan_of(case: str) -> optbridge.Plan:
     """The case's plan (its schedule is what every framework's run writes into the groups)."""
-    kind, opts, extra = CASES[case]
+    kind, opts, extra, per_group = CASES[case]
     sched: dict[str, Any] = {"lr": {"kind": "sequence", "boundaries": [4],
                                     "parts": [{"kind": "linear", "start_factor": 0.1, "steps": 4},
                                               {"kind": "cosine", "steps": N - 4}]}}
@@ -79,8 +78,9 @@ def plan_of(case: str) -> optbridge.Plan:
     if extra == "beta1":
         optimizer["betas"] = [0.9, 0.999]
     return optbridge.from_dict({"optbridge": 1, "step_unit": "iter", "optimizer": optimizer,
-                                "groups": [{"name": "features", "params": ["conv.*", "bn.*"]},
-                                           {"name": "head", "params": "rest", "lr_mult": 0.5}],
+                                "groups": [{"name": "features", "params": ["conv.*", "bn.*"], **per_group.get(0, {})},
+                                           {"name": "head", "params": "rest", "lr_mult": 0.5,
+                                            **per_group.get(1, {})}],
                                 "schedule": sched})
 
 
@@ -92,8 +92,8 @@ def hypers(case: str) -> dict[str, np.ndarray]:
 
 def options(case: str, group: int) -> dict[str, Any]:
     """torch keyword options of a group (lr and the scheduled values are written per update)."""
-    kind, opts, _ = CASES[case]
-    out = dict(opts)
+    kind, opts, _, per_group = CASES[case]
+    out = {**opts, **per_group.get(group, {})}
     out["lr"] = _LR[kind] * (0.5 if group else 1.0)
     return out
 

@@ -199,7 +199,7 @@ def test_resume_really_uses_the_state():
 
 def test_round_trip_torch_mindspore_torch_is_bit_exact():
     """torch -> MindSpore -> torch gives torch's state tensors bit for bit (float32 copies, integral steps)."""
-    for case in ("amsgrad", "nadam", "sgd_momentum", "adagrad", "rmsprop"):
+    for case in ("adam", "nadam", "sgd", "adagrad", "rmsprop"):
         d = case_data(case)
         net, opt = _setup(case)
         S.convert_state(d["via_ms"], opt, model=net)
@@ -254,7 +254,7 @@ def test_resume_from_megengine(case):
         assert np.all(a <= lim) and np.all(b <= lim), (case, k, a, b, lim)
 
 
-@pytest.mark.parametrize("case", ["amsgrad", "nadam", "sgd_momentum", "adagrad", "rmsprop", "adamax"])
+@pytest.mark.parametrize("case", ["adam", "nadam", "sgd", "adagrad", "rmsprop", "adamax"])
 def test_round_trip_torch_mindspore_megengine_torch_is_bit_exact(case):
     """torch -> MindSpore -> MegEngine -> torch equals torch's state bit for bit (no float32 rounding anywhere)."""
     _mge_fixture()
@@ -277,15 +277,15 @@ def test_native_mindspore_optimizers_resume_torch():
     """
     from mindspore.experimental import optim as xo
     p0, grads = C.inputs()
-    makers = {
-        "sgd_dampening": lambda ps: mnn.SGD(ps, 0.05, momentum=0.9, dampening=0.3),
-        "sgd_momentum_scheduled": lambda ps: mnn.Momentum(ps, 0.05, 0.9),
-        "adamw": lambda ps: xo.AdamW(ps, lr=0.01, weight_decay=0.05),
-        "nadam": lambda ps: xo.NAdam(ps, lr=0.01),
+    makers = {  # name: (torch class, torch options, the native class)
+        "nn.SGD": ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+                   lambda ps: mnn.SGD(ps, 0.05, momentum=0.9, dampening=0.3)),
+        "nn.Momentum": ("SGD", {"lr": 0.05, "momentum": 0.9}, lambda ps: mnn.Momentum(ps, 0.05, 0.9)),
+        "experimental.AdamW": ("AdamW", {"lr": 0.01, "weight_decay": 0.05},
+                               lambda ps: xo.AdamW(ps, lr=0.01, weight_decay=0.05)),
+        "experimental.NAdam": ("NAdam", {"lr": 0.01}, lambda ps: xo.NAdam(ps, lr=0.01)),
     }
-    for case, make in makers.items():
-        kind, opts, _ = C.CASES[case]
-        single = {k: v for k, v in C.options(case, 0).items()}
+    for case, (kind, single, make) in makers.items():
         tnet = TNet()
         topt = getattr(torch.optim, kind)(tnet.parameters(), foreach=False, **single)
         _set_torch(tnet, p0)
@@ -318,7 +318,7 @@ def test_native_mindspore_optimizers_resume_torch():
 
 def test_nn_adam_beta_powers_are_running_products():
     """nn.Adam keeps beta powers as float32 running products: written bit for bit from the step, read back."""
-    d = case_data("adam")
+    d = case_data("adam_beta1_scheduled")
     st = d["torch_states"][11]
     net = MNet()
     opt = mnn.Adam(net.trainable_params(), 0.01)
@@ -332,6 +332,43 @@ def test_nn_adam_beta_powers_are_running_products():
     assert back.notes == () and back.steps() == {11.0}
 
 
+def test_saved_state_dicts_and_checkpoints_read_like_live_optimizers(tmp_path):
+    """A torch state_dict saved to disk and a MindSpore checkpoint (ms.save_checkpoint / load_checkpoint) read
+    exactly as the live optimizers they came from; a checkpoint without the state is refused."""
+    d = case_data("nadam")
+    msr = d["msrun"]
+    live = S.read_state(msr.opt, model=msr.net)
+    path = str(tmp_path / "opt.ckpt")
+    ms.save_checkpoint(msr.opt, path)
+    from_ckpt = S.read_state(MSRun("nadam").opt, state_dict=ms.load_checkpoint(path))
+    for a, b in zip(live.params, from_ckpt.params):
+        assert a.name == b.name and set(a.values) == set(b.values)
+        assert all(np.asarray(a.values[k]).tobytes() == np.asarray(b.values[k]).tobytes() for k in a.values)
+    with pytest.raises(ConfigError, match="is missing"):
+        S.read_state(msr.opt, state_dict={})
+    net, opt = _setup("sgd")
+    for q, gr in zip(net.parameters(), C.split(C.inputs()[1][0])):
+        q.grad = torch.from_numpy(gr.copy())
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "sd.pt")
+    net2, opt2 = _setup("sgd")
+    saved = S.read_state(opt2, model=net2, state_dict=torch.load(tmp_path / "sd.pt"))
+    _check_same_torch_state(opt, saved, "torch.save")
+    with pytest.raises(ConfigError, match="must be a torch optimizer state_dict"):
+        S.read_state(opt2, model=net2, state_dict={"state": 1})
+
+
+def test_float32_running_power():
+    """nn.Adam's beta powers: a float32 running product, the same in chunks as in one pass."""
+    p = np.float32(1.0)
+    for _ in range(1000):
+        p = np.float32(p * np.float32(0.999))
+    assert S.float32_power(0.999, 1000) == float(p) == S.float32_power(0.999, 1000, chunk=7)
+    assert S.float32_power(0.9, 0) == 1.0
+    with pytest.raises(ConfigError):
+        S.float32_power(0.9, -1)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 def test_refusals_are_config_errors():
@@ -340,14 +377,14 @@ def test_refusals_are_config_errors():
     net, opt = _setup("adamax")
     with pytest.raises(ConfigError, match="the state is Adam's and the target optimizer is Adamax"):
         S.convert_state(st, opt, model=net)
-    net, opt = _setup("amsgrad")                                  # amsgrad needs max_exp_avg_sq
+    plain = case_data("adam_beta1_scheduled")
+    net, opt = _setup("adam")                                     # amsgrad (group 0) needs max_exp_avg_sq
     with pytest.raises(ConfigError, match=r"max_exp_avg_sq: is missing"):
-        S.convert_state(st, opt, model=net)
-    conv = S.convert_state(st, opt, model=net, lossy=True)
+        S.convert_state(plain["torch_states"][6], opt, model=net)
+    conv = S.convert_state(plain["torch_states"][6], opt, model=net, lossy=True)
     assert any("max_exp_avg_sq started from exp_avg_sq" in n for n in conv.notes)
-    ams = case_data("amsgrad")["torch_states"][6]                 # exact MindSpore Adam without amsgrad: no room
-    with pytest.raises(ConfigError, match="max_exp_avg_sq: cannot be held"):
-        S.convert_state(ams, d["msrun"].opt, model=d["msrun"].net)
+    with pytest.raises(ConfigError, match="max_exp_avg_sq: cannot be held"):  # exact MindSpore Adam, no amsgrad
+        S.convert_state(st, plain["msrun"].opt, model=plain["msrun"].net)
     net = MNet()                                                   # nn.AdamWeightDecay keeps no step
     awd = mnn.AdamWeightDecay(net.trainable_params())
     with pytest.raises(ConfigError, match=r"step: cannot be held by the target nn.AdamWeightDecay.*step count \(6"):
@@ -356,7 +393,7 @@ def test_refusals_are_config_errors():
     assert any("step dropped" in n for n in conv.notes)
     skewed = S.OptimizerState("Adam", tuple(p if i else S.ParamState(p.name, p.shape, p.group, p.module_type,
                                                                        {**p.values, "step": np.float32(5)})
-                                            for i, p in enumerate(st.params)))
+                                            for i, p in enumerate(plain["torch_states"][6].params)))
     with pytest.raises(ConfigError, match="keeps one step count"):  # nn.Adam: one global_step
         S.convert_state(skewed, mnn.Adam(MNet().trainable_params(), 0.01), model=MNet())
 
@@ -456,6 +493,79 @@ def test_position_travels_between_plan_drivers():
     assert S.SchedulePosition(7).epoch(3) == 2
     with pytest.raises(ConfigError):
         S.SchedulePosition(-1)
+
+
+def test_end_to_end_setups_torch_to_mindspore_and_back():
+    """to_torch -> 6 updates -> to_mindspore continues (state + position), and MindSpore -> to_torch likewise.
+
+    The plan's fingerprint is the same in both frameworks, so each target driver takes
+    the other's position; the trajectories stay within the bound of the run that stayed.
+    """
+    import optbridge
+    case = "adam_beta1_scheduled"
+    plan = C.plan_of(case)
+    p0, grads = C.inputs()
+    lim = C.bound(case_data(case)["own"])
+    k = C.ROUND_TRIP_K
+
+    def torch_setup(p: np.ndarray) -> tuple[TNet, Any]:
+        net = TNet()
+        _set_torch(net, p)
+        return net, optbridge.to_torch(plan, net, form="table")
+
+    def ms_setup(p: np.ndarray) -> tuple[MNet, Any]:
+        net = MNet()
+        for q, a in zip(net.trainable_params(), C.split(p)):
+            ops.assign(q, Tensor(a))
+        return net, optbridge.to_mindspore(plan, net, form="experimental", scheduler="driver")
+
+    def ms_flat(net: MNet) -> np.ndarray:
+        return np.concatenate([q.asnumpy().reshape(-1) for q in net.trainable_params()])
+
+    def go(step: Any, flat: Any, start: int, at_k: Any = None) -> np.ndarray:
+        rows = [flat()]
+        for t in range(start, C.N):
+            step(t)
+            rows.append(flat())
+            if t + 1 == k and at_k is not None:
+                at_k()
+        return np.array(rows)
+
+    # torch stays; MindSpore continues from update k (the state read after k updates of the run that stays)
+    tnet, ts = torch_setup(p0)
+
+    def tstep(t: int) -> None:
+        for q, gr in zip(tnet.parameters(), C.split(grads[t])):
+            q.grad = torch.from_numpy(gr.copy())
+        ts.optimizer.step()
+        ts.scheduler.step()
+
+    saved: list[S.OptimizerState] = []
+    tref = go(tstep, lambda: _flat_torch(tnet), 0,
+              lambda: saved.append(S.read_state(ts.optimizer, model=tnet, scheduler=ts.scheduler)))
+    st = saved.pop()
+    assert st.position is not None and st.position.update == k and st.position.fingerprint
+    mnet, mset = ms_setup(tref[k])
+    conv = S.convert_state(st, mset.optimizer, model=mnet, scheduler=mset)
+    assert mset.state_dict()["k"] == k and any(f"update {k}" in n for n in conv.notes)
+
+    def mstep(t: int) -> None:
+        mset.optimizer(tuple(Tensor(g) for g in C.split(grads[t])))
+        mset.step()
+
+    got = go(mstep, lambda: ms_flat(mnet), k)
+    assert np.all(C.ulps(got, tref[k:], start=1) <= lim)
+    # MindSpore stays; torch continues from update k
+    mnet, mset = ms_setup(p0)
+    mref = go(mstep, lambda: ms_flat(mnet), 0,
+              lambda: saved.append(S.read_state(mset.optimizer, model=mnet, scheduler=mset)))
+    st = saved.pop()
+    assert st.position is not None and st.position.update == k
+    tnet, ts = torch_setup(mref[k])
+    S.convert_state(st, ts.optimizer, model=tnet, scheduler=ts.scheduler)
+    assert ts.scheduler.last_epoch == k
+    got = go(tstep, lambda: _flat_torch(tnet), k)
+    assert np.all(C.ulps(got, mref[k:], start=1) <= lim)
 
 
 def _write_fixture() -> None:

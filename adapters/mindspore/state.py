@@ -356,6 +356,9 @@ def write_state(state: OptimizerState, optimizer: Any, *, model: Any = None, nam
         for name, value in out.items():
             target = live[name]
             ops.assign(target, Tensor(np.asarray(value).reshape(target.shape).astype(_np_dtype(target))))
+        counter = getattr(optimizer, "optbridge_updates", None)  # a to_mindspore setup's update counter
+        if state.position is not None and isinstance(counter, Parameter):
+            ops.assign(counter, Tensor(state.position.update, counter.dtype))
         note = apply_position(state.position, scheduler)
         if note:
             notes.append(note)
@@ -416,6 +419,12 @@ def _write_native(optimizer: Any, spec: Spec, fitted: OptimizerState, source: Op
         if spec.label == "nn.Momentum" and ps.values == {} and with_state:
             notes.append(f"{ps.name}: no momentum buffer yet, and nn.Momentum starts every buffer at the same "
                          "global step: it starts at zero (the same first update, v = g)")
+    if spec.counter == "global_step" and source.position is not None and source.position.update != count:
+        if spec.step and step is not None:
+            notes.append(f"global_step is {count:g} (the step count); the schedule position says update "
+                         f"{source.position.update}: {spec.label} uses one counter for both")
+        else:
+            count = source.position.update  # the lr clock of an optimizer whose state has no step
     if spec.counter is not None:
         out[spec.counter] = np.asarray([count] if spec.counter == "global_step" else count, np.int32)
         if not spec.step and step is not None and spec.kind != "SGD":
