@@ -568,6 +568,55 @@ def test_end_to_end_setups_torch_to_mindspore_and_back():
     assert np.all(C.ulps(got, mref[k:], start=1) <= lim)
 
 
+def test_native_plateau_counters_travel_between_reduce_lr_on_plateau():
+    """Without a metric history, torch's ReduceLROnPlateau's own counters (best, bad epochs, cooldown) travel."""
+    net, opt = _setup("sgd")
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2, cooldown=1)
+    for m in (1.0, 0.5, 0.6, 0.7, 0.8, 0.9):
+        sched.step(m)
+    pos = S.read_state(opt, model=net, scheduler=sched).position
+    assert pos is not None and pos.plateau is not None and pos.plateau["best"] == 0.5
+    net2, opt2 = _setup("sgd")
+    sched2 = torch.optim.lr_scheduler.ReduceLROnPlateau(opt2, patience=2, cooldown=1)
+    S.apply_position(pos, sched2)
+    for key in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch"):
+        assert getattr(sched2, key) == getattr(sched, key), key
+    from optbridge.slots import fingerprint, slots
+    from optbridge_adapters.torch.drivers import PlanScheduler
+    sl = slots(C.plan_of("sgd"))
+    driver = PlanScheduler(opt2, sl, unit="iter", steps_per_epoch=None, total_steps=None,
+                           fingerprint=fingerprint(sl, unit="iter", steps_per_epoch=None, total_steps=None))
+    with pytest.raises(ConfigError, match="position.plateau"):  # an optbridge driver needs the metric history
+        S.apply_position(pos, driver)
+    with pytest.raises(ConfigError, match="scheduler"):
+        S.read_state(opt2, model=net2, scheduler=object())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("optimizer", "Lion"), ("optimizer", 3), ("version", 2), ("format", "npz"), ("groups", {}), ("notes", "x"),
+    ("position", {"update": -1}), ("position", {"update": 1, "metrics": "x"}), ("position", {"update": 1, "x": 1}),
+    ("params", [{"name": "", "shape": [2], "group": 0, "state": {}}]),
+    ("params", [{"name": "w", "shape": "2", "group": 0, "state": {}}]),
+    ("params", [{"name": "w", "shape": [2], "group": 0, "state": {"exp_avg": "nope"}}]),
+    ("params", [{"name": "w", "shape": [3], "group": 0, "state": {"exp_avg": "p0.exp_avg"}}]),
+    ("params", [1]), ("origin", 5)])
+def test_bad_manifests_raise_config_errors(tmp_path, field, value):
+    """Every malformed manifest field is a ConfigError naming it (nothing else escapes)."""
+    st = S.OptimizerState("Adam", (S.ParamState("w", (2,), 0, "", {"exp_avg": np.zeros(2, np.float32),
+                                                                     "exp_avg_sq": np.zeros(2, np.float32),
+                                                                     "step": np.float32(1)}),))
+    good = tmp_path / "good.npz"
+    S.save_state(st, good)
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(bad, "w") as w:
+        manifest = json.loads(z.read("manifest.json"))
+        manifest[field] = value
+        for n in z.namelist():
+            w.writestr(n, json.dumps(manifest) if n == "manifest.json" else z.read(n))
+    with pytest.raises(ConfigError):
+        S.load_state(bad)
+
+
 def _write_fixture() -> None:
     """Write this env's trajectories and states for the MegEngine env (tests_megengine/fixtures/state_main)."""
     out = C.MAIN_FIXTURE

@@ -112,11 +112,13 @@ def read_state(optimizer: Any, *, model: Any = None, scheduler: Any = None, stat
     notes: list[str] = []
     i = 0
     for gi, (mine, saved) in enumerate(zip(optimizer.param_groups, sd["param_groups"])):
-        if len(saved.get("params", ())) != len(mine["params"]):
+        if not isinstance(saved, Mapping) or len(saved.get("params", ())) != len(mine["params"]):
             raise ConfigError(f"state_dict.param_groups[{gi}].params", f"must list {len(mine['params'])} parameters",
-                              len(saved.get("params", ())))
+                              saved.get("params") if isinstance(saved, Mapping) else saved)
         for index, p in zip(saved["params"], mine["params"]):
             entry = sd["state"].get(index, {})
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"state_dict.state[{index}]", "must map state names to arrays", type(entry).__name__)
             values: dict[str, np.ndarray] = {}
             for k, v in entry.items():
                 name = k if back is None else back.get(k)
