@@ -819,3 +819,25 @@ def test_two_processes_give_the_same_results_as_one() -> None:
         s = two.results[k]
         assert (r.status, r.steps, r.message) == (s.status, s.steps, s.message), k
         assert [(x.group, x.hyper, x.max_abs) for x in r.series] == [(x.group, x.hyper, x.max_abs) for x in s.series]
+
+
+def test_the_megengine_trajectory_server_keeps_errors_and_one_process() -> None:
+    """Through the MegEngine interpreter: an UnsupportedError comes back as itself; one server serves every call."""
+    if not probe_backend("megengine").available:
+        pytest.skip("megengine: " + probe_backend("megengine").message)
+    from optbridge_adapters.megengine.backend import megengine_importable
+    if megengine_importable():
+        pytest.skip("megengine runs in this interpreter: no server")
+    from optbridge.errors import UnsupportedError
+    from optbridge_conformance import traj_megengine
+    from optbridge_conformance import trajectory as T
+    case = next(c for c in load_cases() if c.id == "trajectory-adagrad-warmup-cosine")
+    ins = T.inputs(case, case.steps)
+    a = traj_megengine.trajectory(case.plan, 5, ins.init, ins.grads[:5])
+    pid = next(iter(traj_megengine._SERVERS.values())).proc.pid
+    lion = Case(dict(case.doc, plan=dict(case.doc["plan"], optimizer={"type": "Lion", "lr": 1e-3}))).plan
+    with pytest.raises(UnsupportedError):
+        traj_megengine.trajectory(lion, 5, ins.init, ins.grads[:5])
+    b = traj_megengine.trajectory(case.plan, 5, ins.init, ins.grads[:5])
+    assert next(iter(traj_megengine._SERVERS.values())).proc.pid == pid
+    assert str(a.dtype) == str(b.dtype) == "float32" and (a == b).all()
