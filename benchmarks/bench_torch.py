@@ -7,11 +7,13 @@ CosineAnnealingLR(N - 1000)], on an SGD optimizer with three param groups of
 different lrs, it times in one run, interleaved ``R`` times (best of R):
 
 * ``scheduler.step()`` of the native torch scheduler, N times;
-* ``scheduler.step()`` of the PlanScheduler that ``to_torch(plan, native=False)``
+* ``scheduler.step()`` of the PlanScheduler that ``to_torch(plan, form="table")``
   builds for the same plan (it writes the reference evaluator's values, computed
   4096 steps at a time; the chunk evaluations are inside the timing);
 * for context, ``optimizer.step()`` of the same SGD optimizer (one 1-element
-  parameter per group, gradient 1), N / 10 times.
+  parameter per group, gradient 1), N / 10 times, and the same for a ``to_torch``
+  setup's optimizer, whose update guard (a step pre-hook: scheduler stepped?
+  past the horizon?) runs before each update, with its ``scheduler.step()``.
 
 It prints microseconds per step and the ratio PlanScheduler / native (goal: at
 most 1.2), and checks that both wrote the same lrs (the difference relative to the base lr).
@@ -87,16 +89,26 @@ def main() -> None:
         print(f"    native torch scheduler : {min(nat):6.2f} us/step")
         print(f"    optbridge PlanScheduler: {min(gen):6.2f} us/step   ratio {min(gen) / min(nat):.2f} "
               f"(goal <= 1.2); final lrs differ by {diff:.1e} of the base lr")
-    opt = native_optimizer()
+    m = max(n // 10, 1)
+    plain, guarded = [], []
+    for _ in range(args.repeat):  # optimizer.step() alone, and with the setup's update guard (a step pre-hook)
+        plain.append(optimizer_steps(native_optimizer(), m, None))
+        setup = to_torch(plan_for(ir.Cosine(steps=n)), model(), form="table")
+        guarded.append(optimizer_steps(setup.optimizer, m, setup.scheduler))
+    print(f"  for context: SGD optimizer.step() on the same 3 groups: {min(plain):.2f} us/step; with the update "
+          f"guard of a to_torch setup (and its scheduler.step()): {min(guarded):.2f} us/step")
+
+
+def optimizer_steps(opt: torch.optim.Optimizer, m: int, sched: object) -> float:
     for g in opt.param_groups:
         for p in g["params"]:
             p.grad = torch.ones_like(p)
-    m = max(n // 10, 1)
+    step = sched.step if sched is not None else (lambda: None)  # type: ignore[attr-defined]
     t = time.perf_counter()
     for _ in range(m):
         opt.step()
-    print(f"  for context: SGD optimizer.step() on the same 3 groups: {(time.perf_counter() - t) / m * 1e6:.2f} us/step")
-
+        step()
+    return (time.perf_counter() - t) / m * 1e6
 
 if __name__ == "__main__":
     main()

@@ -144,10 +144,10 @@ class PlanScheduler(LRScheduler):
         return self._source
 
     def _write(self, t: int) -> None:
-        h = self._source.horizon
-        if h is not None and t >= h:
+        try:
+            row = self._source.row(t)  # a list lookup, but for one evaluation per chunk
+        except PastHorizon:
             return  # no update uses it (the update that would raises in the guard)
-        row = self._source.row(t)
         groups = self.optimizer.param_groups
         n = len(groups)
         for gi, key, j in self._scalar:

@@ -200,22 +200,33 @@ def _run(optimizer: torch.optim.Optimizer, steps: int, entries: Sequence[tuple[A
     groups: list[dict[str, Any]] = []
     starts: list[int] = []
     configured: list[dict[str, float]] = []
-    cap = max(4, len(pg))
-    bufs = {h: _buffer(steps, cap, files) for h in HYPERS}
+    cap = len(pg)
+    bufs: dict[str, np.ndarray] = {}  # only for the hyperparameters some group has
     used = 0  # plateau metrics consumed
+    readers: list[tuple[np.ndarray, Any, list[dict[str, Any]], str, int | None]] = []
 
     def take(k: int) -> None:
-        nonlocal cap, bufs
+        nonlocal cap, bufs, readers
+        if len(pg) == len(groups):
+            return
         for g in pg[len(groups):]:
             groups.append(g)
             starts.append(k)
             configured.append(_configured(g))
-        if len(groups) > cap:
+        if len(groups) > cap:  # groups joined: room for twice as many
             cap = 2 * len(groups)
-            grown = {h: _buffer(steps, cap, files) for h in HYPERS}
-            for h in HYPERS:
-                grown[h][:, :bufs[h].shape[1]] = bufs[h]
+            grown = {h: _buffer(steps, cap, files) for h in bufs}
+            for h, b in bufs.items():
+                grown[h][:, :b.shape[1]] = b
             bufs = grown
+        readers = []  # per hyperparameter: the groups that have it, and where their column is
+        for h, (key, pos) in HYPERS.items():
+            cols = [i for i, g in enumerate(groups) if key in g]
+            if cols:
+                if h not in bufs:
+                    bufs[h] = _buffer(steps, cap, files)
+                where: Any = slice(cols[0], cols[-1] + 1) if cols == list(range(cols[0], cols[-1] + 1)) else cols
+                readers.append((bufs[h], where, [groups[i] for i in cols], key, pos))
 
     def call(f: Callable[[int, Any], Any], arg: int, what: str, k: int) -> None:
         try:
@@ -226,6 +237,8 @@ def _run(optimizer: torch.optim.Optimizer, steps: int, entries: Sequence[tuple[A
             raise RecordError(f"update {k}: {what}({arg}, optimizer) raised {type(e).__name__}: {e}") from e
 
     take(0)
+    if not readers:
+        raise ConfigError("optimizer", "has no param groups to record", 0)
     for k in range(steps):
         if on_epoch_start is not None and (k + offset) % spe == 0:
             call(on_epoch_start, (k + offset) // spe, "on_epoch_start", k)
@@ -236,13 +249,12 @@ def _run(optimizer: torch.optim.Optimizer, steps: int, entries: Sequence[tuple[A
         if len(pg) < len(groups) or any(a is not b for a, b in zip(pg, groups, strict=False)):
             raise RecordError(f"update {k}: param groups were removed or replaced during the run (only "
                               "add_param_group is recorded)")
-        n = len(groups)
-        for h, (key, pos) in HYPERS.items():
+        for buf, where, gs, key, pos in readers:
             try:
-                row = [float(g[key] if pos is None else g[key][pos]) if key in g else np.nan for g in groups]
-            except (TypeError, ValueError, IndexError) as e:
-                raise RecordError(f"update {k}: a param group's {key} is not a number ({e})") from None
-            bufs[h][k, :n] = row
+                buf[k, where] = [float(g[key]) for g in gs] if pos is None else [float(g[key][pos]) for g in gs]
+            except (TypeError, ValueError, IndexError, KeyError) as e:
+                raise RecordError(f"update {k}: a param group's {key} is not a number ({type(e).__name__}: {e})"
+                                  ) from None
         optimizer._opt_called = True  # type: ignore[attr-defined]  # what torch's step wrapper sets
         if k == steps - 1:
             break  # nothing after the last update is used: torch's functions are never asked for it
@@ -326,7 +338,7 @@ def to_plan(rec: Recording, optimizer: torch.optim.Optimizer, *, model: Any = No
     infos = read_groups(optimizer, defaults, rec.groups)
     excluded = select(infos, model) if model is not None else None
     per_hyper = {h: _recover_hyper(rec, h, steps_per_epoch) for h in HYPERS
-                 if not np.all(np.isnan(rec.values[h]))}
+                 if h in rec.values and not np.all(np.isnan(rec.values[h]))}
     sched: dict[str, list[ir.Node | None]] = {}
     for h, cols in per_hyper.items():
         key, pos = HYPERS[h]
