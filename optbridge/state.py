@@ -53,7 +53,8 @@ from .params import ParamRecord
 
 __all__ = ["TENSOR_STATES", "SCALAR_STATES", "KINDS", "ParamState", "SchedulePosition", "OptimizerState",
            "TargetParam", "Converted", "read_state", "convert_state", "save_state", "load_state", "remap",
-           "fit_state", "required_states", "framework_of", "read_position", "apply_position", "FORMAT", "VERSION"]
+           "fit_state", "required_states", "framework_of", "read_position", "apply_position", "single_step",
+           "float32_power", "FORMAT", "VERSION"]
 
 FORMAT = "optbridge-state"
 VERSION = 1
@@ -182,7 +183,7 @@ class SchedulePosition:
         metrics = d.get("metrics", [])
         if not isinstance(metrics, (list, tuple)):
             raise ConfigError(f"{path}.metrics", "must be a list of numbers", metrics)
-        return SchedulePosition(d.get("update"), tuple(metrics), fp, pl)  # type: ignore[arg-type]  # checked there
+        return SchedulePosition(d.get("update", -1), tuple(metrics), fp, pl)  # a missing update is refused there
 
 
 @dataclass(frozen=True, eq=False)
@@ -834,8 +835,3 @@ def float32_power(beta: float, n: int, *, chunk: int = 1 << 16) -> float:
         p = np.multiply.accumulate(seq, dtype=np.float32)[-1]
         left -= m
     return float(p)
-
-
-def as_float32(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """State values as float32 arrays (what every framework's optimizers keep)."""
-    return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}

@@ -261,8 +261,8 @@ def read_state(optimizer: Any, *, model: Any = None, scheduler: Any = None, stat
             if v is None:
                 if kind == "RMSprop" and torch_name != "square_avg":
                     continue
-                need(f"{prefix}.{p.name}")
-            values[torch_name] = v  # type: ignore[assignment]  # need() raised otherwise
+                v = need(f"{prefix}.{p.name}")
+            values[torch_name] = v
         started = True
         if spec.first is not None:
             started = float(need(f"{spec.first}.{p.name}").reshape(-1)[0]) == 0.0
