@@ -682,7 +682,8 @@ def save_state(state: OptimizerState, path: str | os.PathLike[str]) -> None:
 
     The manifest: ``{"format": "optbridge-state", "version": 1, "optimizer", "origin",
     "groups", "params": [{"name", "shape", "group", "module_type", "state": {name:
-    array key}}], "position", "notes"}``. Arrays are written one at a time.
+    array key}}], "position", "notes"}``. Arrays are written one at a time; member dates
+    are fixed, so the same state gives the same bytes.
     """
     if not isinstance(state, OptimizerState):
         raise ConfigError("state", "must be an OptimizerState", type(state).__name__)
@@ -699,11 +700,16 @@ def save_state(state: OptimizerState, path: str | os.PathLike[str]) -> None:
                 key = f"p{i}.{k}"
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.require(np.asarray(v), requirements="C"), allow_pickle=False)
-                z.writestr(f"{key}.npy", buf.getvalue())
+                z.writestr(_member(f"{key}.npy"), buf.getvalue())
                 keys[k] = key
             manifest["params"].append({"name": p.name, "shape": list(p.shape), "group": p.group,
                                        "module_type": p.module_type, "state": keys})
-        z.writestr("manifest.json", json.dumps(manifest, indent=1))
+        z.writestr(_member("manifest.json"), json.dumps(manifest, indent=1))
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed date: the same state gives the same file, byte for byte."""
+    return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
 
 
 def load_state(path: str | os.PathLike[str]) -> OptimizerState:

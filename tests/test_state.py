@@ -440,6 +440,8 @@ def test_file_round_trip_and_no_pickle(tmp_path):
         for k in a.values:
             assert np.asarray(a.values[k]).tobytes() == np.asarray(b.values[k]).tobytes()
             assert np.shape(a.values[k]) == np.shape(b.values[k]) and a.values[k].dtype == b.values[k].dtype
+    S.save_state(back, tmp_path / "again.npz")                     # the same state, the same bytes
+    assert (tmp_path / "again.npz").read_bytes() == path.read_bytes()
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read("manifest.json"))
         assert manifest["format"] == "optbridge-state" and manifest["params"][0]["state"]
