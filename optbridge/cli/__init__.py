@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OptbridgeError
-from . import conform, convert, demo, plot, trace, validate
+from . import conform, convert, demo, plot, port, trace, validate
 from ._common import (
     PROG,
     CLIError,
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True,
                                 parser_class=_Parser)
-    for command in (validate, trace, plot, demo, conform, convert):
+    for command in (validate, trace, plot, demo, conform, convert, port):
         command.add_parser(sub)
     from .. import lrfind_cli  # `optbridge lr-find` (imports no framework)
 
