@@ -506,6 +506,7 @@ def test_cli_port_and_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_errors_are_optbridge_errors(tmp_path: Path) -> None:
     cfg = write(tmp_path, SGD)
+    assert callable(optbridge.port) and optbridge.port(cfg, "torch", out=tmp_path / "ok").module.exists()
     with pytest.raises(ConfigError, match="to: must be one of"):
         port(cfg, "jax", out=tmp_path / "o")
     with pytest.raises(ConfigError, match="form: must be one of"):
