@@ -85,10 +85,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--groups", type=int, default=150)
     ap.add_argument("--formats", default="csv,json,npy")
-    ap.add_argument("--dir", help="where to write (default: a temporary directory on the repository's disk)")
+    ap.add_argument("--dir", help="where to write (default: a temporary directory under the system's temp dir)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir or ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="optbridge-bench-cli-", dir=args.dir) as tmp:
         d = Path(tmp)
         cfg = d / "plan.json"
         make_plan(cfg, args.groups, args.steps)

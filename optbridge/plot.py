@@ -421,24 +421,35 @@ def _many_groups(ax: Any, values: np.ndarray, groups: Sequence[str], line: Any, 
     rest = sorted(g for m in shapes if not any(m is n for n in named) for g in m)
     style_of = {g: _STYLES[s] for s, members in enumerate(named) for g in members}
     style_of.update({g: _STYLES[len(named)] if named else "-" for g in rest})
+    ramp = peak.max() > peak.min()  # all peaks equal: a colour ramp would say nothing
     order = np.argsort(peak, kind="stable")  # the largest on top
     for z, g in enumerate(order):
-        color = cmap(norm(peak[g])) if peak[g] > 0 or not isinstance(norm, LogNorm) else (0.6, 0.6, 0.6, 1.0)
+        if not ramp:
+            color: Any = _COLORS[0]
+        elif peak[g] > 0 or not isinstance(norm, LogNorm):
+            color = cmap(norm(peak[g]))
+        else:
+            color = (0.6, 0.6, 0.6, 1.0)  # an all-zero group on a log colour scale
         ax.plot(*line(values[g]), color=color, linestyle=style_of[int(g)], linewidth=1.1,
                 alpha=0.45 if dimmed else 0.95, zorder=3 + z * 1e-3)
-    from matplotlib.cm import ScalarMappable
-    # the colour bar sits just right of the axes, as an inset (so it never changes the panels' widths), with
-    # its ticks and label on its left; the legends go on its right
-    cax = ax.inset_axes((1.085, 0.0, 0.018, 1.0))
-    bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-    bar.set_label(f"peak {hyper} of the group", fontsize=9)
-    bar.ax.tick_params(labelsize=8)
-    bar.ax.yaxis.set_ticks_position("left")  # the right side of the bar holds the legends
-    bar.ax.yaxis.set_label_position("left")
+    host, anchor = ax, (1.01, 1.0)
+    if ramp:
+        from matplotlib.cm import ScalarMappable
+        # the colour bar sits just right of the axes, as an inset (so it never changes the panels' widths), with
+        # its ticks and label on its left; the legends go on its right
+        cax = ax.inset_axes((1.085, 0.0, 0.018, 1.0))
+        bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        bar.set_label(f"peak {hyper} of the group", fontsize=9)
+        bar.ax.tick_params(labelsize=8)
+        bar.ax.yaxis.set_ticks_position("left")  # the right side of the bar holds the legends
+        bar.ax.yaxis.set_label_position("left")
+        host, anchor = bar.ax, (1.6, 1.0)
     handles, labels = [], []
     for s, members in enumerate(named):
         handles.append(Line2D([], [], color="0.25", linestyle=_STYLES[s], linewidth=1.4))
-        labels.append(_wrap(f"{len(members)} groups: {_names(groups, members)}", 26))
+        equal = " (all equal)" if all(np.array_equal(values[m], values[members[0]], equal_nan=True)
+                                      for m in members) else ""
+        labels.append(_wrap(f"{len(members)} groups{equal}: {_names(groups, members)}", 26))
     if rest:
         handles.append(Line2D([], [], color="0.25", linestyle=style_of[rest[0]], linewidth=1.4))
         if len(rest) == 1:
@@ -446,13 +457,14 @@ def _many_groups(ax: Any, values: np.ndarray, groups: Sequence[str], line: Any, 
         else:
             labels.append(_wrap(f"{len(rest)} groups, each its own shape: {_names(groups, rest)}", 26))
     title = f"{len(groups)} groups, {len(shapes)} shape{'s' if len(shapes) > 1 else ''}\n(equal up to the base)"
+    if ramp:
+        title += f"\ncolour: the group's peak {hyper}"
     # the overlay draws, per shape, its highest and lowest group
     shown = sorted({m for members in [*named, rest] if members for m in (
         members[int(np.argmax(peak[members]))], members[int(np.argmin(peak[members]))])})
-    legend = bar.ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.6, 1.0), fontsize=9, frameon=False,
-                       title=f"{title}\ncolour: the group's peak {hyper}", title_fontsize=9, handlelength=2.8,
-                       borderaxespad=0.0, alignment="left")
-    return shown, legend, bar.ax
+    legend = host.legend(handles, labels, loc="upper left", bbox_to_anchor=anchor, fontsize=9, frameon=False,
+                         title=title, title_fontsize=9, handlelength=2.8, borderaxespad=0.0, alignment="left")
+    return shown, legend, host if ramp else None
 
 
 def _overlay_lines(ax: Any, overlay: Sequence[Trace], hyper: str, shown: Sequence[int], line: Any,

@@ -696,3 +696,27 @@ def test_plot_overlays_backends(plan_file: Path, tmp_path: Path, capsys: pytest.
     assert capsys.readouterr().out == f"wrote {out}\n"
     assert main(["plot", str(FINETUNE), "--backend", "torch,nosuch", "--steps", "30", "--out", str(out)]) == 2
     assert "nosuch" in one_error_line(capsys.readouterr().err)
+
+
+def test_long_table_is_streamed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"optbridge": 1, "optimizer": {"type": "Adam", "lr": 0.001},
+                             "schedule": {"kind": "exponential", "gamma": 0.999}}))
+    assert main(["trace", str(p), "--steps", "6000", "--every", "1", "--max-rows", "0"]) == 0
+    header, rows = parse_table(capsys.readouterr().out)
+    assert header == ["step", "lr[all]"] and [int(r[0]) for r in rows] == list(range(6000))
+    np.testing.assert_allclose([float(r[1]) for r in rows], 0.001 * 0.999 ** np.arange(6000), rtol=5e-6)  # %.6g
+
+
+def test_written_files_have_plain_permissions(plan_file: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+    umask = os.umask(0o022)
+    try:
+        for fmt in ("csv", "json", "npy"):
+            out = tmp_path / f"t.{fmt}"
+            assert main(["trace", str(plan_file), "--steps", "5", "--format", fmt, "--hyper", "lr",
+                         "--out", str(out)]) == 0
+            assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    finally:
+        os.umask(umask)

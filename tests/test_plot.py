@@ -235,3 +235,18 @@ def test_long_traces_keep_their_extremes() -> None:
     y[54_321] = 5.0
     xs, ys = _reduce(x, y)
     assert ys.size <= 2500 and ys.max() == 5.0 and ys.min() == y.min()
+
+
+def test_identical_groups_need_no_colour_ramp() -> None:
+    from optbridge import ir
+    plan = layer_decay_plan(150, 100)
+    opt = plan.optimizers[0]
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"momentum": 0.9}, groups=opt.groups),),
+                schedule={"lr": plan.schedule["lr"], "momentum": ir.Linear(start_factor=0.9, steps=10)},
+                total_steps=100)
+    fig = draw_trace(optbridge.trace(plan, 100), log=None)
+    texts_inside(fig)
+    lr_ax, momentum_ax = fig.axes[:2]
+    assert len(lr_ax.child_axes) == 1 and not momentum_ax.child_axes  # equal peaks: no colour bar
+    labels = [t.get_text().replace("\n", " ") for t in momentum_ax.get_legend().get_texts()]
+    assert labels == ["150 groups (all equal): layer0 … layer149"]

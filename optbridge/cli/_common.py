@@ -114,10 +114,10 @@ def _description(path: str | os.PathLike[str]) -> str | None:
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix.lower() == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
             doc = tomllib.loads(text)
         else:
             import yaml

@@ -137,7 +137,7 @@ def atomic_binary(path: str | os.PathLike[str] | None) -> Iterator[IO[bytes]]:
         sys.stdout.buffer.flush()
         return
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    fd, tmp = _temporary(p)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -146,6 +146,15 @@ def atomic_binary(path: str | os.PathLike[str] | None) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _temporary(p: Path) -> tuple[int, str]:
+    """A temporary file next to ``p`` (same file system, for the rename), with a plain file's permissions."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the renamed file should be like any other
+    return fd, tmp
 
 
 # --------------------------------------------------------------------------- CSV
@@ -287,7 +296,7 @@ def write_npy(windows: Windows, paths: Sequence[str | os.PathLike[str]]) -> None
     tmps = []
     try:
         for p in paths:
-            fd, tmp = tempfile.mkstemp(prefix=f".{Path(p).name}.", suffix=".part", dir=Path(p).parent)
+            fd, tmp = _temporary(Path(p))
             os.close(fd)
             tmps.append(tmp)
             created = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=shape)
