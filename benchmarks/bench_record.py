@@ -39,7 +39,7 @@ def setup(depth: int) -> tuple[torch.optim.Optimizer, int]:
     num_layers = depth + 1
     scales = [0.75 ** (num_layers - i) for i in range(num_layers + 1)]
     groups = []
-    for lid, scale in enumerate(scales):
+    for _lid, scale in enumerate(scales):
         for wd in (0.05, 0.0):
             groups.append({"params": [torch.zeros(4, 4 if wd else 1, requires_grad=True)], "lr_scale": scale,
                            "weight_decay": wd})

@@ -47,7 +47,7 @@ def model() -> dict[str, torch.Tensor]:
 
 
 def native_optimizer() -> torch.optim.Optimizer:
-    return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(model().values(), LRS)])
+    return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(model().values(), LRS, strict=False)])
 
 
 def steps(sched: object, n: int) -> tuple[float, list[float]]:
@@ -84,7 +84,7 @@ def main() -> None:
             t_gen, lr_gen = steps(planscheduler(node), n)
             nat.append(t_nat)
             gen.append(t_gen)
-        diff = max(abs(a - b) / base for a, b, base in zip(lr_nat, lr_gen, LRS))
+        diff = max(abs(a - b) / base for a, b, base in zip(lr_nat, lr_gen, LRS, strict=False))
         print(f"  {name}")
         print(f"    native torch scheduler : {min(nat):6.2f} us/step")
         print(f"    optbridge PlanScheduler: {min(gen):6.2f} us/step   ratio {min(gen) / min(nat):.2f} "

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from _torch_setups import HYPERS, ResNet, Transfer, ViT, Yolo, assert_close, read, same_state, states  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.optim import lr_scheduler as S  # noqa: E402
 from torch.optim.swa_utils import SWALR  # noqa: E402
 
 import optbridge  # noqa: E402
-from _torch_setups import HYPERS, ResNet, Transfer, ViT, Yolo, assert_close, read, same_state, states  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge_adapters import torch as tb  # noqa: E402
 
@@ -249,7 +249,7 @@ def test_mae_layer_decay() -> None:
     model, opt, before_step, n = mae()
     plan = record(opt, n, model=model, before_step=before_step, steps_per_epoch=20)
     assert len(plan.groups) == 28
-    for g, node in zip(plan.groups, nodes(plan)):  # relative to each group's peak: 1e-3 * its lr_scale
+    for g, node in zip(plan.groups, nodes(plan), strict=False):  # relative to each group's peak: 1e-3 * its lr_scale
         warm, cos = node.parts  # type: ignore[attr-defined]
         assert warm == ir.Linear(start_factor=0.0, end_factor=1.0, steps=40)
         assert (cos.kind, cos.steps, cos.clamp) == ("cosine", 160, True)
