@@ -137,13 +137,15 @@ class SchedulePosition:
             (the same for the same plan in every framework); the target driver refuses
             another plan's position.
         plateau: A native ReduceLROnPlateau's own counters when no metric history
-            exists: ``{"best", "num_bad_epochs", "cooldown_counter", "last_epoch"}``.
+            exists: ``{"best", "num_bad_epochs", "cooldown_counter", "last_epoch",
+            "last_lr"}`` (``last_lr``: the lrs it reduced to, one per group: torch keeps
+            them in the optimizer's groups).
     """
 
     update: int
     metrics: tuple[float, ...] = ()
     fingerprint: str | None = None
-    plateau: Mapping[str, float] | None = None
+    plateau: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.update, bool) or not isinstance(self.update, (int, np.integer)) or self.update < 0:
@@ -155,7 +157,12 @@ class SchedulePosition:
             raise ConfigError("position.metrics", "must be a list of numbers", self.metrics) from None
         object.__setattr__(self, "metrics", ms)
         if self.plateau is not None:
-            object.__setattr__(self, "plateau", FrozenMap({str(k): float(v) for k, v in self.plateau.items()}))
+            try:
+                pl = {str(k): (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v))
+                      for k, v in self.plateau.items()}
+            except (TypeError, ValueError):
+                raise ConfigError("position.plateau", "must map counter names to numbers", self.plateau) from None
+            object.__setattr__(self, "plateau", FrozenMap(pl))
 
     def epoch(self, steps_per_epoch: int) -> int:
         """The epoch the next update belongs to."""
@@ -487,18 +494,43 @@ def read_position(scheduler: Any) -> SchedulePosition | None:
         return SchedulePosition(sd["k"], tuple(sd.get("metrics", ())), fp)
     if "schedulers" in sd and "last_epoch" in sd:
         metrics: tuple[float, ...] = ()
+        counters = None
         for child in sd["schedulers"]:
             if isinstance(child, Mapping) and child.get("metrics"):
                 metrics = tuple(child["metrics"])
-        return SchedulePosition(sd["last_epoch"], metrics, fp)
+            if isinstance(child, Mapping) and "num_bad_epochs" in child and "best" in child:
+                counters = _plateau_counters(child)  # torch's own ReduceLROnPlateau in the setup
+        return SchedulePosition(sd["last_epoch"], metrics, fp, None if metrics else counters)
     if "num_bad_epochs" in sd and "best" in sd:
-        keys = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
-        return SchedulePosition(int(sd.get("last_epoch", 0)), (), None,
-                                {k: float(sd[k]) for k in keys if k in sd})
+        return SchedulePosition(int(sd.get("last_epoch", 0)), (), None, _plateau_counters(sd))
     if "last_epoch" in sd:
         return SchedulePosition(sd["last_epoch"], tuple(sd.get("metrics", ())), fp)
     raise ConfigError("scheduler", "must be an optbridge driver (PlanScheduler, SetupScheduler), a setup holding "
                       "one, ReduceLROnPlateau or an int (updates done)", type(scheduler).__name__)
+
+
+def _plateau_counters(sd: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+    out: dict[str, Any] = {k: float(sd[k]) for k in keys if k in sd}
+    if isinstance(sd.get("_last_lr"), (list, tuple)):
+        out["last_lr"] = [float(x) for x in sd["_last_lr"]]
+    return out
+
+
+def _set_plateau(sched: Any, sd: dict[str, Any], counters: Mapping[str, Any]) -> dict[str, Any]:
+    """A ReduceLROnPlateau state with the position's counters; the reduced lrs go into the optimizer's groups."""
+    for key, v in counters.items():
+        if key == "last_lr":
+            groups = getattr(getattr(sched, "optimizer", None), "param_groups", None)
+            if not isinstance(groups, list) or len(groups) != len(v):
+                raise ConfigError("position.plateau.last_lr", "holds one lr per group of the source's "
+                                  "ReduceLROnPlateau; the target's has another number of groups", list(v))
+            for g, lr in zip(groups, v):
+                g["lr"] = float(lr)
+            sd["_last_lr"] = [float(x) for x in v]
+        else:
+            sd[key] = int(v) if key != "best" else v
+    return sd
 
 
 def _driver(obj: Any) -> Any:
@@ -558,23 +590,53 @@ def apply_position(position: SchedulePosition | None, scheduler: Any) -> str | N
         children = []
         for e, child in zip(entries, sd["schedulers"]):
             every = int(getattr(e, "every", 1) or 1)
-            if not (isinstance(child, Mapping) and "fingerprint" in child and "last_epoch" in child):
-                raise ConfigError("scheduler", f"holds a native {type(e.sched).__name__}: its position is set by "
-                                  "its own state, not by a plan position (build the target with form='table')",
-                                  None, show_value=False)
-            children.append({**child, "last_epoch": k // every, "_step_count": k // every + 1,
-                             "metrics": list(position.metrics)})
+            if isinstance(child, Mapping) and "fingerprint" in child and "last_epoch" in child:
+                children.append({**child, "last_epoch": k // every, "_step_count": k // every + 1,
+                                 "metrics": list(position.metrics)})
+            else:
+                children.append(_fast_forward(e.sched, k // every, bool(getattr(e, "plateau", False)), position))
         sd.update(last_epoch=k, schedulers=children)
     elif "last_epoch" in sd and "fingerprint" in sd:
         sd.update(last_epoch=k, _step_count=k + 1, metrics=list(position.metrics))
     elif "num_bad_epochs" in sd and position.plateau is not None:
-        sd.update({key: (int(v) if key != "best" else v) for key, v in position.plateau.items()})
+        sd = _set_plateau(d, sd, position.plateau)
     else:
         raise ConfigError("scheduler", "must be an optbridge driver whose position can be set",
                           type(d).__name__)
     d.load_state_dict(sd)
     return f"schedule position: update {k}" + (f", {len(position.metrics)} plateau metrics" if position.metrics
                                                 else "")
+
+
+def _fast_forward(sched: Any, n: int, plateau: bool, position: SchedulePosition) -> dict[str, Any]:
+    """Step a native scheduler (a fresh one of the same plan) to its ``n``-th step; its state afterwards.
+
+    A framework's own scheduler classes keep their position in their own state
+    (torch's SequentialLR holds its children's), so they are stepped there: ``n``
+    plain steps, or, for a ReduceLROnPlateau, one step per plateau metric of the
+    position (its counters come out exactly as the source's). O(n) scheduler steps.
+    """
+    import warnings
+
+    done = int(getattr(sched, "last_epoch", 0))
+    if plateau:
+        if position.plateau is not None and not position.metrics:
+            return _set_plateau(sched, dict(sched.state_dict()), position.plateau)
+        if n > len(position.metrics):
+            raise ConfigError("position.metrics", f"holds {len(position.metrics)} plateau metrics; the target's "
+                              f"{type(sched).__name__} needs {n} to reach update {position.update}", None,
+                              show_value=False)
+    if done > n:
+        raise ConfigError("scheduler", f"{type(sched).__name__} is already at step {done}, past the position's "
+                          f"{n}: give a freshly built setup", done)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns of scheduler steps before optimizer steps
+        for j in range(done, n):
+            if plateau:
+                sched.step(position.metrics[j])
+            else:
+                sched.step()
+    return dict(sched.state_dict())
 
 
 # --------------------------------------------------------------------------- framework dispatch

@@ -501,7 +501,8 @@ def test_end_to_end_setups_torch_to_mindspore_and_back():
     """to_torch -> 6 updates -> to_mindspore continues (state + position), and MindSpore -> to_torch likewise.
 
     The plan's fingerprint is the same in both frameworks, so each target driver takes
-    the other's position; the trajectories stay within the bound of the run that stayed.
+    the other's position (torch's own SequentialLR in the torch setup is stepped to it);
+    the trajectories stay within the bound of the run that stayed.
     """
     import optbridge
     case = "adam_beta1_scheduled"
@@ -513,7 +514,7 @@ def test_end_to_end_setups_torch_to_mindspore_and_back():
     def torch_setup(p: np.ndarray) -> tuple[TNet, Any]:
         net = TNet()
         _set_torch(net, p)
-        return net, optbridge.to_torch(plan, net, form="table")
+        return net, optbridge.to_torch(plan, net)  # torch's SequentialLR for lr, a PlanScheduler for beta1
 
     def ms_setup(p: np.ndarray) -> tuple[MNet, Any]:
         net = MNet()
@@ -565,7 +566,7 @@ def test_end_to_end_setups_torch_to_mindspore_and_back():
     assert st.position is not None and st.position.update == k
     tnet, ts = torch_setup(mref[k])
     S.convert_state(st, ts.optimizer, model=tnet, scheduler=ts.scheduler)
-    assert ts.scheduler.last_epoch == k
+    assert ts.scheduler.last_epoch == k and ts.scheduler.entries[0].sched.last_epoch == k  # SequentialLR stepped
     got = go(tstep, lambda: _flat_torch(tnet), k)
     assert np.all(C.ulps(got, mref[k:], start=1) <= lim)
 
@@ -592,6 +593,33 @@ def test_native_plateau_counters_travel_between_reduce_lr_on_plateau():
         S.apply_position(pos, driver)
     with pytest.raises(ConfigError, match="scheduler"):
         S.read_state(opt2, model=net2, scheduler=object())
+
+
+def test_plateau_setup_position_steps_torch_reduce_lr_on_plateau():
+    """A to_torch setup with torch's ReduceLROnPlateau: its counters travel into a fresh setup of the same plan."""
+    import optbridge
+    doc = optbridge.to_dict(C.plan_of("sgd_momentum_scheduled"))
+    doc["schedule"] = {"lr": {"kind": "plateau", "factor": 0.5, "patience": 1, "cooldown": 1}}
+    plan = optbridge.from_dict(doc)
+    net, setup = TNet(), None
+    setup = optbridge.to_torch(plan, net)
+    for m in (1.0, 0.9, 0.95, 0.97, 0.99, 0.98):
+        setup.optimizer.step()
+        setup.scheduler.step(m)
+    st = S.read_state(setup.optimizer, model=net, scheduler=setup.scheduler)
+    assert st.position is not None and st.position.update == 6 and st.position.plateau is not None
+    net2 = TNet()
+    setup2 = optbridge.to_torch(plan, net2)
+    S.convert_state(st, setup2.optimizer, model=net2, scheduler=setup2.scheduler)
+    def counters(sched: Any) -> dict[str, Any]:
+        sd = sched.state_dict()
+        return next((x for x in sd.get("schedulers", [sd]) if "num_bad_epochs" in x), {})
+
+    a, b = counters(setup.scheduler), counters(setup2.scheduler)
+    for key in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr"):
+        assert a[key] == b[key], key
+    assert a["last_epoch"] == 6 and a["_last_lr"][0] < 0.05      # it reduced the lr ...
+    assert [g["lr"] for g in setup2.optimizer.param_groups] == a["_last_lr"]  # ... and the target's groups have it
 
 
 @pytest.mark.parametrize("field, value", [
