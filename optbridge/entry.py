@@ -18,7 +18,7 @@ hint. ``from optbridge import *`` therefore imports no framework.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable
@@ -26,7 +26,7 @@ from .errors import BackendUnavailable
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
 
-__all__ = ["to_torch", "from_torch", "to_mindspore", "to_mindspore_lists", "from_mindspore", "to_megengine",
+__all__ = ["to_torch", "from_torch", "record", "to_mindspore", "to_mindspore_lists", "from_mindspore", "to_megengine",
            "from_megengine", "FRAMEWORK_HINTS"]
 
 #: How to install each framework (part of every BackendUnavailable message).
@@ -208,6 +208,42 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
                                                              total_steps=total_steps)
     _warn_native("megengine", _optimizers(optimizer), plan)
     return plan
+
+
+def record(optimizer: Any, steps: int, *, model: Any = None, schedulers: Any = None,
+           before_step: Callable[[int, Any], Any] | None = None,
+           on_epoch_start: Callable[[int, Any], Any] | None = None, step_unit: str = "iter",
+           steps_per_epoch: int | None = None, metrics: Sequence[float] | None = None) -> Plan:
+    """The plan of a hand-driven torch training loop, recorded from the real objects.
+
+    Runs ``steps`` updates of the loop's schedule code without changing any
+    parameter: before each update ``before_step(step, optimizer)`` (the loop's own
+    lr code) runs, every group's lr, momentum, betas and weight decay are recorded,
+    then the ``schedulers`` step (iteration ones after every update, epoch ones after
+    an epoch's last update, in list order; a ReduceLROnPlateau gets
+    ``metrics[epoch]``); ``on_epoch_start(epoch, optimizer)`` may add param groups
+    (they join the plan at that update). The optimizer, schedulers and model are left
+    as they were. Closed forms are recovered where they are exact
+    (:func:`optbridge.recover.recover`), tables elsewhere.
+
+    Args:
+        optimizer: A ``torch.optim`` optimizer.
+        steps: Updates to record.
+        model: The module whose parameter names the groups select.
+        schedulers: A scheduler, or ``(scheduler, "iter" | "epoch")`` pairs.
+        before_step: The loop's own per-update hyperparameter code.
+        on_epoch_start: Called at the start of each epoch (may add param groups).
+        step_unit: What a bare scheduler's ``step()`` counts.
+        steps_per_epoch: Updates per epoch (needed for epoch schedulers and callbacks).
+        metrics: One metric per plateau step.
+
+    Returns:
+        A plan whose reference trace equals the recording (1e-12 relative).
+    """
+    return _adapter("torch", "recorder", "record")(optimizer, steps, model=model, schedulers=schedulers,
+                                                    before_step=before_step, on_epoch_start=on_epoch_start,
+                                                    step_unit=step_unit, steps_per_epoch=steps_per_epoch,
+                                                    metrics=metrics)
 
 
 def _optimizers(obj: Any) -> list[Any]:

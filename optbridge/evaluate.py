@@ -28,18 +28,17 @@ import math
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
 from . import ir
 from .errors import ConfigError, EvaluationError
 
-__all__ = ["values", "table", "Context"]
+__all__ = ["values", "table", "scales_base", "history_dependent", "Context"]
 
 Array = np.ndarray
 #: A scalar base value, or a column ``(groups, 1)`` of them.
-Base = Union[float, np.ndarray]
+Base = float | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -141,6 +140,36 @@ def table(slots: Seq[tuple[ir.Node, float, str]], start: int, n: int, *, unit: s
             _into(node, t, column, block, ctx)
             dest[rows] = block
     return dest
+
+
+def scales_base(node: ir.Node, unit: str = "iter") -> bool:
+    """Whether the value for every base is exactly ``base * (the value for base 1)``.
+
+    True for nodes whose factor form has no offset (``value = base * g(k)``, the form
+    groups sharing a schedule are evaluated in), and for sequences of such parts
+    (without a running product continued across a boundary); False for an absolute
+    ``end``, ``chain``, ``multiplicative``, ``cyclic``, ``one_cycle``, ``plateau`` and
+    absolute tables. Exports use it to store one table for groups that share a schedule.
+    """
+    if isinstance(node, ir.Sequence):
+        return (all(scales_base(p, node.unit or unit) for p in node.parts)
+                and not any(isinstance(p, ir.Multiplicative) for p in node.parts[1:]))
+    if type(node) not in _FACTORS:
+        return False
+    try:
+        form = _factor(node, np.zeros(1, dtype=np.int64), Context(node.unit or unit, 1, None, "schedule"))
+    except (EvaluationError, ConfigError):
+        return False
+    return form is not None and form[1] == 0.0
+
+
+def history_dependent(node: ir.Node) -> bool:
+    """Whether a value depends on the whole history before it (plateau, running products).
+
+    Such nodes are evaluated from update 0 whatever window is asked for, so callers
+    evaluate them in one window instead of many.
+    """
+    return any(isinstance(x, (ir.Plateau, ir.Multiplicative)) for x in ir.walk(node))
 
 
 # --------------------------------------------------------------------------- dispatch

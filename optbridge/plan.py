@@ -347,6 +347,10 @@ class Plan:
         return tuple(g for o in self.optimizers for g in o.groups)
 
     def optimizer_of(self, group: Group) -> OptimizerSpec:
+        """The optimizer ``group`` belongs to (by identity first: comparing groups field by field is slow)."""
+        for o in self.optimizers:
+            if any(g is group for g in o.groups):
+                return o
         return next(o for o in self.optimizers if group in o.groups)
 
     def schedule_for(self, group: Group, hyper: str) -> ir.Node | None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from . import evaluate, ir
+from . import evaluate
 from .backends import get_backend
 from .checks import check_plan, check_trace
 from .errors import ConfigError, EvaluationError, NotTraced
 from .plan import Plan, group_feature, scheduled_hypers
-from .slots import Slot, slots
+from .slots import slots
 
 __all__ = ["Trace", "trace", "reference_trace"]
 
@@ -161,7 +161,8 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
             rows = [s.row for s in driven]
             every = rows == list(range(len(names)))
             items = [(s.node, s.base, s.path) for s in driven]
-            step = steps if _sequential(driven) else max(1, WINDOW // max(1, len(driven)))
+            sequential = any(evaluate.history_dependent(x.node) for x in driven)  # type: ignore[arg-type]
+            step = steps if sequential else max(1, WINDOW // max(1, len(driven)))
             for lo in range(0, steps, step):
                 n = min(step, steps - lo)
                 kw = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, metrics=metrics)
@@ -194,6 +195,3 @@ def _group_features(plan: Plan, data: dict[str, np.ndarray], start: int) -> None
 WINDOW = 1 << 23
 
 
-def _sequential(items: Sequence[Slot]) -> bool:
-    """Whether a slot's value depends on the whole history (plateau, running products): one window then."""
-    return any(isinstance(x, (ir.Plateau, ir.Multiplicative)) for s in items for x in ir.walk(s.node))  # type: ignore[arg-type]

@@ -37,7 +37,7 @@ __all__ = ["main", "build_parser", "CLIError", "table_rows", "format_table", "ph
 
 _MAIN_EPILOG = """\
 examples:
-  optbridge demo                                   # a guided tour: table, CSV and PNG into out/
+  optbridge demo                                   # a PyTorch setup on every backend: table, CSV, overlay PNG
   optbridge validate configs/*.yaml                # check configs in any dialect
   optbridge trace plan.yaml --steps 1000           # per-step values as a table
   optbridge trace plan.yaml --format csv --out lr.csv

@@ -121,9 +121,9 @@ def _check_horizon(plan: Plan, last: int, metrics: Sequence[float] | None) -> No
 
 
 def _sequential(plan: Plan) -> bool:
+    from ..evaluate import history_dependent
     from ..slots import slots
-    from ..tracing import _sequential as sequential
-    return sequential(slots(plan))
+    return any(s.node is not None and history_dependent(s.node) for s in slots(plan))
 
 
 # --------------------------------------------------------------------------- output files

@@ -89,7 +89,7 @@ class Column:
         name: File stem (``c0``).
         relative: The values are the schedule at base 1, and a slot reads
             ``scale * column[k]`` with its own base as ``scale`` (the evaluator's
-            value is exactly that product, see :func:`optbridge.port.tables.scales_base`);
+            value is exactly that product, see :func:`optbridge.evaluate.scales_base`);
             else the slot's own values (``scale`` 1).
         node: The schedule.
         base: 1.0 for a relative column, else the slot's base.
@@ -270,7 +270,7 @@ def build_spec(plan: Plan, to: str, *, form: str | None = None, total_steps: int
                                    "weight decay Parameters")
     opts, groups = _optimizers(plan, to, form, optimizer, backend)
     total, horizon, why = _horizon(scheduled, plan, total_steps, metrics)
-    from .tables import scales_base  # numpy: loaded on use
+    from ..evaluate import scales_base  # numpy: loaded on use
     columns: list[Column] = []
     where: dict[tuple[Any, ...], int] = {}
     port_slots: list[PortSlot] = []

@@ -7,7 +7,7 @@ O(window x columns) whatever ``total`` is. A slot reads ``scale * column[k]``:
 
 * **shared columns** (``relative``): groups whose schedule is the same node and
   whose values the evaluator computes as ``base * g(k)`` (factor forms without an
-  offset, and sequences of them: :func:`scales_base`) share one column holding
+  offset, and sequences of them: :func:`optbridge.evaluate.scales_base`) share one column holding
   the values at base 1, which are exactly ``g(k)``; each group multiplies by its own
   base, the same one float64 multiplication the evaluator does, so the product is
   bit for bit the reference value;
@@ -27,37 +27,15 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from .. import evaluate, ir
-from ..errors import ConfigError, EvaluationError
+from .. import evaluate
 from ..slots import Slot
 from ..source import ValueSource
 from .spec import PortSpec
 
-__all__ = ["scales_base", "write_columns", "sha256", "WINDOW_VALUES"]
+__all__ = ["write_columns", "sha256", "WINDOW_VALUES"]
 
 #: Values evaluated per window (columns x updates): about 8 MB of float64.
 WINDOW_VALUES = 1 << 20
-
-
-def scales_base(node: ir.Node, unit: str = "iter") -> bool:
-    """Whether the evaluator computes ``node``'s value for every base as exactly ``base * value_at_base_1``.
-
-    True for nodes whose factor form (:mod:`optbridge.evaluate`) has no offset
-    (``value = base * g(k)``, the form groups sharing a schedule are evaluated in),
-    and for sequences whose parts all are such nodes (each part is scaled by the
-    base). False for anything else (an absolute ``end``, ``chain``, ``multiplicative``,
-    ``cyclic``, ``one_cycle``, ``plateau``, absolute tables), which gets its own column.
-    """
-    if isinstance(node, ir.Sequence):
-        return all(scales_base(p, node.unit or unit) for p in node.parts)
-    if type(node) not in evaluate._FACTORS:  # the evaluator's table of factor forms
-        return False
-    ctx = evaluate.Context(node.unit or unit, 1, None, "schedule")
-    try:
-        form = evaluate._factor(node, np.zeros(1, dtype=np.int64), ctx)
-    except (EvaluationError, ConfigError):
-        return False
-    return form is not None and form[1] == 0.0
 
 
 def sha256(path: Path, block: int = 1 << 22) -> str:
@@ -67,11 +45,6 @@ def sha256(path: Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _sequential(node: ir.Node) -> bool:
-    """Values that depend on the whole history (plateau, running products): evaluated in one window."""
-    return any(isinstance(x, (ir.Plateau, ir.Multiplicative)) for x in ir.walk(node))
 
 
 def write_columns(spec: PortSpec, directory: Path) -> list[tuple[Path, str]]:
@@ -100,7 +73,7 @@ def write_columns(spec: PortSpec, directory: Path) -> list[tuple[Path, str]]:
         for sequential in (False, True):
             # a pseudo-slot per column: the value source evaluates it (row = its file)
             batch = [Slot("", "", 0, j, "", "", None, c.node, c.base, c.path)
-                     for j, c in enumerate(spec.columns) if _sequential(c.node) == sequential]
+                     for j, c in enumerate(spec.columns) if evaluate.history_dependent(c.node) == sequential]
             if not batch:
                 continue
             src = ValueSource(batch, unit=spec.unit, steps_per_epoch=spec.steps_per_epoch,
