@@ -17,6 +17,7 @@ __all__ = [
     "BackendUnavailable",
     "EvaluationError",
     "NotTraced",
+    "OptbridgeWarning",
 ]
 
 
@@ -93,3 +94,7 @@ class NotTraced(OptbridgeError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class OptbridgeWarning(UserWarning):
+    """Base class of every warning optbridge gives (filter them all with this class)."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ir
 from .checks import option_path
+from .errors import OptbridgeWarning
 from .plan import Plan
 from .slots import Slot, slots
 
@@ -85,7 +86,7 @@ class Lint:
         return f"{self.path}: {self.message} [{self.code}{where}]"
 
 
-class LintWarning(UserWarning):
+class LintWarning(OptbridgeWarning):
     """A :class:`Lint` as a Python warning (``.lint`` holds the record)."""
 
     def __init__(self, item: Lint) -> None:
@@ -222,8 +223,8 @@ def _static_mix(plan: Plan, held: Sequence[Slot], driven: Sequence[Slot]) -> Ite
         yield Lint("mindspore-static-lr", option_path(plan, group, key),
                    f"{_names([e[1].group for e in errs])} {'keeps' if len(errs) == 1 else 'keep'} a static lr beside "
                    f"the dynamic lr of {_names([d.group for d in dynamic])}: MindSpore's nn optimizers then apply "
-                   f"lr + 1.0 - 1.0 in float32 (group {s.group!r}: {s.base!r} is applied as {applied!r}, relative error "
-                   f"{_g(rel)}); optbridge's to_mindspore makes every group lr dynamic, a hand port must too", rel,
+                   f"lr + 1.0 - 1.0 in float32 (group {s.group!r}: {s.base!r} is applied as {applied!r}, "
+                   f"relative error {_g(rel)}); optbridge's to_mindspore makes every group lr dynamic, a hand port must too", rel,
                    ("mindspore",))
 
 

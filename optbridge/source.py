@@ -15,7 +15,8 @@ whichever comes first. :meth:`ValueSource.row` raises :class:`PastHorizon` (an
 :class:`~optbridge.errors.EvaluationError`) there, naming the update, the horizon
 and its cause. A driver stepped to the horizon after the last update of a run
 writes nothing; the framework update that would use a value there raises
-(every backend hooks its optimizer's step for this).
+(every backend hooks its optimizer's step for this), and so does an update the
+driver was not stepped for (:class:`NotStepped`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .errors import ConfigError, EvaluationError
 if TYPE_CHECKING:  # pragma: no cover
     from .slots import Slot
 
-__all__ = ["ValueSource", "PastHorizon", "CHUNK"]
+__all__ = ["ValueSource", "PastHorizon", "NotStepped", "CHUNK"]
 
 #: Updates evaluated at once: a driver's ``step()`` then costs a list lookup.
 CHUNK = 4096
@@ -48,6 +49,22 @@ class PastHorizon(EvaluationError):
     def __init__(self, message: str, *, step: int, horizon: int) -> None:
         super().__init__(message)
         self.step, self.horizon = step, horizon
+
+
+class NotStepped(EvaluationError):
+    """An optimizer update whose values the driver had not written: its ``step()`` was not called.
+
+    Every backend's update guard raises it, with a message naming the update and
+    how to fix the loop (call the driver's ``step()`` once after every update).
+
+    Attributes:
+        update: The update the optimizer was about to make.
+        stepped: Where the driver stood (the update whose values it last wrote).
+    """
+
+    def __init__(self, message: str, *, update: int, stepped: int) -> None:
+        super().__init__(message)
+        self.update, self.stepped = update, stepped
 
 
 class ValueSource:

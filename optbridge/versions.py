@@ -23,6 +23,8 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from .errors import OptbridgeWarning
+
 __all__ = ["Support", "SUPPORT", "VersionWarning", "parse_version", "status", "check_version", "installed_version",
            "framework_of_backend"]
 
@@ -74,7 +76,7 @@ SUPPORT: dict[str, Support] = {
 }
 
 
-class VersionWarning(UserWarning):
+class VersionWarning(OptbridgeWarning):
     """The running framework's version is not one optbridge verified (said once per framework and process)."""
 
 

@@ -25,7 +25,8 @@ from optbridge.plan import Group, OptimizerSpec, Plan, Selector
 from optbridge.slots import fingerprint, slots
 from optbridge.source import PastHorizon
 from optbridge_adapters.megengine.backend import to_megengine
-from optbridge_adapters.megengine.driver import NotStepped, PlanScheduler, StepGuard
+from optbridge.source import NotStepped
+from optbridge_adapters.megengine.driver import PlanScheduler, StepGuard
 
 
 def P(*values: float) -> mge.Parameter:
@@ -97,7 +98,7 @@ def test_an_update_without_a_driver_step_raises_and_names_it() -> None:
     with pytest.raises(NotStepped, match=r"update 4: the schedule driver \(PlanScheduler\) still stands at update 3") \
             as e:
         one_update(setup, p)  # the loop forgot scheduler.step()
-    assert e.value.update == 4 and e.value.position == 3 and isinstance(e.value, EvaluationError)
+    assert e.value.update == 4 and e.value.stepped == 3 and isinstance(e.value, EvaluationError)
     np.testing.assert_array_equal(p.numpy(), before)
     setup.scheduler.step()
     one_update(setup, p)

@@ -30,24 +30,11 @@ from typing import Any
 import megengine.optimizer as mopt
 
 from optbridge import ir
-from optbridge.errors import ConfigError, EvaluationError
+from optbridge.errors import ConfigError
 from optbridge.slots import Slot, fingerprint
-from optbridge.source import CHUNK, ValueSource
+from optbridge.source import CHUNK, NotStepped, ValueSource
 
 __all__ = ["PlanScheduler", "StepGuard", "NotStepped", "install_guard", "guard_native", "check_metrics"]
-
-
-class NotStepped(EvaluationError):
-    """``optimizer.step()`` was called again while the driver still stood at the previous update.
-
-    Attributes:
-        update: The update the optimizer was about to make.
-        position: The update the driver stands at (the previous update already used it).
-    """
-
-    def __init__(self, message: str, *, update: int, position: int) -> None:
-        super().__init__(message)
-        self.update, self.position = update, position
 
 
 class StepGuard:
@@ -80,7 +67,7 @@ class StepGuard:
             raise NotStepped(
                 f"optimizer.step() for update {t + 1}: the schedule driver ({type(self.scheduler).__name__}) still "
                 f"stands at update {t}, whose values the previous optimizer.step() already used; call "
-                "scheduler.step() once after every optimizer.step()", update=t + 1, position=t)
+                "scheduler.step() once after every optimizer.step()", update=t + 1, stepped=t)
         self._prepare(t)
         out = self._step(self.optimizer)
         self.last = t

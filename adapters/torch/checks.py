@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.optim import lr_scheduler as S
 
-from optbridge.errors import ConfigError
+from optbridge.errors import ConfigError, OptbridgeWarning
 from optbridge.plan import Plan, hyper_base
 
 from .drivers import read_hyper
@@ -27,7 +27,7 @@ __all__ = ["FromTorchWarning", "ReplayedWarning", "SampledLambdaWarning", "Horiz
            "check_bases", "check_current", "warn_horizon"]
 
 
-class FromTorchWarning(UserWarning):
+class FromTorchWarning(OptbridgeWarning):
     """Base class of the warnings :func:`from_torch` gives."""
 
 

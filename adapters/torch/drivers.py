@@ -30,14 +30,15 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from optbridge.errors import ConfigError, EvaluationError
 from optbridge.slots import Slot, hyper_key
-from optbridge.source import CHUNK, PastHorizon, ValueSource
+from optbridge.source import CHUNK, NotStepped, PastHorizon, ValueSource
 
 __all__ = ["PlanScheduler", "SetupScheduler", "Entry", "UpdateGuard", "Join", "SchedulerNotStepped",
            "MissingMetric", "AmbiguousOptimizer", "read_hyper", "write_hyper", "position_of"]
 
 
-class SchedulerNotStepped(EvaluationError):
-    """The optimizer made an update the scheduler was not stepped for (the message names the update)."""
+#: The torch name of :class:`optbridge.source.NotStepped` (the optimizer made an update the scheduler was
+#: not stepped for).
+SchedulerNotStepped = NotStepped
 
 
 class MissingMetric(EvaluationError, TypeError):
@@ -363,7 +364,7 @@ class UpdateGuard:
             raise SchedulerNotStepped(
                 f"scheduler.step() was not called after update {last}: optimizer {name!r} is about to make "
                 f"another update, and the schedule still stands at update {k} (call scheduler.step() once after "
-                "every optimizer.step(), or set setup.guard.strict = False to opt out)")
+                "every optimizer.step(), or set setup.guard.strict = False to opt out)", update=last + 1, stepped=k)
         self.join(k)
         for src in self.sources:
             try:
