@@ -224,7 +224,8 @@ def _static_mix(plan: Plan, held: Sequence[Slot], driven: Sequence[Slot]) -> Ite
                    f"{_names([e[1].group for e in errs])} {'keeps' if len(errs) == 1 else 'keep'} a static lr beside "
                    f"the dynamic lr of {_names([d.group for d in dynamic])}: MindSpore's nn optimizers then apply "
                    f"lr + 1.0 - 1.0 in float32 (group {s.group!r}: {s.base!r} is applied as {applied!r}, "
-                   f"relative error {_g(rel)}); optbridge's to_mindspore makes every group lr dynamic, a hand port must too", rel,
+                   f"relative error {_g(rel)}); optbridge's to_mindspore makes every group lr dynamic, "
+                   "a hand port must too", rel,
                    ("mindspore",))
 
 
