@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING
 
 from . import ir
 from ._lazy import lazy_attributes
-from .entry import (from_megengine, from_mindspore, from_torch, record, to_megengine, to_mindspore,
-                    to_mindspore_lists, to_torch)
+from .entry import (
+    from_megengine,
+    from_mindspore,
+    from_torch,
+    record,
+    to_megengine,
+    to_mindspore,
+    to_mindspore_lists,
+    to_torch,
+)
 from .errors import BackendUnavailable, ConfigError, EvaluationError, OptbridgeError, UnsupportedError
 from .plan import Clip, Group, OptimizerSpec, Plan, Selector
 from .serialize import dump, dumps, from_dict, load, loads, to_dict

@@ -19,7 +19,8 @@ __all__ = ["register_backend", "get_backend", "available_backends"]
 _TABLE: dict[str, tuple[str, str]] = {
     "reference": ("optbridge.tracing:reference_trace", "built in"),
     "megengine": ("optbridge_adapters.megengine.backend:trace",
-                  "MegEngine runs in its own Python 3.10 env: `./dev setup` builds .venv-mge (or set OPTBRIDGE_MGE_PYTHON)"),
+                  "MegEngine runs in its own Python 3.10 env: `./dev setup` builds .venv-mge "
+                  "(or set OPTBRIDGE_MGE_PYTHON)"),
     "torch": ("optbridge_adapters.torch.tracing:trace", "install torch: pip install 'optbridge[torch]'"),
     "mindspore-list": ("optbridge_adapters.mindspore.tracing:trace_list", "pip install 'optbridge[mindspore]'"),
     "mindspore-cell": ("optbridge_adapters.mindspore.tracing:trace_cell", "pip install 'optbridge[mindspore]'"),

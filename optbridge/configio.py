@@ -110,7 +110,8 @@ def selectors_from_config(v: object, path: str) -> tuple[Selector, ...]:
                 if k not in SELECTOR_FIELDS:
                     raise ConfigError(f"{p}.{k}", "is not a selector field (" + ", ".join(SELECTOR_FIELDS) + ")", s[k])
             try:
-                out.append(Selector(**{k: (tuple(x) if isinstance(x, list) else x) for k, x in s.items()}))
+                fields_: dict[str, Any] = {k: (tuple(x) if isinstance(x, list) else x) for k, x in s.items()}
+                out.append(Selector(**fields_))
             except ConfigError as e:
                 raise rethrow(p, e) from None
     return tuple(out)

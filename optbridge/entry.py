@@ -33,7 +33,8 @@ __all__ = ["to_torch", "from_torch", "record", "to_mindspore", "to_mindspore_lis
 FRAMEWORK_HINTS = {
     "torch": "install torch: pip install 'optbridge[torch]'",
     "mindspore": "pip install 'optbridge[mindspore]' (mindspore 2.10)",
-    "megengine": "MegEngine 1.13 needs Python <= 3.10: run `./dev setup` (it builds .venv-mge), or see docs/megengine.md",
+    "megengine": "MegEngine 1.13 needs Python <= 3.10: run `./dev setup` (it builds .venv-mge), or see "
+                 "docs/megengine.md",
 }
 
 

@@ -94,8 +94,8 @@ def values(
     tt = np.arange(t, dtype=np.int64) if isinstance(t, (int, np.integer)) else np.asarray(t, dtype=np.int64)
     m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
     ctx = Context(unit, int(steps_per_epoch or 1), m, path)
-    b = np.asarray(base, dtype=np.float64)
-    b = float(b) if b.ndim == 0 else b.reshape(-1, 1)
+    arr = np.asarray(base, dtype=np.float64)
+    b: Base = float(arr) if arr.ndim == 0 else arr.reshape(-1, 1)
     out = _eval(node, tt, b, ctx.child(node, ""))
     shape = np.broadcast_shapes(np.shape(b), tt.shape)
     return out if out.shape == shape and out.flags.writeable else np.array(np.broadcast_to(out, shape))
@@ -439,7 +439,7 @@ def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
         raise EvaluationError(
             f"{ctx.path}: plateau needs a metric after each of its first {hi} steps "
             f"(pass metrics= with at least {hi} values), got {got}")
-    if np.ndim(base):
+    if isinstance(base, np.ndarray):
         return np.vstack([_plateau(n, k, float(b), ctx) for b in np.ravel(base)])
     out = np.empty(hi + 1)
     fresh = math.inf if n.mode == "min" else -math.inf
@@ -484,7 +484,7 @@ def _sequence(n: ir.Sequence, t: Array, base: Base, ctx: Context, out: Array | N
                 anchor = _sequence(n, np.asarray([starts[i] - 1], dtype=np.int64), base, ctx)[..., 0]
                 k = local if sub.unit == "iter" else local // sub.steps_per_epoch
                 out[..., lo:hi] = _multiplicative(part, k, base, sub, anchor=anchor)
-            elif np.ndim(base):
+            elif isinstance(base, np.ndarray):
                 _into(part, local, base, out[..., lo:hi], sub)
             else:
                 out[..., lo:hi] = _eval(part, local, base, sub)

@@ -33,8 +33,8 @@ Semantics follow Python's, element by element, so ``evaluate`` returns what
   int) is carried as the correctly rounded ``float64`` instead (``**`` computes
   it from the exact big int, for up to 100 000 distinct base/exponent pairs per
   call, beyond that libm's ``pow``, within an ulp); later ``//`` or ``%`` then
-  act on that rounded value.  The same holds for ``+ - *`` and unary ``-``/``abs``.  ``floor``/``ceil``/``int``/``round`` of a float beyond
-  ``int64`` keep the (already integral) float value.
+  act on that rounded value.  The same holds for ``+ - *`` and unary ``-``/``abs``.
+  ``floor``/``ceil``/``int``/``round`` of a float beyond ``int64`` keep the (already integral) float value.
 * ``and`` / ``or`` short-circuit element-wise and return an operand's value, as
   in Python; with comparisons as operands (the usual case) that is 1.0/0.0.
   ``not`` and comparisons give 1.0/0.0.
@@ -71,7 +71,7 @@ import operator
 import warnings
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, NoReturn, Union
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -202,7 +202,7 @@ _LOG_FAMILY = frozenset({"log", "log2", "log10"})
 _TO_INT: dict[str, np.ufunc] = {"floor": np.floor, "ceil": np.ceil, "int": np.trunc, "round": np.rint}
 
 _Array = Any  # a numpy ndarray or numpy scalar of dtype bool, int64 or float64
-_EnvValue = Union[np.ndarray, int, float]
+_EnvValue = np.ndarray | int | float
 
 
 # --------------------------------------------------------------------------- parsing
@@ -257,7 +257,8 @@ def _ast_parse(text: str, path: str) -> ast.Expression:
     except SyntaxError as exc:
         where = ""
         if exc.offset is not None:
-            where = f" at column {exc.offset}" if (exc.lineno or 1) == 1 else f" at line {exc.lineno}, column {exc.offset}"
+            where = (f" at column {exc.offset}" if (exc.lineno or 1) == 1
+                     else f" at line {exc.lineno}, column {exc.offset}")
         detail = f" ({exc.msg}{where})" if exc.msg else where
         raise ConfigError(path, f"not a valid expression{detail}", text) from None
     except RecursionError:
@@ -356,11 +357,12 @@ class _Validator:
 
     def check_call(self, node: ast.Call, depth: int) -> None:
         func = node.func
-        if type(func) is ast.Attribute and func.attr in FUNCTIONS:  # type: ignore[attr-defined]
-            self.fail(f"attribute access is not allowed: write {func.attr}(...) instead of {self.piece(func)}(...)")  # type: ignore[attr-defined]
-        if type(func) is not ast.Name:
+        if isinstance(func, ast.Attribute) and func.attr in FUNCTIONS:
+            self.fail(f"attribute access is not allowed: write {func.attr}(...) instead of {self.piece(func)}(...)")
+        if not isinstance(func, ast.Name):
             self.fail(f"only allowed functions may be called, by bare name: {self.piece(func)!r}")
-        name = func.id  # type: ignore[attr-defined]
+            return
+        name = func.id
         if name not in FUNCTIONS:
             self.fail(f"unknown function {name!r} (allowed: {', '.join(sorted(FUNCTIONS))})")
         if node.keywords:
@@ -451,7 +453,8 @@ class Expr:
                 module docstring); the message names the step.
         """
         if not isinstance(env, Mapping):
-            raise EvaluationError(f"{self._path}: env must be a mapping of counter names to arrays, got {type(env).__name__}")
+            raise EvaluationError(f"{self._path}: env must be a mapping of counter names to arrays, got "
+                                  f"{type(env).__name__}")
         missing = sorted(self._variables - set(env))
         if missing:
             raise EvaluationError(
@@ -462,14 +465,15 @@ class Expr:
             shape = np.broadcast_shapes(*(arrays[k].shape if k in arrays else np.shape(v) for k, v in env.items()))
         except ValueError:
             shapes = {k: np.shape(v) for k, v in env.items()}
-            raise EvaluationError(f"{self._path}: counter arrays do not broadcast together, got shapes {shapes}") from None
+            raise EvaluationError(f"{self._path}: counter arrays do not broadcast together, got shapes "
+                                  f"{shapes}") from None
         size = math.prod(shape)
         if size == 0:
             return np.zeros(shape, dtype=np.float64)
         flat = {k: np.broadcast_to(v, shape).reshape(-1) for k, v in arrays.items()}
         evaluator = _Evaluator(self.source, self._path, flat)
         with np.errstate(all="ignore"):
-            result = evaluator.ev(self._tree.body, _Ctx(flat, None, size))  # type: ignore[union-attr]
+            result = evaluator.ev(self._tree.body, _Ctx(flat, None, size))
         result = np.asarray(result)
         if (
             result.dtype == np.float64
@@ -564,10 +568,10 @@ class _ToPython(ast.NodeTransformer):
 def _counter_array(value: object, name: str, path: str) -> np.ndarray:
     """Convert one env value to an int64 or float64 array."""
     try:
-        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        arr: np.ndarray = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (ValueError, TypeError, OverflowError):
-        arr = None
-    kind = arr.dtype.kind if arr is not None else "O"
+        arr = np.empty(0, dtype=object)
+    kind = arr.dtype.kind
     if kind in "bi":
         return arr.astype(np.int64, copy=False)
     if kind == "u":
@@ -715,7 +719,7 @@ class _Evaluator:
             return np.true_divide(_f(a), _f(b))
         if op is ast.FloorDiv or op is ast.Mod:
             self.fail("division by zero" if op is ast.FloorDiv else "modulo by zero", b == 0, ctx)
-            ufunc = np.floor_divide if op is ast.FloorDiv else np.remainder
+            ufunc: np.ufunc = np.floor_divide if op is ast.FloorDiv else np.remainder
             if ints and not (op is ast.FloorDiv and np.any((a == _I64_MIN) & (b == -1))):
                 return ufunc(a, b)
             return ufunc(_f(a), _f(b))

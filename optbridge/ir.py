@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigError
 
@@ -603,7 +603,23 @@ def _expr_field(path: str, v: object) -> Expr:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Lambda(Node):
+class _ExpressionNode(Node):
+    """A node defined by a safe expression of its counter (given as text or parsed; stored parsed)."""
+
+    expr: Expr | str = ""
+
+    def _validate(self) -> None:
+        _set(self, "expr", _expr_field("expr", self.expr))
+
+    @property
+    def function(self) -> Expr:
+        """The parsed expression (validation stored it parsed)."""
+        assert not isinstance(self.expr, str)  # noqa: S101 - an invariant of _validate, not input checking
+        return self.expr
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lambda(_ExpressionNode):
     r"""``base * f(k)`` for an expression ``f`` (torch ``LambdaLR``).
 
     .. math:: v(k) = base \cdot f(k)
@@ -613,14 +629,10 @@ class Lambda(Node):
     """
 
     kind: ClassVar[str] = "lambda"
-    expr: Expr = field(default=None)  # type: ignore[assignment]
-
-    def _validate(self) -> None:
-        _set(self, "expr", _expr_field("expr", self.expr))
 
 
 @dataclass(frozen=True, kw_only=True)
-class Multiplicative(Node):
+class Multiplicative(_ExpressionNode):
     r"""Running product of an expression (torch ``MultiplicativeLR``).
 
     .. math:: v(k) = base \cdot \prod_{j=1}^{k} f(j)
@@ -631,10 +643,6 @@ class Multiplicative(Node):
     """
 
     kind: ClassVar[str] = "multiplicative"
-    expr: Expr = field(default=None)  # type: ignore[assignment]
-
-    def _validate(self) -> None:
-        _set(self, "expr", _expr_field("expr", self.expr))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -717,7 +725,8 @@ class Sequence(Node):
             if not isinstance(p, Node):
                 raise ConfigError(f"parts[{i}]", "must be a schedule node", p)
             if isinstance(p, Plateau):
-                raise ConfigError(f"parts[{i}]", "cannot be a plateau schedule (it needs a metric; torch's SequentialLR refuses it too)", p.kind)
+                raise ConfigError(f"parts[{i}]", "cannot be a plateau schedule (it needs a metric; torch's "
+                                  "SequentialLR refuses it too)", p.kind)
         b = _int_tuple("boundaries", self.boundaries, minimum=0)
         if len(b) != len(parts) - 1:
             raise ConfigError("boundaries", f"must have len(parts) - 1 = {len(parts) - 1} entries", list(b))
@@ -776,7 +785,8 @@ class Chain(Node):
             if not isinstance(p, Node):
                 raise ConfigError(f"parts[{i}]", "must be a schedule node", p)
             if isinstance(p, Plateau):
-                raise ConfigError(f"parts[{i}]", "cannot be a plateau schedule (torch's ChainedScheduler refuses it too)", p.kind)
+                raise ConfigError(f"parts[{i}]",
+                                  "cannot be a plateau schedule (torch's ChainedScheduler refuses it too)", p.kind)
         _set(self, "parts", parts)
 
     @property
@@ -840,9 +850,9 @@ class Plateau(Node):
 
 # --------------------------------------------------------------------------- registry / helpers
 
-Schedule = Union[Constant, Linear, Exponential, MultiStep, NaturalExp, InverseTime, Polynomial,
-                 Cosine, CosineRestarts, Cyclic, OneCycle, Lambda, Multiplicative, Table,
-                 Piecewise, Sequence, Chain, Plateau]
+Schedule = (Constant | Linear | Exponential | MultiStep | NaturalExp | InverseTime | Polynomial | Cosine
+            | CosineRestarts | Cyclic | OneCycle | Lambda | Multiplicative | Table | Piecewise | Sequence | Chain
+            | Plateau)
 
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls for cls in (

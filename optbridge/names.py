@@ -42,7 +42,7 @@ import os
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 from .configio import expect_list, expect_mapping
 from .describe_groups import RecordIndex, exact_selectors, glob_escape, selector_text
@@ -285,7 +285,7 @@ def load_name_rules(src: str | os.PathLike[str] | Mapping[str, Any]) -> NameRule
     return name_rules_from_config(doc, "names")
 
 
-Overrides = Union[Mapping[str, str], Callable[[str], str | None], NameRules, None]
+Overrides = Mapping[str, str] | Callable[[str], str | None] | NameRules | None
 """What :func:`map_names` accepts as user overrides."""
 
 
@@ -307,7 +307,8 @@ def _renamer(overrides: Overrides) -> Callable[[str], tuple[str, str] | None]:
             if v is None:
                 return None
             if not isinstance(v, str) or not v:
-                raise ConfigError("names", f"the rename function must return a parameter name or None (for {name!r})", v)
+                raise ConfigError("names", f"the rename function must return a parameter name or None (for {name!r})",
+                                  v)
             return v, "function"
         return call
     raise ConfigError("names", "must be a dict source -> target name, a function, NameRules or a NameMap",
@@ -564,7 +565,8 @@ class _Matcher:
         del self.src_left[s.i]
         del self.tgt_left[t.i]
         if not ok:
-            self.shape_conflicts.append((s.describe(), t.describe(), f"paired by {rule}; no known reshape relates them"))
+            self.shape_conflicts.append((s.describe(), t.describe(),
+                                         f"paired by {rule}; no known reshape relates them"))
             return
         self.pairs[s.i] = (t.i, rule, why)
 
@@ -695,7 +697,8 @@ class _Matcher:
         out = []
         for sp, sm in ms.items():
             cands = [tp for tp, tm in mt.items() if fits(sm, tm)]
-            if len(cands) == 1 and sp and cands[0] != sp and [p for p, m in ms.items() if fits(m, mt[cands[0]])] == [sp]:
+            if len(cands) == 1 and sp and cands[0] != sp and [p for p, m in ms.items() if fits(m,
+                                                                                               mt[cands[0]])] == [sp]:
                 src_path = next(iter(sm.values())).path
                 tgt_path = next(iter(mt[cands[0]].values())).path
                 out.append("{match: '" + re.escape(src_path) + r"\.(.*)', to: '" + tgt_path.replace("\\", "\\\\")

@@ -197,7 +197,8 @@ def resolve(plan: Plan, records: Iterable[ParamRecord]) -> Resolution:
         if not g.select and g.options.get("empty"):
             continue  # selects nothing, on purpose
         if not g.select:
-            raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} needs a params selector to be bound to a model", None, show_value=False)
+            raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} needs a params selector to be bound to a "
+                              "model", None, show_value=False)
         for s_i, sel in enumerate(g.select):
             for crit, pat in _criteria(sel):
                 if not any(_hit(crit, pat, r) for r in unique):
@@ -223,8 +224,8 @@ def resolve(plan: Plan, records: Iterable[ParamRecord]) -> Resolution:
 
     for g in all_groups:
         if not taken[g.name] and not g.options.get("empty"):
-            raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} matches no parameter (every match went to other groups)",
-                              _describe(g))
+            raise ConfigError(f"{paths[g.name]}.params", f"group {g.name!r} matches no parameter (every match went "
+                              "to other groups)", _describe(g))
 
     groups, excluded = [], []
     for o in plan.optimizers:
@@ -232,7 +233,8 @@ def resolve(plan: Plan, records: Iterable[ParamRecord]) -> Resolution:
             if g.frozen == "exclude":
                 excluded.extend(taken[g.name])
                 continue
-            groups.append(ResolvedGroup(g.name, o.name, tuple(taken[g.name]), effective_options(plan, g), g.frozen, g.clip))
+            groups.append(ResolvedGroup(g.name, o.name, tuple(taken[g.name]), effective_options(plan, g), g.frozen,
+                                        g.clip))
     return Resolution(tuple(groups), tuple(excluded), aliases)
 
 

@@ -30,8 +30,10 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "Adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False),
     "Adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
     "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
-    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False),
-    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, maximize=False),
+    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                  decoupled_weight_decay=False, maximize=False),
+    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+                  maximize=False),
     "LAMB": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0),
     "Lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
     # MindSpore's nn.AdamWeightDecay: decoupled decay but no bias correction (not torch's AdamW).
@@ -147,7 +149,8 @@ class Selector:
     def describe(self) -> str:
         if self.rest:
             return "rest"
-        bits = [f"{k}={list(getattr(self, k))}" for k in ("names", "regex", "modules", "ndim", "leaf") if getattr(self, k)]
+        bits = [f"{k}={list(getattr(self, k))}" for k in ("names", "regex", "modules", "ndim", "leaf") if getattr(self,
+                                                                                                                  k)]
         return ", ".join(bits)
 
 
@@ -167,7 +170,8 @@ class Clip:
 
     def __post_init__(self) -> None:
         if (self.max_norm is None) == (self.value is None):
-            raise ConfigError("", "clip needs exactly one of max_norm or value", {"max_norm": self.max_norm, "value": self.value})
+            raise ConfigError("", "clip needs exactly one of max_norm or value", {"max_norm": self.max_norm,
+                                                                                  "value": self.value})
         if self.max_norm is not None:
             v = check_real("max_norm", self.max_norm)
             if v <= 0:
@@ -201,8 +205,9 @@ class Group:
 
     name: str
     select: tuple[Selector, ...] = ()
-    options: FrozenMap = field(default_factory=FrozenMap)
-    schedule: FrozenMap = field(default_factory=FrozenMap)
+    # given as any mapping, stored as a FrozenMap (hashable, immutable)
+    options: Mapping[str, Any] = field(default_factory=FrozenMap)
+    schedule: Mapping[str, ir.Node] = field(default_factory=FrozenMap)
     frozen: str | None = None
     clip: Clip | None = None
 
@@ -212,7 +217,8 @@ class Group:
         object.__setattr__(self, "select", tuple(self.select))
         object.__setattr__(self, "options", check_options("", self.options))
         if "lr" in self.options and "lr_mult" in self.options:
-            raise ConfigError("lr_mult", "cannot be combined with lr (lr is absolute, lr_mult scales the optimizer's lr)", self.options["lr_mult"])
+            raise ConfigError("lr_mult", "cannot be combined with lr (lr is absolute, lr_mult scales the optimizer's "
+                              "lr)", self.options["lr_mult"])
         if self.options.get("empty") and self.select:
             raise ConfigError("params", "must be empty for a group with empty: true (it selects no parameter)",
                               [s.describe() for s in self.select])
@@ -243,13 +249,14 @@ class OptimizerSpec:
 
     type: str
     name: str = "optimizer"
-    options: FrozenMap = field(default_factory=FrozenMap)
+    options: Mapping[str, Any] = field(default_factory=FrozenMap)
     groups: tuple[Group, ...] = ()
     clip: Clip | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or self.type not in OPTIMIZER_DEFAULTS:
-            raise ConfigError("type", "must be one of " + ", ".join(OPTIMIZER_DEFAULTS) + _suggest(str(self.type), OPTIMIZER_DEFAULTS), self.type)
+            raise ConfigError("type", "must be one of " + ", ".join(OPTIMIZER_DEFAULTS)
+                              + _suggest(str(self.type), OPTIMIZER_DEFAULTS), self.type)
         object.__setattr__(self, "options", check_options("", self.options))
         groups = tuple(self.groups) or (Group(name="all", select=(Selector(rest=True),)),)
         for key in ("start_step", "empty"):
@@ -275,7 +282,8 @@ class OptimizerSpec:
                 raise ConfigError("clip", "clips the whole optimizer; its groups cannot clip on their own too "
                                   "(give the clip at one level)", clipped)
         if sum(g.is_rest for g in groups) > 1:
-            raise ConfigError("groups", "at most one group may be the rest group", [g.name for g in groups if g.is_rest])
+            raise ConfigError("groups", "at most one group may be the rest group",
+                              [g.name for g in groups if g.is_rest])
         object.__setattr__(self, "groups", groups)
 
     def option(self, key: str) -> Any:
@@ -301,7 +309,7 @@ class Plan:
     """
 
     optimizers: tuple[OptimizerSpec, ...]
-    schedule: FrozenMap = field(default_factory=FrozenMap)
+    schedule: Mapping[str, ir.Node] = field(default_factory=FrozenMap)
     step_unit: str = "iter"
     steps_per_epoch: int | None = None
     total_steps: int | None = None

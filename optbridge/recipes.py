@@ -29,7 +29,8 @@ def exponential_warmup(steps: int, start_factor: float) -> ir.Lambda:
     A geometric ramp cannot start at 0; use :func:`linear_warmup` for that.
     """
     if not 0.0 < start_factor:
-        raise ConfigError("start_factor", "must be > 0 for a geometric warmup (use linear_warmup to start at 0)", start_factor)
+        raise ConfigError("start_factor", "must be > 0 for a geometric warmup (use linear_warmup to start at 0)",
+                          start_factor)
     ir.check_int("steps", steps, minimum=1)
     return ir.Lambda(expr=f"{start_factor!r} ** (1 - min(step, {steps}) / {steps})")
 
@@ -66,12 +67,14 @@ def inverse_sqrt(warmup: int) -> ir.Lambda:
 
 def warmup_stable_decay(warmup: int, stable: int, decay: int, end_factor: float = 0.0,
                         start_factor: float = 0.0, shape: str = "linear") -> ir.Sequence:
-    r"""Warmup-stable-decay: linear warmup, a plateau at ``base``, then linear or cosine decay to ``end_factor * base``."""
+    r"""Warmup-stable-decay: linear warmup, a plateau at ``base``, then linear or cosine decay to ``end_factor * "
+    r"base``."""
     ir.check_choice("shape", shape, ("linear", "cosine"))
     if shape == "linear":
         tail: ir.Node = ir.Linear(start_factor=1.0, end_factor=end_factor, steps=decay)
     else:
-        tail = ir.Lambda(expr=f"{end_factor!r} + (1 - {end_factor!r}) * (1 + cos(pi * min(step, {decay}) / {decay})) / 2")
+        tail = ir.Lambda(expr=f"{end_factor!r} + (1 - {end_factor!r}) * (1 + cos(pi * min(step, {decay}) / {decay})) "
+                              f"/ 2")
     return ir.Sequence(parts=(linear_warmup(warmup, start_factor), ir.Constant(), tail),
                        boundaries=(warmup, warmup + stable))
 

@@ -7,7 +7,8 @@ equals a closed form, and into a ``table`` only where nothing fits::
 
     r = recover(lrs, base=6e-4)
     r.node          # Sequence(parts=(Linear(...), Cosine(steps=598000, end=6e-05, clamp=True)), ...)
-    r.description   # 'closed form: linear warmup 2000 steps from 0.00049975, cosine to 6e-05 until 600000, then constant'
+    r.description   # 'closed form: linear warmup 2000 steps from 0.00049975, cosine to 6e-05 until 600000,
+                    #  then constant'
 
 :func:`recover_groups` does a whole ``(groups, steps)`` array and recovers a
 schedule once for every set of groups that share it up to their base (layer
@@ -282,7 +283,7 @@ def _check_options(unit: object, spe: object, rtol: object, ptol: object) -> tup
         raise ConfigError("rtol", "must be between 0 and 1", rtol)
     if not 0.0 <= p < 1.0:
         raise ConfigError("ptol", "must be between 0 and 1", ptol)
-    return str(unit), (spe if unit == "iter" else None), r, p  # type: ignore[return-value]
+    return str(unit), (spe if unit == "iter" else None), r, p
 
 
 def _base_for(y: Array, base: object, path: str) -> float:
@@ -728,7 +729,7 @@ def _cosine_lambda(t_f: float, e_f: float, T: int, phase: int, clamp: bool) -> i
         src = c if t_f == 1.0 else f"{_lit(t_f)} * {c}"
     else:
         src = f"{_lit(e_f)} + ({_lit(t_f)} - {_lit(e_f)}) * {c}"
-    return ir.Lambda(expr=src)  # type: ignore[arg-type]  # parsed on construction
+    return ir.Lambda(expr=src)
 
 
 def _fit_cosine(ser: _Series, s: int) -> Iterator[_Cand]:
@@ -814,11 +815,11 @@ def _with_clamp(node: ir.Node, clamp: bool, phase: int, T: int) -> ir.Node | Non
         return dataclasses.replace(node, clamp=clamp)
     if not clamp:
         return node
-    if phase > T:
+    if phase > T or not isinstance(node, ir.Lambda):
         return None  # a rising half: no clamp
-    src = node.expr.source  # type: ignore[attr-defined]
+    src = node.function.source
     k_old = f"(step + {phase})" if phase else "step"
-    return ir.Lambda(expr=src.replace(f"pi * {k_old} /", f"pi * min(step + {phase}, {T}) /", 1))  # type: ignore[arg-type]
+    return ir.Lambda(expr=src.replace(f"pi * {k_old} /", f"pi * min(step + {phase}, {T}) /", 1))
 
 
 def _fit_invsqrt(ser: _Series, s: int) -> Iterator[_Cand]:
@@ -842,7 +843,7 @@ def _fit_invsqrt(ser: _Series, s: int) -> Iterator[_Cand]:
         cr = round(c)
         c_txt = str(int(cr)) if cr >= 1 and abs(c - cr) <= 1e-6 * max(1.0, c) else _lit(c)
         body = f"({c_txt} / (step + {c_txt})) ** 0.5"
-        return ir.Lambda(expr=body if t_f == 1.0 else f"{_lit(t_f)} * {body}")  # type: ignore[arg-type]
+        return ir.Lambda(expr=body if t_f == 1.0 else f"{_lit(t_f)} * {body}")
 
     got = _refine(ser, s, make)
     if got is not None and got[1] >= 4:
@@ -1181,7 +1182,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v).lower()
     if isinstance(v, float):
-        return "%.6g" % v
+        return f"{v:.6g}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
@@ -1190,7 +1191,8 @@ def _fmt(v: Any) -> str:
 _NUM = r"[-+0-9.e]+"
 _COS_RE = re.compile(
     rf"^(?:(?P<e>{_NUM}) \+ \((?P<t>{_NUM}) - {_NUM}\) \* |(?P<t2>{_NUM}) \* )?"
-    r"\(1 \+ cos\(pi \* (?:step|\(step \+ (?P<ph>\d+)\)|min\(step \+ (?P<phc>\d+), (?P<Tc>\d+)\)) / (?P<T>\d+)\)\) / 2$")
+    r"\(1 \+ cos\(pi \* (?:step|\(step \+ (?P<ph>\d+)\)|min\(step \+ (?P<phc>\d+), (?P<Tc>\d+)\))"
+    r" / (?P<T>\d+)\)\) / 2$")
 _INVSQRT_RE = re.compile(rf"^(?:(?P<t>{_NUM}) \* )?\((?P<c>[0-9.e+]+) / \(step \+ [0-9.e+]+\)\) \*\* 0\.5$")
 
 
@@ -1288,7 +1290,7 @@ def _describe(node: ir.Node, unit: str, off: int | None, length: int | None) -> 
     if isinstance(node, ir.Table):
         return f"table of {len(node.values)} values" + (" (relative)" if node.relative else "")
     if isinstance(node, ir.Lambda):
-        return _describe_lambda(node.expr.source, w)
+        return _describe_lambda(node.function.source, w)
     from .serialize import node_to_dict  # the generic form, for kinds recovery does not produce
     d = node_to_dict(node)
     kind = d.pop("kind")

@@ -171,10 +171,10 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
                               f"({n.total_steps})", K)
         return _table(n, K, n.total_steps - K + 1, base)
     if isinstance(n, ir.Lambda):
-        return _lam(shift_expr(n.expr, K))
+        return _lam(shift_expr(n.function, K))
     if isinstance(n, ir.Multiplicative):
         return _then(ir.Table(values=(value_at(n, K, base),)), 1,
-                     ir.Multiplicative(expr=parse(shift_expr(n.expr, K + 1), path="expr")))
+                     ir.Multiplicative(expr=parse(shift_expr(n.function, K + 1), path="expr")))
     if isinstance(n, ir.Table):
         if K < len(n.values):
             return dataclasses.replace(n, values=n.values[K:])
@@ -191,7 +191,7 @@ def _shift(n: ir.Node, k: int, base: float) -> ir.Node:  # noqa: C901 - one bran
         if isinstance(part, ir.Multiplicative) and start > 0:  # continues from the value before its boundary
             m = K - start
             first: ir.Node = _then(ir.Table(values=(value_at(n, K, base),)), 1,
-                                   ir.Multiplicative(expr=parse(shift_expr(part.expr, m + 1), path="expr")))
+                                   ir.Multiplicative(expr=parse(shift_expr(part.function, m + 1), path="expr")))
         else:
             first = shift(part, K - start, base)
         later = n.parts[i + 1:]

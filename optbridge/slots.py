@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import ir
 from .plan import Group, Plan, has_hyper, hyper_base, scheduled_hypers
 
-__all__ = ["Slot", "slots", "schedule_path", "applies", "hyper_key", "fingerprint"]
+__all__ = ["Slot", "slots", "evaluation_items", "schedule_path", "applies", "hyper_key", "fingerprint"]
 
 #: Hyperparameters stored inside a tuple in a group dict: ``name -> (key, position)``.
 _TUPLE_KEYS = {"beta1": ("betas", 0), "beta2": ("betas", 1)}
@@ -129,6 +129,11 @@ def slots(plan: Plan, *, hypers: Iterable[str] | None = None, held: bool = False
         if h in plan.schedule and built and not any(applies(plan, g, h) for g in built):
             hyper_base(plan, built[0], h, path=f"schedule.{h}")  # raises, naming the optimizer
     return tuple(out)
+
+
+def evaluation_items(items: Sequence[Slot]) -> list[tuple[ir.Node, float, str]]:
+    """``(node, base, path)`` of the driven slots, what :func:`optbridge.evaluate.table` evaluates."""
+    return [(s.node, s.base, s.path) for s in items if s.node is not None]
 
 
 def fingerprint(items: Sequence[Slot], *, unit: str, steps_per_epoch: int | None,

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import evaluate, ir
 from .errors import ConfigError, EvaluationError
+from .slots import evaluation_items
 
 if TYPE_CHECKING:  # pragma: no cover
     from .slots import Slot
@@ -177,7 +178,7 @@ class ValueSource:
         if self._driven and n > 0:
             m = None if self._plateau is None else np.asarray(self._metrics, dtype=np.float64)
             rows = [j for j, _ in self._driven]
-            out[rows] = evaluate.table([(s.node, s.base, s.path) for _, s in self._driven], start, n,
+            out[rows] = evaluate.table(evaluation_items([s for _, s in self._driven]), start, n,
                                        unit=self.unit, steps_per_epoch=self.steps_per_epoch, metrics=m)
         return out
 

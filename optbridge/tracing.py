@@ -14,7 +14,7 @@ from .backends import get_backend
 from .checks import check_plan, check_trace
 from .errors import ConfigError, EvaluationError, NotTraced
 from .plan import Plan, group_feature, scheduled_hypers
-from .slots import slots
+from .slots import evaluation_items, slots
 
 __all__ = ["Trace", "trace", "reference_trace"]
 
@@ -160,16 +160,16 @@ def reference_trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
         if driven:
             rows = [s.row for s in driven]
             every = rows == list(range(len(names)))
-            items = [(s.node, s.base, s.path) for s in driven]
-            sequential = any(evaluate.history_dependent(x.node) for x in driven)  # type: ignore[arg-type]
+            items = evaluation_items(driven)
+            sequential = any(evaluate.history_dependent(node) for node, _, _ in items)
             step = steps if sequential else max(1, WINDOW // max(1, len(driven)))
             for lo in range(0, steps, step):
                 n = min(step, steps - lo)
-                kw = dict(unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch, metrics=metrics)
-                if every:  # straight into the result
-                    evaluate.table(items, start + lo, n, out=out[:, lo:lo + n], **kw)
-                else:
-                    out[rows, lo:lo + n] = evaluate.table(items, start + lo, n, **kw)
+                dest = out[:, lo:lo + n] if every else None  # all rows: straight into the result
+                block = evaluate.table(items, start + lo, n, unit=plan.step_unit,
+                                       steps_per_epoch=plan.steps_per_epoch, metrics=metrics, out=dest)
+                if not every:
+                    out[rows, lo:lo + n] = block
         data[hyper] = out
     _group_features(plan, data, start)
     return Trace(names, data, "reference", start=start)

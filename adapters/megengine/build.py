@@ -538,7 +538,7 @@ def setup_of(plan: Plan, built: Sequence[Built], fid: Sequence[Fidelity], exclud
                 whole.setdefault(spec.name, []).extend(b.part.params[gi])
     order = {g.name: i for i, g in enumerate(plan.groups)}
     clips.sort(key=lambda c: order[c[0]])
-    clips += [(o.name, tuple(whole[o.name]), o.clip) for o in plan.optimizers if o.name in whole]
+    clips += [(o.name, tuple(whole[o.name]), o.clip) for o in plan.optimizers if o.clip is not None and o.name in whole]
     optimizer = opts[0] if len(opts) == 1 else MultipleOptimizer(*opts)
     scheduler = scheds[0] if len(scheds) == 1 else MultipleScheduler(*scheds)
     return MegEngineSetup(plan, opts, scheds, optimizer, scheduler, tuple(params), tuple(excluded), tuple(fid),

@@ -98,7 +98,8 @@ _GROUP = re.compile(r"^(?:optimizers\[0\]\.)?groups\[(\d+)\](.*)$", re.S)
 def group_path(e: ConfigError, group_paths: list[str], prefix: str, groups_key: str) -> ConfigError:
     """An error from OptimizerSpec/Plan with ``groups[i]...`` mapped back to the dialect's group path.
 
-    ``groups`` becomes ``groups_key``, ``optimizers[0].x`` becomes ``optimizer.x``; any other path goes under ``prefix``.
+    ``groups`` becomes ``groups_key``, ``optimizers[0].x`` becomes ``optimizer.x``; any other path goes
+    under ``prefix``.
     """
     m = _GROUP.match(e.path)
     if m and int(m.group(1)) < len(group_paths):

@@ -54,7 +54,8 @@ def from_dict(d: object, path: str = "") -> Plan:
     d = expect_mapping(path, d)
     for key in d:
         if key not in PLAN_KEYS:
-            raise ConfigError(_join(path, key), "is not a plan field (fields: " + ", ".join(sorted(PLAN_KEYS)) + ")", d[key])
+            raise ConfigError(_join(path, key), "is not a plan field (fields: " + ", ".join(sorted(PLAN_KEYS)) + ")",
+                              d[key])
     if d.get("dialect", "optbridge") != "optbridge":
         raise ConfigError(_join(path, "dialect"), "must be optbridge here", d["dialect"])
     sched = schedule_map(d.get("schedule", {}), _join(path, "schedule"))  # its errors first: the most specific
@@ -62,7 +63,8 @@ def from_dict(d: object, path: str = "") -> Plan:
         raise ConfigError(_join(path, "optimizers"), "cannot be given together with optimizer", d["optimizers"])
     if "optimizers" in d:
         if "groups" in d:
-            raise ConfigError(_join(path, "groups"), "must sit inside each optimizer when optimizers is a list", d["groups"])
+            raise ConfigError(_join(path, "groups"), "must sit inside each optimizer when optimizers is a list",
+                              d["groups"])
         raw = d["optimizers"]
         if not isinstance(raw, list) or not raw:
             raise ConfigError(_join(path, "optimizers"), "must be a non-empty list", raw)
@@ -72,7 +74,8 @@ def from_dict(d: object, path: str = "") -> Plan:
     else:
         raise ConfigError(_join(path, "optimizer"), "is required (e.g. {type: SGD, lr: 0.1}), or optimizers: [...] "
                           "for several", None, show_value=False)
-    kw = {k: d[k] for k in ("step_unit", "steps_per_epoch", "total_steps", "description") if k in d and d[k] is not None}
+    kw = {k: d[k] for k in ("step_unit", "steps_per_epoch", "total_steps",
+                            "description") if k in d and d[k] is not None}
     if "optbridge" in d:
         kw["version"] = d["optbridge"]
     try:

@@ -155,7 +155,8 @@ def _lambda(name: str, kw: Mapping[str, Any], W: int, N: int | None, lr: float) 
                 f"({_f(lr - end)} * (1 - (k - {W}) / {N - W}) ** {_f(power)} + {_f(end)}) / {_f(lr)})")
     if name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
         if kw["min_lr"] is not None and kw["min_lr_rate"] is not None:
-            raise ConfigError(f"{p}.min_lr_rate", "cannot be given with min_lr (transformers raises)", kw["min_lr_rate"])
+            raise ConfigError(f"{p}.min_lr_rate", "cannot be given with min_lr (transformers raises)",
+                              kw["min_lr_rate"])
         if kw["min_lr"] is not None:
             rate = _num(f"{p}.min_lr", kw["min_lr"]) / lr
         elif kw["min_lr_rate"] is not None:
@@ -176,7 +177,8 @@ def _lambda(name: str, kw: Mapping[str, Any], W: int, N: int | None, lr: float) 
     stable = N - W - decay if kw["num_stable_steps"] is None else _int(f"{p}.num_stable_steps", kw["num_stable_steps"])
     m, c = _f(_num(f"{p}.min_lr_ratio", kw["min_lr_ratio"])), _f(_num(f"{p}.num_cycles", kw["num_cycles"]))
     shapes = {"linear": "{x}", "cosine": "0.5 * (1.0 - cos(pi * {x}))", "1-sqrt": "1.0 - sqrt(1.0 - {x})"}
-    decays = {"linear": "1.0 - {x}", "cosine": f"0.5 * (1.0 + cos(pi * {c} * 2.0 * {{x}}))", "1-sqrt": "1.0 - sqrt({x})"}
+    decays = {"linear": "1.0 - {x}", "cosine": f"0.5 * (1.0 + cos(pi * {c} * 2.0 * {{x}}))",
+              "1-sqrt": "1.0 - sqrt({x})"}
     for key, table in (("warmup_type", shapes), ("decay_type", decays)):
         if not isinstance(kw[key], str) or kw[key] not in table:
             raise ConfigError(f"{p}.{key}", "must be one of " + ", ".join(table), kw[key])

@@ -122,7 +122,8 @@ def _pos_int(path: str, v: Any) -> int:
 def _float(path: str, v: Any, rel: str | None = None) -> float:
     """validator.check_is_float / check_positive_float / check_non_negative_float: the float type, finite, rel 0."""
     if not isinstance(v, float):
-        rule = {"pos": "must be a positive float", "nonneg": "must be a non-negative float"}.get(rel or "", "must be a float")
+        rule = {"pos": "must be a positive float", "nonneg": "must be a non-negative float"}.get(rel or "",
+                                                                                                 "must be a float")
         raise ConfigError(path, f"{rule} (MindSpore requires the float type: write 1 as 1.0)", v)
     if not math.isfinite(v):
         raise ConfigError(path, "must be a finite float", v)
@@ -247,9 +248,13 @@ def _cell(kind: str, a: dict[str, Any], path: str) -> _Lr:
         lr = _float(p("learning_rate"), a["learning_rate"], "pos")
         rate = _float(p("decay_rate"), a["decay_rate"], "pos")
         stair = _bool(p("is_stair"), a["is_stair"])
-        cls = {"ExponentialDecayLR": ir.Exponential, "NaturalExpDecayLR": ir.NaturalExp,
-               "InverseDecayLR": ir.InverseTime}[kind]
-        node = cls(gamma=rate, every=ds, stair=stair) if cls is ir.Exponential else cls(rate=rate, every=ds, stair=stair)
+        node: ir.Node
+        if kind == "ExponentialDecayLR":
+            node = ir.Exponential(gamma=rate, every=ds, stair=stair)
+        elif kind == "NaturalExpDecayLR":
+            node = ir.NaturalExp(rate=rate, every=ds, stair=stair)
+        else:
+            node = ir.InverseTime(rate=rate, every=ds, stair=stair)
         return _Lr(node, lr, path)
     if kind == "CosineDecayLR":
         mn = _float(p("min_lr"), a["min_lr"], "nonneg")
@@ -297,9 +302,9 @@ def _rebase(part: _Lr, base: float) -> ir.Node:
         return part.node
     r = part.base / base
     node = part.node
-    if part.shape == "affine" and node.end != 0.0:  # type: ignore[attr-defined]
+    if part.shape == "affine" and isinstance(node, (ir.Cosine, ir.Polynomial)) and node.end != 0.0:
         # end + (b - end) f  ==  r * (end/r + (base - end/r) f)   with b = r * base
-        node = dataclasses.replace(node, end=node.end / r)  # type: ignore[attr-defined]
+        node = dataclasses.replace(node, end=node.end / r)
     return ir.Chain(parts=(node, ir.Constant(factor=r)))
 
 
@@ -365,8 +370,8 @@ def _optimizer(opt: Mapping[str, Any]) -> tuple[str, dict[str, Any], Any]:
     if "loss_scale" in a:
         ls = _number(p("loss_scale"), a["loss_scale"])
         if ls != 1.0:
-            raise ConfigError(p("loss_scale"), "must be 1.0: a loss_scale divides the gradients (the plan does not model "
-                              "loss scaling)", a["loss_scale"])
+            raise ConfigError(p("loss_scale"), "must be 1.0: a loss_scale divides the gradients (the plan does not "
+                              "model loss scaling)", a["loss_scale"])
     if mtype == "SGD":
         for key in ("momentum", "dampening"):
             v = a[key]
@@ -402,8 +407,8 @@ def _optimizer(opt: Mapping[str, Any]) -> tuple[str, dict[str, Any], Any]:
         if _bool(p("use_nesterov"), a["use_nesterov"]):
             raise ConfigError(p("use_nesterov"), "is not supported (no plan optimizer has Adam with nesterov)", True)
         if _bool(p("use_amsgrad"), a["use_amsgrad"]):
-            raise ConfigError(p("use_amsgrad"), "is not supported (MindSpore's amsgrad is not verified against torch's)",
-                              True)
+            raise ConfigError(p("use_amsgrad"), "is not supported (MindSpore's amsgrad is not verified against "
+                              "torch's)", True)
     out.update(betas=(a["beta1"], a["beta2"]), eps=eps)
     return mtype, out, opt.get("learning_rate")
 
@@ -427,7 +432,7 @@ def parse(d: Mapping[str, Any]) -> Plan:
     elif inner_lr is not None:
         lr_raw, lr_path = inner_lr, "optimizer.learning_rate"
     else:
-        default = _DEFAULT_LR[mtype]
+        default = _DEFAULT_LR[str(mtype)]
         if default is REQUIRED:
             raise ConfigError("learning_rate", f"is required (nn.{mtype} has no default learning_rate)", None,
                               show_value=False)
@@ -467,7 +472,8 @@ def parse(d: Mapping[str, Any]) -> Plan:
                     epochs.append(glr)
             if "weight_decay" in g:
                 gopts["weight_decay"] = _number(f"{gp}.weight_decay", g["weight_decay"])
-            groups.append((g.get("name", f"group{i}"), selectors_from_config(g["params"], f"{gp}.params"), gopts, glr, gp))
+            groups.append((g.get("name", f"group{i}"), selectors_from_config(g["params"], f"{gp}.params"), gopts, glr,
+                           gp))
     else:
         groups.append(("all", selectors_from_config("rest", "group_params"), {}, None, "optimizer"))
 
@@ -477,15 +483,15 @@ def parse(d: Mapping[str, Any]) -> Plan:
         if total is None:
             total = x.total
         elif x.total != total:
-            raise ConfigError(x.path, f"must be as long as the other lr lists ({total} steps; MindSpore requires dynamic "
-                              f"lrs of equal length), got {x.total} steps", x.total)
+            raise ConfigError(x.path, f"must be as long as the other lr lists ({total} steps; MindSpore requires "
+                              f"dynamic lrs of equal length), got {x.total} steps", x.total)
     spe = None
     for x in epochs:
         if spe is None:
             spe = x.spe
         elif x.spe != spe:
-            raise ConfigError(x.spe_path or x.path, f"must equal the step_per_epoch of the other list functions ({spe}): "
-                              "the plan has one steps_per_epoch", x.spe)
+            raise ConfigError(x.spe_path or x.path, f"must equal the step_per_epoch of the other list functions "
+                              f"({spe}): the plan has one steps_per_epoch", x.spe)
     step_unit = d.get("step_unit", "iter")
     if step_unit != "iter":
         raise ConfigError("step_unit", "must be iter (MindSpore optimizers evaluate the lr at every update)", step_unit)

@@ -509,7 +509,8 @@ def compose(scheds: Sequence[Sched], base: float, clock: Clock) -> ir.Node:
     """The IR tree of the schedulers of one hyperparameter, for a group whose base value is ``base``.
 
     Raises:
-        ConfigError: an affine/overwriting scheduler whose steps interleave with another scheduler's changes (not a product: not expressible).
+        ConfigError: an affine/overwriting scheduler whose steps interleave with another scheduler's
+            changes (not a product: not expressible).
     """
     ev = _Evaluator(clock.unit, clock.steps_per_epoch or 1)
     built: dict[int, _Built] = {}

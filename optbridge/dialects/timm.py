@@ -288,7 +288,7 @@ class _Sched:
 
     def _cycles(self, offset: int) -> ir.Node:
         """``cycle_mul != 1``: one part per cycle, starting where timm's float cycle index says."""
-        m, T, L = self.cycle_mul, self.t_initial, self.cycle_limit
+        L = self.cycle_limit
         starts: list[int] = []
         for j in range(1, L + 1):
             b = self._cycle_start(j) - offset
@@ -413,10 +413,10 @@ def _groups(g: Mapping[str, Any], model: Any, layer_map: Mapping[str, int] | Non
                 return [Group(name="no_decay", select=(Selector(rest=True),), options={"weight_decay": 0.0})]
             no_decay = ([Selector(ndim=(1,)), Selector(names=("*.bias",))] if exclude else []) + \
                 [Selector(names=(p,)) for p in nwd]
-            decay = Group(name="decay", select=(Selector(rest=True),), options={"weight_decay": wd})
+            decay_group = Group(name="decay", select=(Selector(rest=True),), options={"weight_decay": wd})
             if not no_decay:
-                return [decay]
-            return [Group(name="no_decay", select=tuple(no_decay), options={"weight_decay": 0.0}), decay]
+                return [decay_group]
+            return [Group(name="no_decay", select=tuple(no_decay), options={"weight_decay": 0.0}), decay_group]
     params = _named(model)
     assign: dict[str, list[str]] = {}
     options: dict[str, dict[str, Any]] = {}

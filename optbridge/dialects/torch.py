@@ -74,7 +74,8 @@ _SCHEDULER_KEYS = ("scheduler", "schedulers", "lr_scheduler")
 
 #: Keyword arguments of each torch 2.13 optimizer (``optimizer`` positional excluded).
 OPTIMIZER_KWARGS: dict[str, tuple[str, ...]] = {
-    "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable", "fused"),
+    "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable",
+            "fused"),
     "Adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
              "fused", "decoupled_weight_decay"),
     "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable",
@@ -124,10 +125,13 @@ CHAINABLE = ("ConstantLR", "LinearLR", "StepLR", "MultiStepLR", "ExponentialLR",
 
 _NOT_CHAINABLE_WHY = {
     "LambdaLR": "sets lr = initial_lr * lr_lambda(k) at every step, overwriting the other schedulers' factors",
-    "CyclicLR": "computes the lr from its own absolute base_lr/max_lr at every step, overwriting the other schedulers' factors",
-    "OneCycleLR": "computes the lr from its own absolute max_lr at every step, overwriting the other schedulers' factors",
+    "CyclicLR": "computes the lr from its own absolute base_lr/max_lr at every step, overwriting the other "
+                "schedulers' factors",
+    "OneCycleLR": "computes the lr from its own absolute max_lr at every step, overwriting the other schedulers' "
+                  "factors",
     "CosineAnnealingWarmRestarts": "sets lr from initial_lr at every step, overwriting the other schedulers' factors",
-    "CosineAnnealingLR": "with eta_min != 0 updates the lr affinely (lr - eta_min scaled, plus eta_min), not by a factor",
+    "CosineAnnealingLR": "with eta_min != 0 updates the lr affinely (lr - eta_min scaled, plus eta_min), not by a "
+                         "factor",
     "SequentialLR": "resets the lr to its next scheduler's value from initial_lr at each milestone",
     "ReduceLROnPlateau": "is refused by torch's ChainedScheduler (it needs a metric at every step)",
     "SWALR": "anneals from the lr it finds in the group towards swa_lr, undoing and redoing its own interpolation "
@@ -170,7 +174,8 @@ class _Reader:
         if isinstance(v, (list, tuple)):
             if len(v) != self.n:
                 raise ConfigError(p, f"must be one value, or a list with one value per param group ({self.n} "
-                                  f"group{'s' if self.n != 1 else ''}), as torch requires; got {len(v)} values", list(v))
+                                  f"group{'s' if self.n != 1 else ''}), as torch requires; got {len(v)} values",
+                                  list(v))
             return [check(f"{p}[{i}]", x) for i, x in enumerate(v)], [f"{name}[{i}]" for i in range(self.n)]
         return [check(p, v)] * self.n, [name] * self.n
 
@@ -249,7 +254,8 @@ class _Reader:
             raise ConfigError(p, "must be a list of integers", ms)
         checked = [check_int(f"{p}[{i}]", m, minimum=0) for i, m in enumerate(ms)]
         # torch keeps a Counter: order does not matter and repeats count repeatedly
-        lr = self.same(lambda: make_node(ir.MultiStep, path, {}, milestones=tuple(sorted(checked)), gamma=args["gamma"]))
+        lr = self.same(lambda: make_node(ir.MultiStep, path, {}, milestones=tuple(sorted(checked)),
+                                         gamma=args["gamma"]))
         return _Entry("MultiStepLR", path, lr, chainable=True)
 
     def _ConstantLR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
@@ -318,9 +324,9 @@ class _Reader:
                               f"{self.otype} has neither (torch: 'optimizer must support momentum or beta1 with "
                               "`cycle_momentum` option enabled'); set cycle_momentum: false", cm)
         if where == "sequential":
-            raise ConfigError(join(path, "cycle_momentum"), f"momentum cycling is only supported when {cls} is the only "
-                              f"scheduler (inside SequentialLR the {self.momentum_hyper} schedule would not follow the "
-                              "composition): set cycle_momentum: false or use it as the only scheduler", cm)
+            raise ConfigError(join(path, "cycle_momentum"), f"momentum cycling is only supported when {cls} is the "
+                              f"only scheduler (inside SequentialLR the {self.momentum_hyper} schedule would not "
+                              "follow the composition): set cycle_momentum: false or use it as the only scheduler", cm)
         # in a chain or a stack the scheduler itself is refused (it is not chainable), see _Reader.parse
         return where == "top"
 
@@ -350,7 +356,8 @@ class _Reader:
     def _OneCycleLR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
         if where == "sequential" and index > 0:
             raise ConfigError(path, "OneCycleLR can only be the first scheduler of a SequentialLR: its constructor "
-                              "overwrites initial_lr (to max_lr / div_factor), which changes the base of the schedulers "
+                              "overwrites initial_lr (to max_lr / div_factor), which changes the base of the "
+                              "schedulers "
                               "constructed before it and the lr SequentialLR resets to", "OneCycleLR")
         total, epochs, spe = args["total_steps"], args["epochs"], args["steps_per_epoch"]
         if total is not None:
@@ -495,7 +502,7 @@ def _initial_ratio(n: ir.Node) -> float:
         T = n.steps
         return (1 + math.cos(math.pi * 0 / T)) / (1 + math.cos(math.pi * (0 - 1) / T))
     if isinstance(n, ir.Multiplicative):
-        return float(n.expr(0))  # type: ignore[arg-type]  # an int gives a scalar
+        return float(n.function(0))
     if isinstance(n, ir.Chain):
         out = 1.0
         for p in n.parts:
