@@ -24,9 +24,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from _torch_setups import HYPERS, ResNet, Transfer, ViT, Yolo, assert_close, read, same_state, states  # noqa: E402
+from real_setups import (  # noqa: E402
+    backbone_finetuning,
+    convnext,
+    fairseq,
+    swa_switch,
+)
 from torch import nn  # noqa: E402
 from torch.optim import lr_scheduler as S  # noqa: E402
-from torch.optim.swa_utils import SWALR  # noqa: E402
 
 import optbridge  # noqa: E402
 from optbridge import ir  # noqa: E402
@@ -259,35 +264,7 @@ def test_mae_layer_decay() -> None:
 
 
 def test_convnext_lr_and_weight_decay_arrays() -> None:
-    # facebookresearch/ConvNeXt @ 6157687b8df6270924e8ce473b29a14ca6082950: utils.cosine_scheduler arrays for lr
-    # (warmup from 0) and weight decay (0.05 rising to weight_decay_end 0.5); engine.py writes, per iteration,
-    # lr_schedule_values[it] * lr_scale and wd_schedule_values[it] into the groups with weight decay
-    def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
-        warmup_schedule = np.array([])
-        warmup_iters = warmup_epochs * niter_per_ep
-        if warmup_epochs > 0:
-            warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-        iters = np.arange(epochs * niter_per_ep - warmup_iters)
-        schedule = np.array([final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / (len(iters))))
-                             for i in iters])
-        return np.concatenate((warmup_schedule, schedule))
-
-    lr_values = cosine_scheduler(4e-3, 1e-6, 10, 20, warmup_epochs=2)
-    wd_values = cosine_scheduler(0.05, 0.5, 10, 20)
-
-    def make() -> Any:
-        model = ResNet()
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        return model, torch.optim.AdamW([{"params": decay, "weight_decay": 0.05, "lr_scale": 1.0},
-                                         {"params": no_decay, "weight_decay": 0.0, "lr_scale": 0.8}], lr=4e-3)
-
-    def before_step(it: int, optimizer: Any) -> None:
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr_values[it] * param_group["lr_scale"]
-            if param_group["weight_decay"] > 0:
-                param_group["weight_decay"] = wd_values[it]
-
+    make, before_step = convnext()  # facebookresearch/ConvNeXt's arrays (real_setups.convnext)
     model, opt = make()
     plan = record(opt, 200, model=model, before_step=before_step)
     wd = nodes(plan, "weight_decay")
@@ -327,26 +304,7 @@ def test_deit_timm_cosine_with_warmup() -> None:
 # --------------------------------------------------------------------------- fairseq inverse_sqrt
 
 def test_fairseq_inverse_sqrt() -> None:
-    # facebookresearch/fairseq fairseq/optim/lr_scheduler/inverse_square_root_schedule.py: warmup_init_lr
-    # linearly to lr over warmup_updates, then decay_factor * num_updates ** -0.5 (decay_factor = lr *
-    # warmup_updates ** 0.5); step_update(num_updates) after every update sets the lr
-    lr, warmup_updates, warmup_init_lr = 5e-4, 40, 1e-7
-    lr_step = (lr - warmup_init_lr) / warmup_updates
-    decay_factor = lr * warmup_updates ** 0.5
-
-    def step_update(num_updates: int) -> float:
-        if num_updates < warmup_updates:
-            return warmup_init_lr + num_updates * lr_step
-        return decay_factor * num_updates ** -0.5
-
-    def before_step(it: int, optimizer: Any) -> None:
-        for g in optimizer.param_groups:
-            g["lr"] = step_update(it)
-
-    def make() -> Any:
-        model = nn.Transformer(8, 2, 1, 1, 16)
-        return model, torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
-
+    make, before_step = fairseq()  # fairseq's inverse_sqrt step_update (real_setups.fairseq)
     model, opt = make()
     plan = record(opt, 400, model=model, before_step=before_step)
     assert all("table" not in kinds(n) for n in nodes(plan))
@@ -356,19 +314,7 @@ def test_fairseq_inverse_sqrt() -> None:
 # --------------------------------------------------------------------------- groups that join mid-run
 
 def test_lightning_backbone_finetuning_adds_the_backbone_at_an_epoch() -> None:
-    # Lightning 2.6.6 (installed) BackboneFinetuning: the backbone is frozen before training; at
-    # unfreeze_backbone_at_epoch its finetune_function unfreezes it and add_param_group's it with lr
-    # current_lr * backbone_initial_ratio_lr, then multiplies it by lambda_func(epoch + 1) every epoch (aligned to
-    # the head's lr); the head's Adam has a per-epoch StepLR (the callback's own code runs here)
-    from lightning.pytorch.callbacks import BackboneFinetuning
-
-    def make() -> Any:
-        model = Transfer()
-        cb = BackboneFinetuning(unfreeze_backbone_at_epoch=3, lambda_func=lambda epoch: 1.5)
-        cb.freeze_before_training(model)
-        opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
-        sched = S.StepLR(opt, step_size=4, gamma=0.5)
-        return model, opt, [(sched, "epoch")], lambda epoch, optimizer: cb.finetune_function(model, epoch, optimizer)
+    make = backbone_finetuning  # Lightning's BackboneFinetuning callback (real_setups.backbone_finetuning)
 
     model, opt, entries, on_epoch_start = make()
     flags = [p.requires_grad for p in model.parameters()]
@@ -428,22 +374,7 @@ def test_plateau_stacked_with_a_warmup_records_with_its_metrics() -> None:
 
 
 def test_swa_switch_from_cosine_to_swalr() -> None:
-    # pytorch/pytorch docs/source/optim.md (Stochastic Weight Averaging): CosineAnnealingLR(T_max=100) stepped
-    # per epoch until swa_start, then SWALR(swa_lr=0.05) -- the loop picks which scheduler steps
-    def make() -> Any:
-        model = ResNet()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        scheduler = S.CosineAnnealingLR(opt, T_max=100)
-        swa_scheduler = SWALR(opt, swa_lr=0.05, anneal_epochs=5)
-
-        def on_epoch_start(epoch: int, optimizer: Any) -> None:
-            if epoch == 0:
-                return
-            if epoch - 1 > 10:  # swa_start = 10: the step after epoch - 1 ended
-                swa_scheduler.step()
-            else:
-                scheduler.step()
-        return model, opt, on_epoch_start
+    make = swa_switch  # the SWA example of torch's docs (real_setups.swa_switch)
 
     model, opt, f = make()
     plan = record(opt, 60, model=model, on_epoch_start=f, steps_per_epoch=3)
