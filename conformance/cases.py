@@ -42,7 +42,7 @@ XFAIL_DIR = HERE / "xfail"
 #: family (a user's config is ``user``) gets its own row after these, in order of appearance.
 FAMILIES = ("constant-linear", "decay", "cosine", "cyclic", "expression", "data", "plateau", "composition", "clocks",
             "hyperparameters", "groups-optimizers", "long-horizon", "edge-values", "recipes", "dialect-torch",
-            "dialect-mindspore", "lr-find", "trajectory", "user", "random")
+            "dialect-mindspore", "real-setups", "lr-find", "trajectory", "user", "random")
 
 
 def family_order(families: Iterable[str]) -> list[str]:

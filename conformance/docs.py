@@ -36,7 +36,7 @@ def docs(run: Run) -> str:
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "optbridge") + ".",
         "Regenerate: `optbridge conform --require-all --jobs 2 --random " + str(run.options.get("random") or 0)
-        + " --write-docs docs/conformance.md` (about 2 minutes on 2 cores).",
+        + " --write-docs docs/conformance.md` (`benchmarks/bench_conformance.py` times it, per backend).",
         "",
         "Cell legend: `k/n pass` over the family's cases that ran on the backend, then the fidelity forms the "
         "passing cases used (native: the framework's own class; generated: optbridge-generated code evaluating "
