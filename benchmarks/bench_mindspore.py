@@ -1,15 +1,23 @@
-"""MindSpore backend benchmarks (run: .venv/bin/python benchmarks/bench_mindspore.py).
+"""MindSpore backend benchmarks (run: .venv/bin/python benchmarks/bench_mindspore.py [--quick]).
 
-1. List export: ``optbridge.to_mindspore_lists`` for 1e7 steps x 3 groups (warmup 1e5 steps from 0, then
-   cosine to 1e-5; goal <= 1 s), against MindSpore's own list functions building the same lists
-   (``nn.warmup_lr(...) + nn.cosine_decay_lr(...)`` per group, spe = 1) in the same run.
-2. Per-step cost of the lr mechanism: an nn.SGD step over one probe with MindSpore's own
-   ``CosineDecayLR`` / ``WarmUpLR`` cells, with optbridge's generated float64 cells for the same nodes,
-   a float32 list, and the bare cell call, in PyNative and GRAPH mode (median of repeats).
+1. **Trace cost against torch, in one run** (issue 9): ``optbridge.trace(plan, n, backend=...)`` for an
+   AdamW plan with ``--groups`` groups (28 by default) and a cosine schedule, on ``torch`` and every
+   MindSpore form (``mindspore-list``, ``mindspore-cell``, ``mindspore-experimental`` with MindSpore's
+   CosineAnnealingLR and with the driver), plus an SGD plan (nn.SGD with float32 lists / cells). Each
+   backend traces ``--short`` and ``--steps`` updates; the per-update cost is the difference divided by
+   the difference in updates (the fixed cost of building and compiling cancels), the fixed cost is what
+   remains. Ratio = MindSpore per-update cost / torch's (goal: at most 5). Also printed: the same
+   numbers with ``fast=False`` (one update per Python call, the path before the compiled runner) for
+   ``--slow-steps`` updates.
+2. **List export**: ``optbridge.to_mindspore_lists`` for 1e7 steps x 3 groups (warmup from 0, then cosine
+   to 1e-5; goal <= 1 s), against MindSpore's own list functions in the same run.
+
+The machine is shared (2 cores): every timing is the best of ``--repeat`` runs, interleaved.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -20,12 +28,74 @@ import numpy as np
 warnings.filterwarnings("ignore")
 
 import mindspore as ms  # noqa: E402
-from mindspore import Parameter, Tensor, nn, ops  # noqa: E402
+from mindspore import nn  # noqa: E402
 
 import optbridge  # noqa: E402
 from optbridge import ir  # noqa: E402
 from optbridge.plan import Group, OptimizerSpec, Plan  # noqa: E402
-from optbridge_adapters.mindspore.cells import build_cell  # noqa: E402
+
+
+def plan_for(kind: str, groups: int, horizon: int) -> Plan:
+    gs = tuple(Group(name=f"g{i}", options={"lr": 1e-3 * 0.97 ** i}) for i in range(groups))
+    return Plan(optimizers=(OptimizerSpec(type=kind, options={"lr": 1e-3}, groups=gs),),
+                schedule={"lr": ir.Cosine(steps=horizon, end=1e-6)}, total_steps=horizon)
+
+
+def timed(plan: Plan, n: int, backend: str, **options: object) -> tuple[float, np.ndarray]:
+    t = time.perf_counter()
+    tr = optbridge.trace(plan, n, backend=backend, **options)
+    return time.perf_counter() - t, tr.applied["lr"]
+
+
+CASES = [
+    ("AdamW", "torch", {}),
+    ("AdamW", "mindspore-list", {}),
+    ("AdamW", "mindspore-cell", {}),
+    ("AdamW", "mindspore-experimental", {}),
+    ("AdamW", "mindspore-experimental", {"scheduler": "driver"}),
+    ("SGD", "torch", {}),
+    ("SGD", "mindspore-list", {}),
+    ("SGD", "mindspore-cell", {}),
+]
+
+
+def bench_traces(groups: int, short: int, steps: int, slow_steps: int, repeat: int) -> None:
+    horizon = max(steps, 10_000)
+    print(f"trace cost, {groups} groups, cosine over {horizon} updates; per-update = (t({steps}) - t({short})) / "
+          f"{steps - short}; best of {repeat}")
+    best: dict[tuple, list[float]] = {}
+    exact: dict[tuple, bool] = {}
+    for _ in range(repeat):
+        for kind, backend, opts in CASES:
+            plan = plan_for(kind, groups, horizon)
+            key = (kind, backend, tuple(opts.items()))
+            t_short, _ = timed(plan, short, backend, **opts)
+            t_long, applied = timed(plan, steps, backend, **opts)
+            old = best.setdefault(key, [t_short, t_long])
+            old[0], old[1] = min(old[0], t_short), min(old[1], t_long)
+            if key not in exact:
+                ref = optbridge.trace(plan, steps)["lr"]
+                exact[key] = bool(np.array_equal(applied, ref.astype(np.float32) if backend != "torch" else ref))
+    rows = {}
+    for key, (t_short, t_long) in best.items():  # the best time of each length: load spikes cancel less badly
+        per = (t_long - t_short) / (steps - short)
+        rows[key] = (per, t_short - per * short, t_long, exact[key])
+    print(f"{'plan':6s} {'backend':38s} {'per update':>11s} {'fixed':>8s} {'total':>8s} {'vs torch':>9s}  applied")
+    for kind, backend, opts in CASES:
+        per, fixed, total, exact = rows[(kind, backend, tuple(opts.items()))]
+        torch_per = rows[(kind, "torch", ())][0]
+        name = backend + ("" if not opts else " " + ",".join(f"{k}={v}" for k, v in opts.items()))
+        print(f"{kind:6s} {name:38s} {per * 1e3:8.3f} ms {fixed:6.2f} s {total:6.1f} s {per / torch_per:8.2f}x  "
+              f"{'== float32(ref)' if exact and backend != 'torch' else '== ref' if exact else 'differs (native)'}")
+    if slow_steps:
+        print(f"the same with fast=False (one update per Python call), {slow_steps} updates:")
+        for kind, backend, opts in CASES:
+            if backend == "torch":
+                continue
+            t, _ = timed(plan_for(kind, groups, horizon), slow_steps, backend, fast=False, **opts)
+            name = backend + ("" if not opts else " " + ",".join(f"{k}={v}" for k, v in opts.items()))
+            print(f"{kind:6s} {name:38s} {t / slow_steps * 1e3:8.3f} ms per update (fixed cost included)")
+
 
 N, W = 10_000_000, 100_000
 LRS = (0.1, 0.01, 0.001)
@@ -54,58 +124,26 @@ def bench_lists(n: int = N) -> None:
     print(f"  lists differing from MindSpore's (float32 entries): {diff} of {n} per group")
 
 
-def _step_cost(lr: object, mode: int, repeats: int = 5, steps: int = 200) -> float:
-    ms.set_context(mode=mode)
-    p = Parameter(Tensor(np.zeros(1, np.float32)), name=f"bench_{time.perf_counter_ns()}")
-    opt = nn.SGD([{"params": [p], "lr": lr}], learning_rate=lr)
-    g = ms.mutable((Tensor(np.ones(1, np.float32)),))
-    opt(g)
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            opt(g)
-        samples.append((time.perf_counter() - t) / steps)
-    return statistics.median(samples)
-
-
-def _call_cost(cell: object, repeats: int = 5, calls: int = 200) -> float:
-    s = Tensor(np.array([123], np.int32))
-    cell(s)
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(calls):
-            cell(s)
-        samples.append((time.perf_counter() - t) / calls)
-    return statistics.median(samples)
-
-
-def bench_cells() -> None:
-    cos, warm = ir.Cosine(steps=100_000, end=1e-5, clamp=True), ir.Linear(start_factor=0.0, end_factor=1.0,
-                                                                         steps=1000)
-    seq = ir.Sequence(parts=(warm, cos), boundaries=(1000,))
-    rows = [
-        ("CosineDecayLR (MindSpore)", lambda: nn.CosineDecayLR(1e-5, 0.1, 100_000)),
-        ("cosine, generated cell", lambda: build_cell(cos, 0.1, allow_native=False).cell),
-        ("WarmUpLR (MindSpore)", lambda: nn.WarmUpLR(0.1, 1000)),
-        ("linear warmup, generated cell", lambda: build_cell(warm, 0.1, allow_native=False).cell),
-        ("warmup+cosine sequence, generated (native parts)", lambda: build_cell(seq, 0.1).cell),
-        ("warmup+cosine sequence, generated", lambda: build_cell(seq, 0.1, allow_native=False).cell),
-        ("float32 list (Gather)", lambda: Tensor(np.linspace(0.1, 0.0, 200_000).astype(np.float32))),
-    ]
-    print(f"{'lr mechanism':52s} {'call (PyNative)':>16s} {'SGD step PyNative':>18s} {'SGD step GRAPH':>15s}")
-    for name, make in rows:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-        obj = make()
-        call = _call_cost(obj) if not isinstance(obj, Tensor) else float("nan")
-        py = _step_cost(make(), ms.PYNATIVE_MODE)
-        gr = _step_cost(make(), ms.GRAPH_MODE)
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-        print(f"{name:52s} {call * 1e6:13.0f} us {py * 1e6:15.0f} us {gr * 1e6:12.0f} us")
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--groups", type=int, default=28)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--short", type=int, default=1000)
+    ap.add_argument("--slow-steps", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--lists", type=float, default=N, help="list export length (0: skip)")
+    ap.add_argument("--quick", action="store_true",
+                    help="--steps 1200 --short 300 --slow-steps 50 --repeat 1 --lists 0")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.short, args.slow_steps, args.repeat, args.lists = 1200, 300, 50, 1, 0
+    import torch
+    print(f"mindspore {ms.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+          f"python {sys.version.split()[0]}")
+    bench_traces(args.groups, args.short, args.steps, args.slow_steps, args.repeat)
+    if args.lists:
+        bench_lists(int(args.lists))
 
 
 if __name__ == "__main__":
-    print(f"mindspore {ms.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
-    bench_lists(int(float(sys.argv[1])) if len(sys.argv) > 1 else N)
-    bench_cells()
+    main()

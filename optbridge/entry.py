@@ -99,26 +99,29 @@ def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: st
 
 
 def to_mindspore(plan: Plan, model: Any, *, total_steps: int | None = None, form: str | None = None,
-                 metrics: Sequence[float] | None = None, scheduler: str = "native") -> Any:
+                 metrics: Sequence[float] | None = None, scheduler: str = "native", optimizer: str = "auto") -> Any:
     """Real MindSpore optimizers (and the driver that moves their schedules) for ``plan`` over ``model``.
 
     Args:
         plan: The plan.
         model: A ``mindspore.nn.Cell``; groups resolve over its trainable parameters.
         total_steps: Updates the setup must be exact for (default: the plan's;
-            required by the ``list`` form).
+            required by the ``list`` form). An update past it raises.
         form: ``"auto"`` (default), ``"list"``, ``"cell"`` or ``"experimental"``
             (docs/mindspore.md: which form holds what, exactly or not at all).
-        metrics: Plateau metric series known in advance.
+        metrics: Plateau metric series known in advance (later metrics go to
+            ``setup.step(metric)``).
         scheduler: Experimental form: ``"native"`` MindSpore lr_scheduler classes
             where they compute the node, or ``"driver"`` (the reference's values).
+        optimizer: ``"auto"`` (MindSpore's own optimizer where it computes torch's
+            update, else optbridge's torch-exact one), ``"native"`` or ``"exact"``.
 
     Returns:
         A ``MindSporeSetup`` (``.optimizer(s)``, ``.step()``, ``.fidelity``, ``.report``).
     """
     _check(plan, total_steps, metrics)
     return _adapter("mindspore", "build", "to_mindspore")(plan, model, total_steps=total_steps, form=form,
-                                                           metrics=metrics, scheduler=scheduler)
+                                                           metrics=metrics, scheduler=scheduler, optimizer=optimizer)
 
 
 def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> Any:
@@ -190,7 +193,9 @@ def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
     """
     plan = _adapter("mindspore", "read", "from_mindspore")(optimizer, scheduler, model=model, step_unit=step_unit,
                                                             steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    _warn_native("mindspore", [getattr(optimizer, "optimizer", optimizer)], plan)
+    target = getattr(optimizer, "optimizer", optimizer)
+    if getattr(target, "optbridge_guard", None) is None:  # to_mindspore's own optimizers follow the plan exactly
+        _warn_native("mindspore", [target], plan)
     return plan
 
 

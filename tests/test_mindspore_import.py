@@ -10,6 +10,8 @@ to the peak lr.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -83,11 +85,23 @@ def test_nn_optimizer_groups_and_optbridge_cells_round_trip() -> None:
             self.a = nn.Dense(2, 2)
             self.b = nn.Dense(2, 2)
 
-    setup = optbridge.to_mindspore(src, Net(), form="cell")
-    back = optbridge.from_mindspore(setup.optimizer)
-    assert back.optimizers[0].type == "Adam"
-    assert [g.schedule.get("lr") for g in back.groups] == [ir.OneCycle(total_steps=50), None]
-    assert [g.options["lr"] for g in back.groups] == [1e-3, pytest.approx(1e-2)]
+    native = optbridge.to_mindspore(src, Net(), form="cell", optimizer="native", total_steps=50)  # nn.Adam, cells
+    assert optbridge.from_mindspore(native.optimizer) == dataclasses.replace(src, total_steps=50)
+    cells = [native.lr["x"], native.lr["y"]]  # the LearningRateSchedule cells themselves read back too
+    back = [optbridge.from_mindspore(c) for c in cells]
+    assert back[0].schedule["lr"] == ir.OneCycle(total_steps=50) and not back[1].schedule
+    assert [b.optimizers[0].options["lr"] for b in back] == [1e-3, pytest.approx(1e-2)]
+    # an optimizer to_mindspore built (here optbridge's exact Adam, driven) reads back as its part of the plan,
+    # started where it stands
+    setup = optbridge.to_mindspore(src, Net(), form="cell", total_steps=50)
+    assert optbridge.from_mindspore(setup.optimizer) == dataclasses.replace(src, total_steps=50)
+    for _ in range(10):
+        setup.optimizer(ms.mutable(tuple(Tensor(np.ones(p.shape, np.float32)) for p in setup.optimizer.parameters)))
+        setup.step()
+    later = optbridge.from_mindspore(setup.optimizer)
+    assert later.total_steps == 40
+    np.testing.assert_allclose(optbridge.trace(later, 40)["lr"], optbridge.trace(src, 40, start=10)["lr"],
+                               rtol=1e-12, atol=0)
 
 
 def test_ungrouped_weight_decay_name_filter_becomes_explicit() -> None:
@@ -133,20 +147,69 @@ def test_experimental_schedulers(make) -> None:
 def test_experimental_round_trip_and_refusals() -> None:
     src = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 1e-3, "weight_decay": 0.05}),),
                schedule={"lr": ir.Lambda(expr="min(1, (step + 1) / 10)")})
-
-    class One(nn.Cell):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = Parameter(Tensor(np.zeros(2, np.float32)), name="w")
-
-    setup = optbridge.to_mindspore(src, One(), form="experimental", total_steps=100)
-    back = optbridge.from_mindspore(setup.optimizer, scheduler=setup.steppers[0].scheduler)
+    from optbridge_adapters.mindspore.schedulers import lambda_function
+    opt = mopt.AdamW([{"params": [_p("rt")], "lr": 1e-3, "weight_decay": 0.05}], lr=1e-3)
+    back = optbridge.from_mindspore(opt, scheduler=MLS.LambdaLR(opt, lambda_function(src.schedule["lr"].expr)))
     assert back.schedule["lr"] == src.schedule["lr"] and back.optimizers[0].type == "AdamW"
     opt = mopt.SGD([_p("r1")], lr=0.1)
     with pytest.raises(optbridge.ConfigError, match="Python function"):
         optbridge.from_mindspore(opt, scheduler=MLS.LambdaLR(opt, lambda e: 0.9))
-    opt = mopt.SGD([_p("r2")], lr=0.1)
-    s = MLS.StepLR(opt, 3, 0.5)
-    s.step()
-    with pytest.raises(optbridge.ConfigError, match="last_epoch: must be 0"):
-        optbridge.from_mindspore(opt, scheduler=s)
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: MLS.StepLR(o, 3, 0.5), lambda o: MLS.CosineAnnealingLR(o, 20, 1e-3),
+    lambda o: MLS.SequentialLR(o, [MLS.LinearLR(o, 0.1, 1.0, 5), MLS.CosineAnnealingLR(o, 30)], [5])],
+    ids=["StepLR", "CosineAnnealingLR", "SequentialLR"])
+def test_stepped_scheduler_starts_where_it_stands(make) -> None:
+    """A scheduler stepped k times: update 0 of the plan is the optimizer's next update (as from_torch)."""
+    opt = mopt.SGD([{"params": [_p("s1")]}, {"params": [_p("s2")], "lr": 0.02}], lr=0.1)
+    sched = make(opt)
+    for _ in range(7):
+        sched.step()
+    plan = optbridge.from_mindspore(opt, scheduler=sched, total_steps=30)
+    assert plan.total_steps == 30
+    got = _ms_trace(opt, sched, 30)
+    ref = _ref(plan, 30)
+    allowed = (np.arange(30) + 11) * 2.0**-21 * np.abs(ref).max(axis=1, keepdims=True)
+    assert (np.abs(got - ref) <= allowed).all()
+
+
+def test_stepped_plateau_and_nn_global_step() -> None:
+    opt = mopt.SGD([_p("q1")], lr=0.1)
+    sched = MLS.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    for m in (1.0, 2.0, 2.0):
+        sched.step(Tensor(m, ms.float32))
+    plan = optbridge.from_mindspore(opt, scheduler=sched)
+    node = plan.schedule["lr"]
+    assert (node.best, node.bad_steps, node.cooldown_left) == (1.0, 0, 0)  # reduced at the third metric
+    assert plan.groups[0].options["lr"] == float(np.float32(0.05))
+    lrs = [float(opt.param_groups[0]["lr"].asnumpy())]
+    for m in (2.0, 2.0):
+        sched.step(Tensor(m, ms.float32))
+        lrs.append(float(opt.param_groups[0]["lr"].asnumpy()))
+    np.testing.assert_allclose(optbridge.trace(plan, 3, metrics=[2.0, 2.0])["lr"][0], lrs, rtol=1e-7)
+    w = _p("q2")
+    nn_opt = nn.SGD([{"params": [w], "lr": [0.1, 0.2, 0.3, 0.4, 0.5]}], learning_rate=[0.1, 0.2, 0.3, 0.4, 0.5])
+    for _ in range(2):
+        nn_opt((Tensor(np.ones(1, np.float32)),))
+    plan = optbridge.from_mindspore(nn_opt, step_unit="iter", steps_per_epoch=1)
+    assert plan.total_steps == 3 and plan.steps_per_epoch == 1
+    np.testing.assert_allclose(_ref(plan, 3)[0], [0.3, 0.4, 0.5], rtol=1e-7)
+    with pytest.raises(optbridge.ConfigError, match="total_steps: must be at most the 3 updates"):
+        optbridge.from_mindspore(nn_opt, total_steps=4)
+
+
+def test_exact_optimizer_reads_its_current_hyperparameters() -> None:
+    from optbridge_adapters.mindspore import optimizers as exact
+    opt = exact.Adam([{"params": [_p("x1")], "lr": 1e-3, "betas": (0.9, 0.99)}], weight_decay=0.1)
+    ms.ops.assign(opt.hyper(0, "beta1"), Tensor(0.85, ms.float64))
+
+    class Named(nn.Cell):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = opt.parameters[0]
+
+    plan = optbridge.from_mindspore(opt, model=Named())
+    g = plan.groups[0]
+    assert plan.optimizers[0].type == "Adam" and g.options["betas"] == (0.85, 0.99)
+    assert g.options["weight_decay"] == pytest.approx(0.1) and g.select[0].regex == ("layer",)

@@ -61,17 +61,16 @@ registered update); states are assumed finite (an inf momentum buffer meets ``lr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.ops import operations as P
 
+from optbridge import ir
 from optbridge.errors import ConfigError
 
 # The measured native-vs-exact table is framework-free data (optbridge.lint reads it without MindSpore).
@@ -331,37 +330,11 @@ def _radam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
 # ----------------------------------------------------------------------------- hyperparameter checks
 
 
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(path, "must be a real number", value)
-    x = float(value)
-    if not math.isfinite(x):
-        raise ConfigError(path, "must be finite", value)
-    return x
+def _checker(kind: str) -> Any:
+    return lambda value, path: ir.check_hyper(path, value, kind)
 
 
-def _nonneg(value: Any, path: str) -> float:
-    x = _number(value, path)
-    if x < 0:
-        raise ConfigError(path, "must be >= 0", value)
-    return x
-
-
-def _unit(value: Any, path: str) -> float:
-    x = _number(value, path)
-    if not 0 <= x <= 1:
-        raise ConfigError(path, "must be in [0, 1]", value)
-    return x
-
-
-def _beta(value: Any, path: str) -> float:
-    x = _number(value, path)
-    if not 0 <= x < 1:
-        raise ConfigError(path, "must be in [0, 1)", value)
-    return x
-
-
-_CHECKS = {"real": _number, "nonneg": _nonneg, "unit": _unit, "beta": _beta}
+_CHECKS = {kind: _checker(kind) for kind in ir.HYPER_RANGES}  # the core's ranges (optbridge.ir.check_hyper)
 _TORCH_IMPL_KEYS = ("foreach", "fused", "capturable", "differentiable")  # torch implementation switches
 _IGNORED_KEYS = ("name", "initial_lr")
 

@@ -15,7 +15,11 @@ which knows the list functions' arguments and MindSpore's code semantics.
   explicit group;
 * a ``mindspore.experimental.optim`` optimizer (SGD, Adam, AdamW), with an
   optional ``scheduler=`` from its ``lr_scheduler`` module (read from its
-  attributes; it must be freshly constructed: ``last_epoch`` 0).
+  attributes; a scheduler already stepped starts where it stands: update 0 of the
+  plan is the optimizer's next update, as with ``from_torch``);
+* an optimizer :func:`~optbridge_adapters.mindspore.build.to_mindspore` built (its
+  part of the plan, started where it stands), or optbridge's torch-exact optimizers
+  (their groups and the hyperparameters' current values).
 
 Groups select their parameters by exact name (regex selectors), so the plan
 resolves over the same net.
@@ -29,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
 from mindspore import Parameter, nn
 from mindspore.experimental.optim import lr_scheduler as MLS
 from mindspore.experimental.optim.optimizer import Optimizer as ExpOptimizer
@@ -39,9 +42,14 @@ from mindspore.nn.optim.optimizer import _ConvertToCell, _IteratorLearningRate, 
 from optbridge import ir
 from optbridge.dialects import mindspore as dialect
 from optbridge.errors import ConfigError
-from optbridge.plan import Group, OptimizerSpec, Plan, Selector
+from optbridge.ir import FrozenMap
+from optbridge.plan import Group, OptimizerSpec, Plan, Selector, hyper_base
+from optbridge.shift import shift
+from optbridge.slots import applies, schedule_path
 
 from . import cells
+from .optim import EXPERIMENTAL_KEYS
+from .optimizers import ExactOptimizer
 
 __all__ = ["from_mindspore", "read_spec"]
 
@@ -60,12 +68,12 @@ def cell_to_node(cell: Any, path: str = "learning_rate") -> tuple[ir.Node | None
     if isinstance(cell, cells.ScheduleCell):
         if cell.node is None:
             raise ConfigError(path, "is an optbridge cell without its node", type(cell).__name__)
-        return cell.node, float(cell.base), None
+        return cell.node, float(cell.base or 0.0), None
     if isinstance(cell, cells.ConstantCell):
         return None, _f(cell.value), None
     if isinstance(cell, (cells.TableCell, _IteratorLearningRate)):
-        vals = np.asarray(getattr(cell, "values", None).asnumpy() if isinstance(cell, cells.TableCell)
-                          else cell.learning_rate.asnumpy(), dtype=np.float64)
+        held = cell.values if isinstance(cell, cells.TableCell) else cell.learning_rate
+        vals = np.asarray(held.asnumpy(), dtype=np.float64)
         return ir.Table(values=tuple(float(v) for v in vals)), float(vals[0]), int(vals.size)
     if isinstance(cell, _ConvertToCell):
         return None, _f(cell.learning_rate), None
@@ -96,6 +104,13 @@ def _cell_args(cell: Any, kind: str) -> dict[str, Any]:
                 "decay_steps": int(cell.decay_steps), "power": float(cell.power),
                 "update_decay_steps": bool(cell.update_decay_steps)}
     return {"learning_rate": float(cell.learning_rate), "warmup_steps": int(cell.warmup_steps)}
+
+
+def _names(model: Any) -> dict[int, str]:
+    if not hasattr(model, "parameters_and_names"):
+        raise ConfigError("model", "must be a mindspore.nn.Cell (its parameters_and_names() name the groups' "
+                          "parameters)", type(model).__name__)
+    return {id(p): n for n, p in model.parameters_and_names()}
 
 
 def _exact(names: Sequence[str]) -> tuple[Selector, ...]:
@@ -155,34 +170,32 @@ def _nn_optimizer(opt: Any) -> Plan:
             if wnode is not None:
                 sched["weight_decay"] = wnode
             total = wn if wn is not None else total
-        groups.append(Group(name=f"group{i}", select=_exact(names), options=gopts, schedule=sched))
+        groups.append(Group(name=f"group{i}", select=_exact(names), options=FrozenMap(gopts),
+                            schedule=FrozenMap(sched)))
         schedules.append(sched)
-    spec = OptimizerSpec(type=ptype, options=options, groups=tuple(groups))
-    return Plan(optimizers=(spec,), total_steps=total,
-                description=f"imported from mindspore.nn.{kind}")
+    spec = OptimizerSpec(type=ptype, options=FrozenMap(options), groups=tuple(groups))
+    plan = Plan(optimizers=(spec,), total_steps=total, description=f"imported from mindspore.nn.{kind}")
+    k = int(np.asarray(opt.global_step.asnumpy()).reshape(-1)[0])
+    return _shift_plan(plan, k) if k else plan
 
 
 # --------------------------------------------------------------------------- experimental
 
 
-def scheduler_to_node(s: Any, path: str = "scheduler", fresh: float = 0.0) -> ir.Node:
-    """The node an experimental lr_scheduler computes (from its attributes).
+def scheduler_to_node(s: Any, path: str = "scheduler") -> ir.Node:
+    """The node an experimental lr_scheduler computes from its construction (its attributes).
 
-    ``fresh`` is the ``last_epoch`` of a scheduler that has not been stepped yet:
-    0 after construction, -1 for the later children of a SequentialLR.
+    How far it was stepped (``last_epoch``) is the caller's: :func:`from_mindspore`
+    starts the plan there (:func:`optbridge.shift.shift`).
     """
     kind = type(s).__name__
     if kind == "SequentialLR":
-        if _f(s.last_epoch) != 0.0:
-            raise ConfigError(f"{path}.last_epoch", "must be 0 (a freshly constructed scheduler): a resumed schedule "
-                              "is not imported", _f(s.last_epoch))
-        parts = tuple(scheduler_to_node(c, f"{path}.schedulers[{i}]", 0.0 if i == 0 else -1.0)
-                      for i, c in enumerate(s._schedulers))  # noqa: SLF001
+        parts = tuple(scheduler_to_node(c, f"{path}.schedulers[{i}]") for i, c in enumerate(s._schedulers))  # noqa: SLF001
         for i, c in enumerate(s._schedulers[1:], 1):  # noqa: SLF001
             if type(c).__name__ in ("MultiStepLR", "MultiplicativeLR"):
-                raise ConfigError(f"{path}.schedulers[{i}]", f"MindSpore's SequentialLR does not run {type(c).__name__} "
-                                  "as torch does after a milestone (MultiStepLR raises AttributeError, "
-                                  "MultiplicativeLR skips its first factor)", type(c).__name__)
+                raise ConfigError(f"{path}.schedulers[{i}]", "MindSpore's SequentialLR does not run "
+                                  f"{type(c).__name__} as torch does after a milestone (MultiStepLR raises "
+                                  "AttributeError, MultiplicativeLR skips its first factor)", type(c).__name__)
         return ir.Sequence(parts=parts, boundaries=tuple(int(m) for m in s.milestones))
     if kind == "ReduceLROnPlateau":
         mins = {_f(m) for m in s.min_lrs}
@@ -192,9 +205,6 @@ def scheduler_to_node(s: Any, path: str = "scheduler", fresh: float = 0.0) -> ir
         return ir.Plateau(mode=s.mode, factor=float(s.factor), patience=int(s.patience), threshold=float(s.threshold),
                           threshold_mode=s.threshold_mode, cooldown=int(s.cooldown), min_value=mins.pop(),
                           eps=float(s.eps))
-    if hasattr(s, "last_epoch") and _f(s.last_epoch) != fresh:
-        raise ConfigError(f"{path}.last_epoch", "must be 0 (a freshly constructed scheduler): a resumed schedule "
-                          "is not imported", _f(s.last_epoch))
     if kind == "StepLR":
         return ir.Exponential(gamma=float(s.gamma), every=int(s.step_size), stair=True)
     if kind == "ExponentialLR":
@@ -227,35 +237,125 @@ def scheduler_to_node(s: Any, path: str = "scheduler", fresh: float = 0.0) -> ir
         if None in exprs or len(exprs) != 1:
             raise ConfigError(f"{path}.lr_lambda", "is a Python function: its body cannot be read (write the plan "
                               "with an expression, e.g. '0.95 ** epoch')", kind)
-        e = exprs.pop()
+        e: Any = exprs.pop()
         return ir.Lambda(expr=e) if kind == "LambdaLR" else ir.Multiplicative(expr=e)
     raise ConfigError(path, "is not an experimental lr_scheduler optbridge reads", kind)
 
 
+def _plateau_state(s: Any, path: str) -> ir.Plateau:
+    """MindSpore's ReduceLROnPlateau as a plateau node, with its state (best, bad steps, cooldown) when stepped."""
+    node = scheduler_to_node(s, path)
+    assert isinstance(node, ir.Plateau)
+    if _f(s.last_epoch) == 0.0:
+        return node
+    best = _f(s.best)
+    return dataclasses.replace(node, best=None if not np.isfinite(best) else best, bad_steps=int(_f(s.wait)),
+                               cooldown_left=int(_f(s.cooldown_counter)))
+
+
+def _stepped(s: Any) -> int:
+    """How many times an experimental scheduler was stepped after construction (its last_epoch)."""
+    return int(round(_f(s.last_epoch))) if hasattr(s, "last_epoch") else 0
+
+
 def _experimental(opt: Any, scheduler: Any | None, names: Mapping[int, str] | None) -> Plan:
     kind = type(opt).__name__
-    if kind not in ("SGD", "Adam", "AdamW"):
-        raise ConfigError("optimizer", "must be mindspore.experimental.optim SGD, Adam or AdamW", kind)
-    groups = []
-    for i, g in enumerate(opt.param_groups):
-        lr = _f(g["initial_lr"]) if "initial_lr" in g else _f(g["lr"])
-        o: dict[str, Any] = {"lr": lr, "weight_decay": float(g.get("weight_decay", 0.0))}
-        if kind == "SGD":
-            o.update(momentum=_f(g.get("momentum", 0.0)), dampening=float(g.get("dampening", 0.0)),
-                     nesterov=bool(g.get("nesterov", False)), maximize=bool(g.get("maximize", False)))
-        else:
-            b1, b2 = g["betas"]
-            o.update(betas=(float(b1), float(b2)), eps=float(g["eps"]), amsgrad=bool(g.get("amsgrad", False)),
-                     maximize=bool(g.get("maximize", False)))
-        pnames = [names.get(id(p), p.name) if names else p.name for p in g["params"]]
-        groups.append(Group(name=f"group{i}", select=_exact(pnames), options=o))
-    schedule = {}
+    if kind not in EXPERIMENTAL_KEYS:
+        raise ConfigError("optimizer", "must be a mindspore.experimental.optim optimizer optbridge reads ("
+                          + ", ".join(EXPERIMENTAL_KEYS) + ")", kind)
+    keys = EXPERIMENTAL_KEYS[kind]
+    plateau = scheduler is not None and type(scheduler).__name__ == "ReduceLROnPlateau"
+    k = 0 if scheduler is None or plateau else _stepped(scheduler)
+    node: ir.Node | None = None
     if scheduler is not None:
         if getattr(scheduler, "optimizer", opt) is not opt:
             raise ConfigError("scheduler", "belongs to another optimizer", type(scheduler).__name__)
-        schedule["lr"] = scheduler_to_node(scheduler)
-    return Plan(optimizers=(OptimizerSpec(type=kind, groups=tuple(groups)),), schedule=schedule,
-                description=f"imported from mindspore.experimental.optim.{kind}")
+        if plateau:
+            node = _plateau_state(scheduler, "scheduler")
+        else:
+            node = scheduler_to_node(scheduler)  # the node as constructed, shifted below
+    groups = []
+    for i, g in enumerate(opt.param_groups):
+        base = _f(g["initial_lr"]) if "initial_lr" in g else _f(g["lr"])
+        o: dict[str, Any] = {"lr": _f(g["lr"]) if plateau else base}
+        for key in keys:
+            if key in g:
+                v = g[key]
+                o[key] = tuple(_f(b) for b in v) if key == "betas" else (bool(v) if isinstance(v, bool) else _f(v))
+        pnames = [names.get(id(p), p.name) if names else p.name for p in g["params"]]
+        sched: dict[str, ir.Node] = {}
+        if node is not None and k:
+            sched["lr"] = shift(node, k, base)
+        groups.append(Group(name=f"group{i}", select=_exact(pnames), options=FrozenMap(o), schedule=FrozenMap(sched)))
+    schedule = {"lr": node} if node is not None and not k else {}
+    return Plan(optimizers=(OptimizerSpec(type=kind, groups=tuple(groups)),), schedule=FrozenMap(schedule),
+                description=f"imported from mindspore.experimental.optim.{kind}"
+                + (f", its scheduler {k} step(s) in" if k else ""))
+
+
+def _exact_optimizer(opt: Any, names: Mapping[int, str] | None) -> Plan:
+    """optbridge's torch-exact optimizer: its groups with the hyperparameters' current values."""
+    groups = []
+    for i, g in enumerate(opt.param_groups):
+        o: dict[str, Any] = {k: (tuple(float(b) for b in v) if k == "betas" else v) for k, v in g.items()
+                             if k != "params"}
+        for gi, h, param in opt.hypers():
+            if gi == i:
+                v = _f(param)
+                if h in ("beta1", "beta2"):
+                    b = list(o["betas"])
+                    b[0 if h == "beta1" else 1] = v
+                    o["betas"] = tuple(b)
+                else:
+                    o[h] = v
+        pnames = [names.get(id(p), p.name) if names else p.name for p in g["params"]]
+        groups.append(Group(name=f"group{i}", select=_exact(pnames), options=FrozenMap(o)))
+    return Plan(optimizers=(OptimizerSpec(type=opt.KIND, groups=tuple(groups)),),
+                description=f"imported from optbridge's torch-exact MindSpore {opt.KIND}")
+
+
+def _built(opt: Any) -> Plan:
+    """The plan part of an optimizer ``to_mindspore`` built, started where it stands (its updates so far)."""
+    guard = opt.optbridge_guard
+    plan, mine = guard.plan, set(guard.groups)
+    specs = []
+    for spec in plan.optimizers:
+        gs = tuple(g for g in spec.groups if g.name in mine)
+        if gs:
+            specs.append(dataclasses.replace(spec, groups=gs))
+    out = dataclasses.replace(plan, optimizers=tuple(specs))
+    u = int(np.asarray(opt.optbridge_updates.asnumpy()).reshape(()))
+    if not u:
+        return out
+    return _shift_plan(out, u)
+
+
+def _shift_plan(plan: Plan, u: int) -> Plan:
+    """``plan`` started ``u`` updates in: every schedule shifted (on its own clock), total_steps reduced."""
+    def moved(node: ir.Node, base: float, path: str) -> ir.Node:
+        if any(isinstance(x, ir.Plateau) for x in ir.walk(node)):
+            raise ConfigError(path, "is a plateau driven by optbridge: its state lives in the driver; read the "
+                              "optimizer before its first update", node.kind)
+        sc = node.scale(plan.step_unit, plan.steps_per_epoch)
+        if u % sc:
+            raise ConfigError(path, f"runs on the epoch clock and the optimizer stands mid-epoch (update {u}, "
+                              f"{sc} per epoch): read it at an epoch boundary", u)
+        return shift(node, u // sc, base)
+
+    specs = []
+    for spec in plan.optimizers:
+        groups = []
+        for g in spec.groups:
+            sched = {}
+            for h in set(plan.schedule) | set(g.schedule):
+                node = plan.schedule_for(g, h)
+                if node is not None and applies(plan, g, h) and not (h == "lr" and g.frozen == "zero_lr"):
+                    path = schedule_path(g, h)
+                    sched[h] = moved(node, hyper_base(plan, g, h, path=path), path)
+            groups.append(dataclasses.replace(g, schedule=FrozenMap(sched)))
+        specs.append(dataclasses.replace(spec, groups=tuple(groups)))
+    total = None if plan.total_steps is None else plan.total_steps - u
+    return dataclasses.replace(plan, optimizers=tuple(specs), schedule=FrozenMap(), total_steps=total)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -301,8 +401,17 @@ def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
                           "document or a learning_rate spec use optbridge.load / optbridge.loads, or "
                           "optbridge_adapters.mindspore.read.read_spec(spec)", type(obj).__name__)
     ir.check_choice("step_unit", step_unit, ir.UNITS)
-    names = None if model is None else {id(p): n for n, p in model.parameters_and_names()}
-    if isinstance(obj, ExpOptimizer):
+    names = None if model is None else _names(model)
+    if getattr(obj, "optbridge_guard", None) is not None:
+        if scheduler is not None:
+            raise ConfigError("scheduler", "must be None for an optimizer to_mindspore built (its schedules are in "
+                              "the setup)", type(scheduler).__name__)
+        plan = _built(obj)
+    elif isinstance(obj, ExactOptimizer):
+        if scheduler is not None:
+            raise ConfigError("scheduler", "applies to experimental optimizers only", type(scheduler).__name__)
+        plan = _exact_optimizer(obj, names)
+    elif isinstance(obj, ExpOptimizer):
         plan = _experimental(obj, scheduler, names)
     elif isinstance(obj, nn.Optimizer):
         if scheduler is not None:
@@ -311,14 +420,23 @@ def from_mindspore(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
         plan = _nn_optimizer(obj)
     elif isinstance(obj, (LearningRateSchedule, Parameter)):
         node, base, n = cell_to_node(obj)
-        plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": base}),),
-                    schedule={"lr": node} if node is not None else {}, total_steps=n,
+        plan = Plan(optimizers=(OptimizerSpec(type="SGD", options=FrozenMap({"lr": base})),),
+                    schedule=FrozenMap({"lr": node} if node is not None else {}), total_steps=n,
                     description=f"imported from {type(obj).__name__}")
     elif isinstance(obj, (MLS.LRScheduler, MLS.SequentialLR, MLS.ReduceLROnPlateau)):
         plan = _experimental(obj.optimizer, obj, names)
     else:
         raise ConfigError("optimizer", "from_mindspore reads an nn optimizer, an experimental optimizer (with "
                           "scheduler=) or a LearningRateSchedule", type(obj).__name__)
+    if total_steps is not None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ConfigError("total_steps", "must be a positive integer", total_steps)
+        if plan.total_steps is not None and total_steps > plan.total_steps:
+            raise ConfigError("total_steps", f"must be at most the {plan.total_steps} updates the optimizer's lr "
+                              "list still covers", total_steps)
+    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                                        or steps_per_epoch < 1):
+        raise ConfigError("steps_per_epoch", "must be a positive integer", steps_per_epoch)
     changes: dict[str, Any] = {}
     if step_unit != plan.step_unit:
         changes["step_unit"] = step_unit

@@ -58,7 +58,7 @@ from optbridge.state import (
     single_step,
 )
 
-from .build import _records as model_records
+from .build import model_records
 from .optimizers import ExactOptimizer
 
 __all__ = ["Spec", "SPECS", "spec_of", "read_state", "write_state"]

@@ -1,14 +1,28 @@
 """The MindSpore trace backends: ``mindspore-list``, ``mindspore-cell``, ``mindspore-experimental``.
 
-Each builds the plan's optimizers over one float32 probe parameter per group
-(:func:`~optbridge_adapters.mindspore.build._build`), reads what every group
-holds before each update, and measures the lr MindSpore applied from the probe's
-change under plain SGD with gradient 1.
+Each builds the plan's setup over one float32 probe parameter per group
+(:func:`~optbridge_adapters.mindspore.build.build` with ``plain=True``: plain SGD of
+the same optimizer family, driven by the same lists, cells, driver and lr_schedulers),
+and returns, per update, the value every group holds (``Trace.data``) and the lr
+MindSpore applied, measured from the probe's change under gradient 1
+(``Trace.applied["lr"]``, exactly ``float32(lr)``).
+
+Two paths, the same verdicts (tests/test_mindspore_trace.py compares them):
+
+* ``fast=True`` (default): many updates per compiled call (:class:`.runner.Runner`),
+  values read once per call, lists and cells evaluated once per chunk;
+* ``fast=False``: a training loop as a user writes it, one update at a time
+  (PyNative: ``optimizer(grads)``; GRAPH: ``nn.TrainOneStepCell``), then
+  ``setup.step(metric)``.
+
+Options: ``mode`` (``"pynative"`` or ``"graph"``), ``scheduler`` (``"native"`` or
+``"driver"``), ``optimizer`` (``"auto"``, ``"native"``, ``"exact"``), ``fast``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,28 +30,20 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from optbridge import ir
 from optbridge.errors import ConfigError
 from optbridge.plan import Plan, scheduled_hypers
+from optbridge.slots import slots
+from optbridge.source import CHUNK
 from optbridge.tracing import Trace
 
-from .build import _build, _held
+from .build import build
+from .runner import COMPILED_SCHEDULERS, Runner
+from .setup import MindSporeSetup
 
 __all__ = ["trace_list", "trace_cell", "trace_experimental"]
 
-
-class _Zero(nn.Cell):
-    def __init__(self, params: list[Any]) -> None:
-        super().__init__()
-        self.ps = ms.ParameterTuple(params)
-        self.z = Tensor(np.zeros(1, np.float32))
-        self.n = len(params)
-
-    @ms.jit
-    def construct(self):
-        for i in range(self.n):
-            ops.assign(self.ps[i], self.z)
-        return self.z
+_RUNS = itertools.count()
+_OPTIONS = ("scheduler", "optimizer", "fast")
 
 
 class _ProbeSum(nn.Cell):
@@ -55,16 +61,37 @@ class _ProbeSum(nn.Cell):
         return s
 
 
-_RUNS = itertools.count()
+def _known(holder: Any, start: int, n: int) -> np.ndarray | None:
+    """Values of a list / cell / constant holder for updates ``start .. start + n - 1`` (None for a Parameter)."""
+    if holder.kind == "list":
+        return np.asarray(holder.obj[start:start + n], dtype=np.float64)
+    if holder.kind == "cell":
+        t = Tensor(np.arange(start, start + n, dtype=np.int32))
+        return np.asarray(holder.obj(t).asnumpy(), dtype=np.float64).reshape(-1)
+    return None
 
 
-def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, mode: str, **options: Any) -> Trace:
+def _held_value(setup: MindSporeSetup, group_family: str, base: float) -> float:
+    """What MindSpore holds for an unscheduled hyperparameter: float64 in exact optimizers, float32 elsewhere."""
+    return float(base) if group_family == "exact" else float(np.float32(base))
+
+
+def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, mode: str,
+           options: dict[str, Any]) -> Trace:
+    if not isinstance(plan, Plan):
+        raise ConfigError("plan", "must be an optbridge Plan", type(plan).__name__)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError("steps", "must be a positive integer", steps)
     if mode not in ("pynative", "graph"):
         raise ConfigError("mode", "must be 'pynative' or 'graph'", mode)
-    scheduler = options.pop("scheduler", "native")
-    if options:
-        raise ConfigError(next(iter(options)), "is not an option of the MindSpore trace backends (mode, scheduler)",
-                          options[next(iter(options))])
+    for key in options:
+        if key not in _OPTIONS:
+            raise ConfigError(key, "is not an option of the MindSpore trace backends (mode, " + ", ".join(_OPTIONS)
+                              + ")", options[key])
+    fast = options.get("fast", True)
+    if not isinstance(fast, bool):
+        raise ConfigError("fast", "must be True or False", fast)
+    steps = int(steps)
     backend = f"mindspore-{form}"
     prev = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
@@ -74,85 +101,117 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
         probes = {g.name: [Parameter(Tensor(np.zeros(1, np.float32)), name=f"optbridge_probe_{run}_{i}")]
                   for i, g in enumerate(groups)}
         total = steps if form == "list" else (plan.total_steps or steps)
-        setup = _build(plan, probes, total_steps=total, form=form, plain=True, backend=backend,
-                       scheduler=scheduler)
-        names = [g.name for g in groups]
-        hypers = scheduled_hypers(plan)
-        data = {h: np.zeros((len(names), steps)) for h in hypers}
-        applied = np.zeros((len(names), steps))
-        idx = {n: i for i, n in enumerate(names)}
-        plist = [probes[n][0] for n in names]
-        zero = _Zero(plist)
-        ones = {id(p): Tensor(np.ones(1, np.float32)) for p in plist}
-        if mode == "graph":
-            runners = [nn.TrainOneStepCell(_ProbeSum(list(o.parameters)), o) for o in setup.optimizers]
-        else:
-            grads = [ms.mutable(tuple(ones[id(p)] for p in o.parameters)) for o in setup.optimizers]
-        # Lists and cells are read once for all steps; a driven Parameter (e.g. experimental AdamW, which
-        # list/cell forms use for AdamW) holds only the current value, so it is read before each step.
-        driven = {g for g in names if isinstance(setup.lr[g], Parameter)} if form in ("list", "cell") else set(names)
-        if form in ("list", "cell"):  # values the objects hold / compute for update k, read once
-            t = Tensor(np.arange(steps, dtype=np.int32))
-            for g in names:
-                if g in driven:
-                    continue
-                obj = setup.lr[g]
-                data["lr"][idx[g]] = _values(obj, t, steps)
-                for h, o in setup.hypers.get(g, {}).items():
-                    data[h][idx[g]] = _values(o, t, steps)
-            for h in hypers:
-                for g in groups:
-                    if h != "lr" and h not in setup.hypers.get(g.name, {}):
-                        data[h][idx[g.name]] = _held(plan, g, h)
-        m = None if metrics is None else np.asarray(metrics, dtype=np.float64)
-        # metrics are one per plateau step (per epoch on the epoch clock), as the reference reads them
-        plateau_units = {n.unit or plan.step_unit for g in groups for n in [plan.schedule_for(g, "lr")]
-                         if isinstance(n, ir.Plateau)}
-        plateau_every = int(plan.steps_per_epoch or 1) if "epoch" in plateau_units else 1
-        for k in range(steps):
-            for g in groups:
-                if g.name in driven:
-                    data["lr"][idx[g.name]][k] = float(setup.lr[g.name].asnumpy())
-                    for h in hypers:
-                        if h == "lr":
-                            continue
-                        o = setup.hypers.get(g.name, {}).get(h)
-                        data[h][idx[g.name]][k] = float(o.asnumpy()) if o is not None else _held(plan, g, h)
-            zero()
-            if mode == "graph":
-                for r in runners:
-                    r()
-            else:
-                for o, gr in zip(setup.optimizers, grads):
-                    o(gr)
-            for i, p in enumerate(plist):
-                applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
-            if k + 1 < steps:
-                j = (k + 1) // plateau_every - 1 if (k + 1) % plateau_every == 0 else -1  # plateau step that ends here
-                metric = float(m[j]) if m is not None and 0 <= j < m.size else None
-                setup.step(metric)
-        return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
+        setup = build(plan, probes, total_steps=total, form=form, scheduler=options.get("scheduler", "native"),
+                      optimizer=options.get("optimizer", "auto"), metrics=metrics, plain=True, backend=backend)
+        return (_fast if fast else _loop)(plan, steps, setup, probes, metrics, mode, backend)
     finally:
         ms.set_context(mode=prev)
 
 
-def _values(obj: Any, t: Any, steps: int) -> np.ndarray:
-    if isinstance(obj, np.ndarray):
-        return obj[:steps].astype(np.float64)
-    return obj(t).asnumpy().astype(np.float64).reshape(-1)
+def _layout(plan: Plan, setup: MindSporeSetup, steps: int) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Group rows and the data arrays, with held values (and NaN where a hyperparameter does not apply) filled in."""
+    names = list(setup.groups)
+    row = {n: i for i, n in enumerate(names)}
+    data = {h: np.full((len(names), steps), np.nan) for h in scheduled_hypers(plan)}
+    family = {g: setup.choices[s.optimizer].family for s in slots(plan, held=True) for g in [s.group]}
+    for s in slots(plan, held=True):
+        if (s.group, s.hyper) not in setup.holders:
+            data[s.hyper][row[s.group]] = _held_value(setup, family[s.group], s.base)
+    return names, data
+
+
+def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[Any]],
+          metrics: Sequence[float] | None, mode: str, backend: str) -> Trace:
+    names, data = _layout(plan, setup, steps)
+    row = {n: i for i, n in enumerate(names)}
+    applied = np.zeros((len(names), steps))
+    driver = setup.driver
+    targets = [] if driver is None else list(driver.targets)
+    # what the driver writes is known: its window, rounded to each target's dtype (MindSpore 2.10 reads a float64
+    # 0-d Parameter assigned inside a graph while loop back as float32, measured); lr_scheduler values are read
+    driven = {id(t): (j, np.float32 if t.dtype == ms.float32 else np.float64) for j, t in enumerate(targets)}
+    known = [(key, driven[id(h.obj)]) for key, h in setup.holders.items() if h.kind == "param" and id(h.obj) in driven]
+    watched = [(key, h.obj) for key, h in setup.holders.items() if h.kind == "param" and id(h.obj) not in driven]
+    steppers = list(driver.steppers) if driver is not None else []
+    compiled = [st for st in steppers if type(st.scheduler).__name__ in COMPILED_SCHEDULERS and not st.plateau]
+    python = [st for st in steppers if st not in compiled]  # stepped from Python between calls
+    per_call = math.gcd(*(st.every for st in python)) if python else min(steps, CHUNK)
+    runner = Runner(setup.optimizers, [probes[n][0] for n in names], targets, driver.clock if driver else None,
+                    [p for _, p in watched], [st.scheduler for st in compiled], [st.every for st in compiled],
+                    per_call)
+    k = 0
+    while k < steps:
+        n = min(per_call, steps - k)
+        values = driver.window(k, n) if driver is not None and targets else np.zeros((0, n))
+        for key, (j, dtype) in known:
+            data[key[1]][row[key[0]], k:k + n] = values[j].astype(dtype)
+        for key, h in setup.holders.items():  # lists and cells: read once per call
+            v = _known(h, k, n)
+            if v is not None:
+                data[key[1]][row[key[0]], k:k + n] = v
+        got, held = runner.run(k, n, values)
+        applied[:, k:k + n] = got
+        for j, (key, _) in enumerate(watched):
+            data[key[1]][row[key[0]], k:k + n] = held[j]
+        if driver is not None:
+            driver.k = k + n - 1  # the runner wrote the values of every update it made
+        for st in python:  # plateau metrics were given to the setup up front
+            for u in range(k, k + n):
+                if u + 1 < steps:
+                    st.step(None)
+        k += n
+    for v in data.values():
+        v[v == 0.0] = 0.0  # -0.0 from a zero lr reads as 0.0
+    np.add(applied, 0.0, out=applied)
+    return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
+
+
+def _loop(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[Any]],
+          metrics: Sequence[float] | None, mode: str, backend: str) -> Trace:
+    """One update at a time, as a training loop (the reference path the fast one is checked against)."""
+    names, data = _layout(plan, setup, steps)
+    row = {n: i for i, n in enumerate(names)}
+    applied = np.zeros((len(names), steps))
+    plist = [probes[n][0] for n in names]
+    zero = Tensor(np.zeros(1, np.float32))
+    if mode == "graph":
+        runners = [nn.TrainOneStepCell(_ProbeSum(list(o.parameters)), o) for o in setup.optimizers]
+    else:
+        grads = [ms.mutable(tuple(Tensor(np.ones(1, np.float32)) for _ in o.parameters)) for o in setup.optimizers]
+    for key, h in setup.holders.items():
+        v = _known(h, 0, steps)
+        if v is not None:
+            data[key[1]][row[key[0]]] = v
+    params = [(key, h.obj) for key, h in setup.holders.items() if h.kind == "param"]
+    for k in range(steps):
+        for key, p in params:
+            data[key[1]][row[key[0]], k] = float(np.asarray(p.asnumpy()).reshape(()))
+        for p in plist:
+            ops.assign(p, zero)
+        if mode == "graph":
+            for r in runners:
+                r()
+        else:
+            for o, gr in zip(setup.optimizers, grads):
+                o(gr)
+        for i, p in enumerate(plist):
+            applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
+        if k + 1 < steps:
+            setup.step()  # plateau metrics were given to the setup up front
+    return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
 
 
 def trace_list(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
                **options: Any) -> Trace:
-    """Trace the list form: nn.SGD with per-group float32 lr lists; ``data`` = the list entries,
+    """Trace the list form: ``data`` = the list entries (driven Parameters where a list cannot hold the value),
     ``applied["lr"]`` = the parameter change of plain SGD with gradient 1 (probe reset to 0 before each step)."""
-    return _trace(plan, steps, "list", metrics, mode, **options)
+    return _trace(plan, steps, "list", metrics, mode, options)
 
 
 def trace_cell(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
                **options: Any) -> Trace:
     """Trace the cell form: ``data`` = each group's LearningRateSchedule at ``global_step=k``; ``applied`` as above."""
-    return _trace(plan, steps, "cell", metrics, mode, **options)
+    return _trace(plan, steps, "cell", metrics, mode, options)
 
 
 def trace_experimental(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, mode: str = "pynative",
@@ -161,6 +220,5 @@ def trace_experimental(plan: Plan, steps: int, *, metrics: Sequence[float] | Non
 
     Options: ``scheduler="native"`` (default) or ``"driver"``.
     """
-    return _trace(plan, steps, "experimental", metrics, mode, **options)
-
+    return _trace(plan, steps, "experimental", metrics, mode, options)
 

@@ -158,7 +158,7 @@ def model_records(model: Any) -> list[ParamRecord]:
         from optbridge_adapters.torch.build import model_records as torch_records
         return torch_records(model)[0]
     if root == "mindspore":
-        from optbridge_adapters.mindspore.build import _records as ms_records  # the adapter's reader (trainable)
+        from optbridge_adapters.mindspore.build import model_records as ms_records  # the adapter's reader (trainable)
         return ms_records(model)[0]
     if root == "megengine":
         from optbridge_adapters.megengine.build import named_parameters

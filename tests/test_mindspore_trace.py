@@ -1,0 +1,124 @@
+"""The trace backends' two paths give the same verdicts: many updates per compiled call (``fast=True``, the
+default) and a training loop one update at a time (``fast=False``).
+
+Both run the same setup (plain SGD of the plan's optimizer family over one float32
+probe per group, gradient 1, probe reset to 0 before each update) and must agree
+exactly: ``data`` (what each group holds before an update) and ``applied["lr"]`` (the
+probe's change, exactly ``float32(lr)``). Experimental lr_schedulers step in the graph
+only for the classes in ``runner.COMPILED_SCHEDULERS``, each checked here to step
+there exactly as from Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+
+from mindspore import Parameter, Tensor, nn  # noqa: E402
+from mindspore.experimental import optim as mopt  # noqa: E402
+
+import optbridge  # noqa: E402
+from optbridge import ir  # noqa: E402
+from optbridge.plan import Group, OptimizerSpec, Plan  # noqa: E402
+from optbridge_adapters.mindspore import tracing  # noqa: E402
+from optbridge_adapters.mindspore.runner import COMPILED_SCHEDULERS  # noqa: E402
+from optbridge_adapters.mindspore.schedulers import native_scheduler  # noqa: E402
+
+N = 24
+MIXED = Plan(optimizers=(
+    OptimizerSpec(type="SGD", name="sgd", options={"lr": 0.1, "momentum": 0.9}, groups=(
+        Group(name="s0"), Group(name="s1", options={"lr": 0.05}, schedule={"lr": ir.OneCycle(total_steps=N)}))),
+    OptimizerSpec(type="AdamW", name="adamw", options={"lr": 1e-3}, groups=(Group(name="w0"),)),
+    OptimizerSpec(type="Adam", name="adam", options={"lr": 2e-3}, groups=(Group(name="a0"),),
+                  clip=None)),
+    schedule={"lr": ir.Sequence(parts=(ir.Linear(start_factor=0.0, steps=5), ir.Cosine(steps=N - 5)),
+                                boundaries=(5,)),
+              "beta1": ir.Cyclic(low=0.85, high=0.95, step_size_up=6)}, total_steps=N)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("backend", ["mindspore-list", "mindspore-cell", "mindspore-experimental"])
+def test_fast_and_loop_paths_agree(backend: str, mode: str) -> None:
+    fast = optbridge.trace(MIXED, N, backend=backend, mode=mode)
+    loop = optbridge.trace(MIXED, N, backend=backend, mode=mode, fast=False)
+    assert fast.groups == loop.groups == ("s0", "s1", "w0", "a0")
+    assert fast.fidelity == loop.fidelity
+    for h in fast.data:
+        np.testing.assert_array_equal(fast[h], loop[h], err_msg=h)
+    np.testing.assert_array_equal(fast.applied["lr"], loop.applied["lr"])
+    ref = optbridge.trace(MIXED, N)
+    np.testing.assert_array_equal(np.isnan(fast["beta1"]), np.isnan(ref["beta1"]))  # SGD groups: not applicable
+
+
+def test_experimental_native_schedulers_both_paths() -> None:
+    nodes = {"cos": ir.Cosine(steps=10), "step_epoch": ir.Exponential(gamma=0.5, every=2, stair=True, unit="epoch"),
+             "restarts": ir.CosineRestarts(period=4, mult=2), "seq": ir.Sequence(
+                 parts=(ir.Linear(start_factor=0.1, steps=4), ir.Cosine(steps=10)), boundaries=(4,))}
+    plan = Plan(optimizers=tuple(OptimizerSpec(type="SGD", name=k, options={"lr": 0.1}, groups=(
+        Group(name=k, schedule={"lr": v}),)) for k, v in nodes.items()), steps_per_epoch=3, total_steps=N)
+    fast = optbridge.trace(plan, N, backend="mindspore-experimental")
+    loop = optbridge.trace(plan, N, backend="mindspore-experimental", fast=False)
+    assert {f.form for f in fast.fidelity} == {"native"}
+    np.testing.assert_array_equal(fast["lr"], loop["lr"])
+    np.testing.assert_array_equal(fast.applied["lr"], loop.applied["lr"])
+
+
+def test_chunks_join_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several compiled calls (chunks of 7 updates) give what one trace from 0 gives: the reference, float32."""
+    monkeypatch.setattr(tracing, "CHUNK", 7)
+    plan = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 1e-3}),),
+                schedule={"lr": ir.CosineRestarts(period=5, mult=2)}, total_steps=40)
+    tr = optbridge.trace(plan, 30, backend="mindspore-list")
+    ref = optbridge.trace(plan, 30)["lr"].astype(np.float32)
+    np.testing.assert_array_equal(tr.applied["lr"], ref)
+    np.testing.assert_array_equal(tr["lr"], ref)
+
+
+def test_many_groups_exact() -> None:
+    """28 groups (the size of the issue's setup): every row exactly float32(ref) in the list form."""
+    groups = tuple(Group(name=f"g{i}", options={"lr": 1e-3 * 0.9 ** i}) for i in range(28))
+    plan = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 1e-3}, groups=groups),),
+                schedule={"lr": ir.Cosine(steps=5000, end=1e-6)}, total_steps=5000)
+    tr = optbridge.trace(plan, 50, backend="mindspore-list")
+    np.testing.assert_array_equal(tr.applied["lr"], optbridge.trace(plan, 50)["lr"].astype(np.float32))
+
+
+SCHEDULERS = {
+    "ConstantLR": ir.Constant(factor=0.5, steps=3), "LinearLR": ir.Linear(start_factor=0.1, steps=5),
+    "StepLR": ir.Exponential(gamma=0.5, every=2, stair=True), "ExponentialLR": ir.Exponential(gamma=0.9),
+    "MultiStepLR": ir.MultiStep(milestones=(2, 4)), "PolynomialLR": ir.Polynomial(steps=8, power=2.0),
+    "CosineAnnealingLR": ir.Cosine(steps=5), "CyclicLR": ir.Cyclic(high=0.5, step_size_up=3)}
+
+
+@pytest.mark.parametrize("name", COMPILED_SCHEDULERS)
+def test_compiled_scheduler_steps_as_in_python(name: str) -> None:
+    """Each class the fast path steps inside the graph gives, step by step, what stepping it from Python gives."""
+    make, desc = native_scheduler(SCHEDULERS[name], unit="iter", bases=[0.1], horizon=10)
+    assert desc.startswith(name)
+
+    def lrs(compiled: bool) -> list[float]:
+        p = Parameter(Tensor(np.zeros(1, np.float32)), name=f"p_{name}_{compiled}")
+        opt = mopt.SGD([p], lr=0.1)
+        sched = make(opt)
+        lr = opt.param_groups[0]["lr"]
+
+        class Step(nn.Cell):
+            def __init__(self) -> None:
+                super().__init__()
+                self.s = sched
+
+            @ms.jit
+            def construct(self):
+                self.s.step()
+                return 0
+
+        step = Step() if compiled else sched.step
+        out = []
+        for _ in range(8):
+            step()
+            out.append(float(lr.asnumpy()))
+        return out
+
+    assert lrs(True) == lrs(False)
