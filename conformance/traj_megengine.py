@@ -73,9 +73,9 @@ def run_here(plan: Any, steps: int, init: Mapping[str, np.ndarray], grads: np.nd
 
 def trajectory(plan: Any, steps: int, init: Mapping[str, np.ndarray], grads: np.ndarray, *,
                metrics: Sequence[float] | None = None) -> np.ndarray:
-    """The ``megengine`` trajectory: here when megengine is importable, else in the MegEngine interpreter."""
-    from optbridge_adapters.megengine.backend import megengine_importable, megengine_python
-    if megengine_importable():
+    """The ``megengine`` trajectory: in this process when MegEngine runs here (``runs_here``), else in its worker."""
+    from optbridge_adapters.megengine.backend import megengine_python, runs_here
+    if runs_here():
         return run_here(plan, steps, init, grads, metrics)
     from optbridge.serialize import to_dict
     from optbridge_adapters.worker import decode_array, decode_error, encode_array

@@ -770,8 +770,10 @@ class _Evaluator:
         x, y = _f(a), _f(b)
         # numpy >= 2 turns a constant exponent of 2, 0.5 or -1 into x*x, sqrt(x) or 1/x, which
         # differ from libm's pow (Python's) by an ulp, or at -0.0 and -inf: give it no constant.
-        if np.ndim(x) == 0 and np.ndim(y) == 0:
-            result = np.power(np.full(1, x), np.full(1, y))[0]
+        if np.ndim(x) == 0 and np.ndim(y) == 0:  # a constant: libm's pow, as Python computes it
+            result = _scalar_libm(math.pow, x, y)
+            if result is None:
+                result = np.power(np.full(1, x), np.full(1, y))[0]
         elif np.ndim(y) == 0:
             result = np.power(x, np.full(x.shape, y))
         else:
@@ -904,7 +906,9 @@ class _Evaluator:
     def math1(self, name: str, v: _Array, ctx: _Ctx) -> _Array:
         """A one-argument :mod:`math` function with CPython's error rules."""
         x = _f(_num(v))
-        r = _UNARY_MATH[name](x)
+        r = _scalar_libm(getattr(math, name), x)  # a constant: libm's value, as Python computes it
+        if r is None:
+            r = _UNARY_MATH[name](x)
         nan = np.isnan(r)
         if np.any(nan):
             self.fail(f"math domain error in {name}()", nan & ~np.isnan(x), ctx)
@@ -929,6 +933,22 @@ class _Evaluator:
 
 
 _EXACT_POW_LIMIT = 100_000
+
+
+def _scalar_libm(fn: Callable[..., float], *args: Any) -> Any:
+    """``fn(*args)`` through :mod:`math` (the C library, as Python computes it) for 0-d operands.
+
+    numpy's SIMD (SVML) kernels on AVX-512 CPUs may differ from libm by an ulp; a constant
+    subexpression (``pi ** -1``, ``cos(1)``) then takes libm's value, exactly Python's on every
+    CPU. Returns None for arrays and where :mod:`math` raises (numpy's inf/nan then go to the
+    caller's error rules).
+    """
+    if any(np.ndim(a) for a in args):
+        return None
+    try:
+        return np.float64(fn(*(float(a) for a in args)))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _exact_int_pow(base: int, exponent: int) -> float:

@@ -74,6 +74,36 @@ def check_real(path: str, v: object, *, finite: bool = True) -> float:
     return f
 
 
+#: Ranges of optimizer hyperparameters: kind -> (low, high, high excluded).
+HYPER_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "real": (None, None, False), "nonneg": (0.0, None, False), "unit": (0.0, 1.0, False), "beta": (0.0, 1.0, True)}
+
+
+def check_hyper(path: str, v: object, kind: str = "real") -> float:
+    """Return an optimizer hyperparameter as a finite float in its range, or raise ConfigError naming ``path``.
+
+    ``kind`` is a key of :data:`HYPER_RANGES`: ``real`` (any finite number), ``nonneg``
+    (``>= 0``: lr, weight decay, eps), ``unit`` (``[0, 1]``: momentum, dampening) or
+    ``beta`` (``[0, 1)``: an Adam beta, whose bias correction ``1 - beta**t`` is 0 at 1).
+    The torch-exact optimizers of every backend check their groups with it.
+    """
+    if type(v) is float and v - v == 0.0:  # the common case, checked every update: a finite Python float
+        f = v
+    else:
+        if not _is_real(v):
+            raise ConfigError(path, "must be a real number", v)
+        f = float(v)  # type: ignore[arg-type]
+        if not math.isfinite(f):
+            raise ConfigError(path, "must be finite", v)
+    low, high, open_high = HYPER_RANGES[kind]
+    if high is None:
+        if low is not None and f < low:
+            raise ConfigError(path, f"must be >= {low:g}", v)
+    elif not ((low is None or low <= f) and (f < high if open_high else f <= high)):
+        raise ConfigError(path, f"must be in [{low:g}, {high:g}{')' if open_high else ']'}", v)
+    return f
+
+
 #: Largest step count, boundary or period accepted (2**53: every count is exact in float64).
 MAX_INT = 2**53
 

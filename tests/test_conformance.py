@@ -587,8 +587,8 @@ def test_the_conformance_package_has_no_import_cycles() -> None:
 def test_a_missing_megengine_interpreter_is_unavailable_with_the_setup_command(monkeypatch) -> None:
     """Without the worker interpreter MegEngine is unavailable (reason + set-up command) and the suite skips it."""
     from optbridge_adapters.megengine import backend as mge_backend
-    if mge_backend.megengine_importable():
-        pytest.skip("megengine is importable in this interpreter: no worker interpreter is needed")
+    if mge_backend.runs_here():
+        pytest.skip("megengine runs in this process: no worker interpreter is needed")
     monkeypatch.setenv("OPTBRIDGE_MGE_PYTHON", "/nonexistent/python3.10")
     info = probe_backend("megengine")
     assert not info.available
@@ -825,9 +825,9 @@ def test_the_megengine_trajectory_server_keeps_errors_and_one_process() -> None:
     """Through the MegEngine interpreter: an UnsupportedError comes back as itself; one server serves every call."""
     if not probe_backend("megengine").available:
         pytest.skip("megengine: " + probe_backend("megengine").message)
-    from optbridge_adapters.megengine.backend import megengine_importable
-    if megengine_importable():
-        pytest.skip("megengine runs in this interpreter: no server")
+    from optbridge_adapters.megengine.backend import runs_here
+    if runs_here():
+        pytest.skip("megengine runs in this process: no server")
     from optbridge.errors import UnsupportedError
     from optbridge_conformance import traj_megengine
     from optbridge_conformance import trajectory as T

@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbridge.tracing import Trace
 
 __all__ = ["to_megengine", "from_megengine", "trace_megengine", "megengine_python", "megengine_importable",
-           "availability", "BACKEND", "SETUP_HINT"]
+           "availability", "runs_here", "BACKEND", "SETUP_HINT"]
 
 BACKEND = "megengine"
 
@@ -62,6 +63,13 @@ def megengine_importable() -> bool:
         return importlib.util.find_spec("megengine") is not None
     except (ImportError, ValueError):  # pragma: no cover - broken meta path entries
         return False
+
+
+def runs_here() -> bool:
+    """Whether MegEngine work runs in this process: megengine is already imported (a MegEngine
+    script) or this is the worker. Otherwise it goes to the worker even when megengine is
+    importable, since ``import megengine`` switches the CPU to flush-to-zero process-wide."""
+    return ("megengine" in sys.modules or os.environ.get(WORKER_ENV) == "1") and megengine_importable()
 
 
 def repo_root() -> Path | None:
@@ -116,10 +124,10 @@ def _require_megengine(what: str, module: str) -> Any:
 def availability() -> str | None:
     """None when the MegEngine backend can run from this interpreter, else why not (with the set-up command).
 
-    It can run when ``megengine`` is importable here, or when the MegEngine
-    interpreter (:func:`megengine_python`) exists. Nothing is imported or started.
+    It can run when it runs in this process (:func:`runs_here`), or when the
+    MegEngine interpreter (:func:`megengine_python`) exists. Nothing is imported or started.
     """
-    if megengine_importable():
+    if runs_here():
         return None
     try:
         megengine_python()
@@ -155,8 +163,11 @@ def from_megengine(optimizer: Any, scheduler: Any = None, *, model: Any = None, 
 def trace_megengine(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **options: Any) -> Trace:
     """The MegEngine trace of ``plan`` (the backend contract in docs/adapters.md).
 
-    In-process when megengine is importable; otherwise through the persistent worker
-    under the MegEngine interpreter.
+    In-process when this process has already imported megengine (a MegEngine script,
+    the worker itself); otherwise through the persistent worker under the MegEngine
+    interpreter, even when megengine is importable here: ``import megengine`` switches
+    the CPU to flush-to-zero for the whole process (subnormals become 0.0), which
+    must not happen behind a caller's back.
 
     Options:
         python: Run the worker under this interpreter (forces the worker).
@@ -168,10 +179,9 @@ def trace_megengine(plan: Plan, steps: int, *, metrics: Sequence[float] | None =
     python = options.pop("python", None)
     use_worker = bool(options.pop("worker", False)) or python is not None
     timeout = options.pop("timeout", None)
-    if not use_worker and megengine_importable():
+    if not use_worker and runs_here():
         return _require_megengine("trace", "tracing").trace(plan, steps, metrics=metrics, **options)
     if python is None and os.environ.get(WORKER_ENV) == "1":
-        import sys
         raise BackendUnavailable(
             f"backend 'megengine': megengine is not importable by the worker's interpreter {sys.executable}; "
             f"{SETUP_HINT}")

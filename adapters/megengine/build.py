@@ -46,7 +46,7 @@ from megengine.optimizer import MultiStepLR
 from optbridge import ir
 from optbridge.errors import ConfigError, UnsupportedError
 from optbridge.params import ParamRecord, effective_options, resolve
-from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan
+from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, check_group_features
 from optbridge.report import Fidelity
 from optbridge.slots import Slot, slots
 from optbridge.source import CHUNK, ValueSource
@@ -489,6 +489,7 @@ def build(plan: Plan, bind: Mapping[str, Sequence[Any]], *, metrics: Sequence[fl
         The built optimizers (in plan order) and the fidelity notes.
     """
     optimizer = ir.check_choice("optimizer", optimizer, OPTIMIZER_CHOICES)
+    check_group_features(plan, BACKEND, ("lr_dtype", "empty"))  # a group joining mid-run (start_step) is refused
     fid: list[Fidelity] = []
     all_slots = slots(plan)
     built: list[Built] = []

@@ -19,7 +19,6 @@ train flags are restored bit for bit (``Tensor._reset`` keeps each tensor object
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 

@@ -51,6 +51,7 @@ from megengine.core._imperative_rt.core2 import apply, get_auto_format_convert, 
 from megengine.core.ops import builtin
 from megengine.core.tensor.utils import set_convert_inputs
 
+from optbridge import ir
 from optbridge.errors import ConfigError
 
 # The measured native-vs-exact table is framework-free data (optbridge.lint reads it without MegEngine).
@@ -103,25 +104,11 @@ def _real(value: Any, path: str) -> float:
     return x
 
 
-def _nonneg(value: Any, path: str) -> float:
-    x = _real(value, path)
-    if x < 0.0:
-        raise ConfigError(path, "must be >= 0", value)
-    return x
+def _ranged(kind: str) -> Any:
+    return lambda value, path: ir.check_hyper(path, _real(value, path), kind)  # the core's ranges
 
 
-def _unit(value: Any, path: str) -> float:
-    x = _real(value, path)
-    if not 0.0 <= x <= 1.0:
-        raise ConfigError(path, "must be in [0, 1]", value)
-    return x
-
-
-def _beta(value: Any, path: str) -> float:
-    x = _real(value, path)
-    if not 0.0 <= x < 1.0:
-        raise ConfigError(path, "must be in [0, 1)", value)
-    return x
+_nonneg, _unit, _beta = (_ranged(kind) for kind in ("nonneg", "unit", "beta"))
 
 
 def _betas(value: Any, path: str) -> tuple[float, float]:

@@ -42,9 +42,10 @@ def from_lightning(returned: Any, *, model: Any = None, steps_per_epoch: int | N
     Raises:
         ConfigError: a format Lightning rejects (its message), several optimizers, or ``frequency > 1``.
     """
-    import optbridge
-    from lightning.pytorch.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt
+
+    import optbridge
 
     try:
         optimizers, schedulers, monitor = _configure_optimizers(returned)
