@@ -1,23 +1,17 @@
 """The MegEngine 1.13 backend: plans to real MegEngine optimizers and drivers, and back.
 
-Modules (the same skeleton as every adapter package):
+Modules (the same skeleton as every adapter package), one line each:
 
-* :mod:`.backend` -- the entry points ``to_megengine``, ``from_megengine`` and the
-  ``"megengine"`` trace backend, usable from any interpreter (in-process where
-  ``megengine`` imports, through the persistent worker elsewhere), the MegEngine
-  interpreter's location and :func:`~.backend.availability`; imports no MegEngine.
-* :mod:`.build` -- :func:`to_megengine`: optimizers (MegEngine's own or optbridge's
-  torch-exact ones), one scheduler per optimizer, :class:`MegEngineSetup`,
-  ``MultipleOptimizer`` / ``MultipleScheduler``.
-* :mod:`.driver` -- :class:`PlanScheduler` (the reference's values through
-  ``optbridge.source.ValueSource``) and the guard on each optimizer's ``step``.
-* :mod:`.read` -- :func:`from_megengine`.
-* :mod:`.tracing` -- the trace backend, in-process.
-* :mod:`.optimizers` -- torch-exact optimizers in MegEngine ops, and the measured
-  native-vs-torch table.
-* :mod:`.patches` -- repairs of MegEngine bugs (LAMB's constructor, SGD's
-  ``load_state_dict``, the momentum buffer created only at construction).
-* :mod:`.lrfind` -- the lr range test runner.
+* :mod:`.backend` -- the entry points ``to_megengine``, ``from_megengine``, ``trace``, in-process or via the worker.
+* :mod:`.build` -- :func:`to_megengine` and the :class:`MegEngineSetup` it returns.
+* :mod:`.driver` -- :class:`PlanScheduler` and the guard on each optimizer's ``step``.
+* :mod:`.read` -- :func:`from_megengine`: live MegEngine objects to a plan.
+* :mod:`.tracing` -- the ``"megengine"`` trace backend, in this interpreter.
+* :mod:`.optimizers` -- torch-exact optimizers written in MegEngine ops.
+* :mod:`.native` -- native MegEngine optimizers against torch, as measured (pure data, no framework import).
+* :mod:`.patches` -- work-arounds for MegEngine bugs that reach users of the native optimizers.
+* :mod:`.state` -- MegEngine optimizer state to and from optbridge's neutral form (:mod:`optbridge.state`).
+* :mod:`.lrfind` -- the MegEngine runner of the lr range test (:func:`optbridge.lrfind.lr_find`).
 
 Importing this package imports no framework: MegEngine loads on first use of a
 name that needs it. See docs/megengine.md.

@@ -1,20 +1,19 @@
 """The PyTorch backend: plans to real torch optimizers and schedulers, and live torch setups to plans.
 
-Modules (the same skeleton as every adapter package):
+Modules (the same skeleton as every adapter package), one line each:
 
-* :mod:`.build` -- :func:`to_torch`: torch optimizers with the plan's param groups
-  (each keeps its ``name``) and one scheduler object that drives every scheduled
-  hyperparameter, with torch's own scheduler classes wherever one is exact
-  (:mod:`.forms` decides) and a ``PlanScheduler`` (the reference evaluator's values,
-  written per step) elsewhere; every choice is reported as a
-  :class:`optbridge.report.Fidelity`.
-* :mod:`.drivers` -- the PlanScheduler (values from :class:`optbridge.source.ValueSource`),
-  the SetupScheduler and the update guard (optimizer step pre-hooks).
-* :mod:`.read` -- :func:`from_torch`: the plan of a live optimizer and its schedulers
-  (:mod:`.schedulers` reads schedulers, :mod:`.groups` param groups).
+* :mod:`.build` -- :func:`to_torch`: torch optimizers with the plan's groups, one scheduler object, fidelity notes.
+* :mod:`.forms` -- which torch scheduler class expresses a node exactly, and building it.
+* :mod:`.drivers` -- the PlanScheduler, the SetupScheduler and the update guard (optimizer step pre-hooks).
+* :mod:`.read` -- :func:`from_torch`: live torch objects to a plan (modelled or replayed).
+* :mod:`.schedulers` -- live torch schedulers read: their torch-dialect documents, step counts and kind.
+* :mod:`.groups` -- a live optimizer's param groups read as plan groups (for :func:`from_torch` and :func:`record`).
+* :mod:`.checks` -- what :func:`from_torch` checks and warns about once a plan is built.
 * :mod:`.recorder` -- :func:`record`: a hand-driven loop run without training, as a plan.
+* :mod:`.lightning` -- ``from_lightning``: what a LightningModule's ``configure_optimizers()`` returned.
+* :mod:`.state` -- torch optimizer state to and from optbridge's neutral form (:mod:`optbridge.state`).
+* :mod:`.lrfind` -- the torch runner of the lr range test (:func:`optbridge.lrfind.lr_find`).
 * :mod:`.tracing` -- the ``"torch"`` trace backend (``optbridge.trace(plan, n, backend="torch")``).
-* :mod:`.forms` -- which torch scheduler class expresses a node exactly.
 * :mod:`.lambdas` -- :class:`Lambda`, a portable ``lr_lambda`` for LambdaLR / MultiplicativeLR.
 
 Importing this package imports no framework: torch loads on first use of a name.

@@ -1,10 +1,20 @@
 """The ``optbridge`` command line.
 
 Entry point :func:`main` (``optbridge`` console script, ``python -m optbridge``).
-One module per command (:mod:`.validate`, :mod:`.trace`, :mod:`.plot`,
-:mod:`.demo`, :mod:`.conform`, :mod:`.convert`, and ``lr-find`` in
-:mod:`optbridge.lrfind_cli`), each with ``add_parser(subparsers)`` and its
-``cmd_*`` function; shared pieces in :mod:`._common`. Every bad input ends with
+One module per command, each with ``add_parser(subparsers)`` and its ``cmd_*``
+function:
+
+* ``validate`` (:mod:`.validate`): check configs in any dialect and describe them;
+* ``trace`` (:mod:`.trace`): per-step values of every scheduled hyperparameter;
+* ``plot`` (:mod:`.plot`): the schedules as a PNG, several backends overlaid;
+* ``demo`` (:mod:`.demo`): a bundled PyTorch setup carried to every framework;
+* ``conform`` (:mod:`.conform`): the conformance suite on every backend;
+* ``convert`` (:mod:`.convert`): MindSpore lr lists (alias of ``port --to mindspore --form list``);
+* ``port`` (:mod:`.port`): a config as a runnable module for torch, MindSpore or MegEngine;
+* ``lr-find`` (:mod:`optbridge.lrfind_cli`): the lr range test on a bundled example.
+
+Shared pieces in :mod:`._common`; long traces streamed to CSV, JSON or ``.npy``
+by :mod:`._export`, with :mod:`._numtext` formatting numbers in bulk. Every bad input ends with
 exactly one line ``optbridge: error: <message>`` on stderr and exit status 2,
 never a traceback. Importing this package is cheap: numpy, yaml and matplotlib
 load inside the commands that need them.
@@ -18,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..dialects import DIALECTS
 from ..errors import OptbridgeError
 from . import conform, convert, demo, plot, port, trace, validate
 from ._common import (
@@ -35,7 +46,12 @@ from .validate import describe_node, describe_plan
 __all__ = ["main", "build_parser", "CLIError", "table_rows", "format_table", "phase_marks", "describe_plan",
            "describe_node"]
 
-_MAIN_EPILOG = """\
+
+def _main_epilog() -> str:
+    """The top-level help's epilog; the dialects come from the loader's table (:data:`optbridge.dialects.DIALECTS`)."""
+    others = [name for name in DIALECTS if name != "optbridge"]
+    named = ", ".join(others[:-1]) + " or " + others[-1] if len(others) > 1 else "".join(others)
+    return f"""\
 examples:
   optbridge demo                                   # a PyTorch setup on every backend: table, CSV, overlay PNG
   optbridge validate configs/*.yaml                # check configs in any dialect
@@ -43,8 +59,9 @@ examples:
   optbridge trace plan.yaml --format csv --out lr.csv
   optbridge plot plan.yaml --out plan.png --log
 
-Configs may be written in the canonical IR (optbridge: 1), the torch dialect
-(dialect: torch) or the MindSpore dialect (dialect: mindspore); JSON, YAML or TOML.
+Configs may be written in the canonical IR (optbridge: 1) or in a framework's or
+library's dialect (dialect: {named}); without a dialect: key,
+the dialect is told from the document's keys. JSON, YAML or TOML.
 Every error is one line "optbridge: error: ..." on stderr with exit status 2.
 """
 
@@ -52,7 +69,7 @@ Every error is one line "optbridge: error: ..." on stderr with exit status 2.
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation tools and tests)."""
     parser = _Parser(
-        prog=PROG, formatter_class=_Formatter, epilog=_MAIN_EPILOG,
+        prog=PROG, formatter_class=_Formatter, epilog=_main_epilog(),
         description="Translate and inspect optimizer / LR-schedule setups for PyTorch, MindSpore and MegEngine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True,
