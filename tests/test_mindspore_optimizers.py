@@ -330,6 +330,15 @@ def test_adam_eps_hat_effect_with_tiny_gradients() -> None:
     assert np.abs(got - np.array(hat)).max() < 1e-5
 
 
+def _run(setup, net) -> np.ndarray:
+    """The one-parameter net's weight after each update of GRADS (setup.step() after each)."""
+    got = []
+    for g in GRADS:
+        setup.optimizer(ms.mutable((Tensor(g),)))
+        setup.step()
+        got.append(net.w.asnumpy().copy())
+    return np.array(got)
+
 @pytest.mark.parametrize("kind,options,form,optimizer", [
     ("SGD", dict(lr=0.1, momentum=0.9), "list", "native"), ("SGD", dict(lr=0.1, momentum=0.9), "cell", "native"),
     ("SGD", dict(lr=0.1, momentum=0.9), "experimental", "auto"), ("SGD", dict(lr=0.1, momentum=0.9), "list", "auto"),
@@ -358,11 +367,7 @@ def test_weight_decay_schedules_match_torch(kind: str, options: dict, form: str,
     assert {f.hyper: f.form for f in setup.fidelity}["weight_decay"] in ("table", "generated", "native")
     if optimizer == "auto" and kind != "AdamW":
         assert setup.choices["optimizer"].family == "exact"
-    got = []
-    for g in GRADS:
-        setup.optimizer(ms.mutable((Tensor(g),)))
-        setup.step()
-        got.append(net.w.asnumpy().copy())
+    got = _run(setup, net)
     tol = 2e-5 if kind in ("SGD", "RMSprop") else 2e-6
     assert np.abs(np.array(got) - np.array(ref)).max() <= tol
 
@@ -410,11 +415,7 @@ def test_scheduled_momentum_and_betas_match_torch(form: str, kind: str, hyper: s
     net = One(P0)
     setup = optbridge.to_mindspore(plan, net, form=form)
     assert setup.choices["optimizer"].family == "exact"
-    got = []
-    for g in GRADS:
-        setup.optimizer(ms.mutable((Tensor(g),)))
-        setup.step()
-        got.append(net.w.asnumpy().copy())
+    got = _run(setup, net)
     tol = 2e-5 if kind == "SGD" else 2e-6
     assert np.abs(np.array(got) - want).max() <= tol
 
@@ -434,11 +435,7 @@ def test_gradient_clipping_matches_torch(form: str, kind: str, clip: tuple[str, 
     net = One(P0)
     setup = optbridge.to_mindspore(plan, net, form=form)
     assert "clip" in setup.report
-    got = []
-    for g in GRADS:
-        setup.optimizer(ms.mutable((Tensor(g),)))
-        setup.step()
-        got.append(net.w.asnumpy().copy())
+    got = _run(setup, net)
     tol = 2e-5 if kind == "SGD" else 2e-6
     assert np.abs(np.array(got) - want).max() <= tol
     unclipped = _torch_driven(kind, options, {"lr": lr}, GRADS)

@@ -189,13 +189,20 @@ def _rename(sched: Any, prefix: str) -> None:
 _EXPERIMENTAL_DRIVABLE = {"SGD": ("momentum",), "Adam": ("weight_decay",), "AdamW": ("weight_decay",)}
 
 
+def _torch_like_groups(parts: Parts, choice: Choice, groups: list[Group], items: Sequence[Slot],
+                       params: Mapping[str, list[Any]]) -> tuple[dict[str, dict[str, Slot]], str, list[dict[str, Any]],
+                                                                 list[dict[str, Any]]]:
+    """Slots by group, the optimizer kind (plain SGD when tracing), torch-like group dicts and their options."""
+    by = _by_group(items)
+    kind = "SGD" if parts.plain else choice.kind
+    dicts = [{"params": list(params.get(g.name, [])), "lr": float(by[g.name]["lr"].base)} for g in groups]
+    return by, kind, dicts, [{} if parts.plain else group_options(parts.plan, g) for g in groups]
+
+
 def _build_experimental(parts: Parts, choice: Choice, groups: list[Group], items: Sequence[Slot],
                         params: Mapping[str, list[Any]], index: int) -> Any:
     plan, spec = parts.plan, choice.spec
-    by = _by_group(items)
-    kind = "SGD" if parts.plain else choice.kind
-    opts = [{} if parts.plain else group_options(plan, g) for g in groups]
-    dicts = [{"params": list(params.get(g.name, [])), "lr": float(by[g.name]["lr"].base)} for g in groups]
+    by, kind, dicts, opts = _torch_like_groups(parts, choice, groups, items, params)
     opt = experimental_optimizer(kind, dicts, opts)
     for i, grp in enumerate(opt.param_groups):  # unique across optimizers (one driver assigns them all)
         grp["lr"].name = f"{spec.name}.learning_rate_group_{i}"
@@ -249,11 +256,8 @@ def _build_experimental(parts: Parts, choice: Choice, groups: list[Group], items
 
 def _build_exact(parts: Parts, choice: Choice, groups: list[Group], items: Sequence[Slot],
                  params: Mapping[str, list[Any]], index: int) -> Any:
-    plan, spec = parts.plan, choice.spec
-    by = _by_group(items)
-    kind = "SGD" if parts.plain else choice.kind
-    opts = [{} if parts.plain else group_options(plan, g) for g in groups]
-    dicts = [{"params": list(params.get(g.name, [])), "lr": float(by[g.name]["lr"].base)} for g in groups]
+    spec = choice.spec
+    by, kind, dicts, opts = _torch_like_groups(parts, choice, groups, items, params)
     scheduled = {"lr"} if parts.plain else {s.hyper for s in items if s.node is not None}
     opt = exact_optimizer(kind, dicts, opts, scheduled, prefix=f"optbridge.{spec.name}")
     for i, g in enumerate(groups):
