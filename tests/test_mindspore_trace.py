@@ -1,5 +1,5 @@
-"""The trace backends' two paths give the same verdicts: many updates per compiled call (``fast=True``, the
-default) and a training loop one update at a time (``fast=False``).
+"""The trace backends' two paths give the same verdicts: many updates per compiled call (``fast=True``) and a
+training loop one update at a time (``fast=False``); the default (``fast=None``) picks the cheaper.
 
 Both run the same setup (plain SGD of the plan's optimizer family over one float32
 probe per group, gradient 1, probe reset to 0 before each update) and must agree
@@ -41,7 +41,7 @@ MIXED = Plan(optimizers=(
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("backend", ["mindspore-list", "mindspore-cell", "mindspore-experimental"])
 def test_fast_and_loop_paths_agree(backend: str, mode: str) -> None:
-    fast = optbridge.trace(MIXED, N, backend=backend, mode=mode)
+    fast = optbridge.trace(MIXED, N, backend=backend, mode=mode, fast=True)
     loop = optbridge.trace(MIXED, N, backend=backend, mode=mode, fast=False)
     assert fast.groups == loop.groups == ("s0", "s1", "w0", "a0")
     assert fast.fidelity == loop.fidelity
@@ -58,7 +58,7 @@ def test_experimental_native_schedulers_both_paths() -> None:
                  parts=(ir.Linear(start_factor=0.1, steps=4), ir.Cosine(steps=10)), boundaries=(4,))}
     plan = Plan(optimizers=tuple(OptimizerSpec(type="SGD", name=k, options={"lr": 0.1}, groups=(
         Group(name=k, schedule={"lr": v}),)) for k, v in nodes.items()), steps_per_epoch=3, total_steps=N)
-    fast = optbridge.trace(plan, N, backend="mindspore-experimental")
+    fast = optbridge.trace(plan, N, backend="mindspore-experimental", fast=True)
     loop = optbridge.trace(plan, N, backend="mindspore-experimental", fast=False)
     assert {f.form for f in fast.fidelity} == {"native"}
     np.testing.assert_array_equal(fast["lr"], loop["lr"])

@@ -182,6 +182,26 @@ def test_torch_applied_lr_is_the_parameter_change_of_plain_sgd(tmp_path: Path) -
                 assert np.all(params[n].detach().numpy() == -np.float32(ref[i, k])), (k, n)
 
 
+def test_mindspores_adamweightdecay_ports_to_torch_as_optbridges_class(tmp_path: Path) -> None:
+    """torch has no AdamWeightDecay: the port builds optbridge's class of its update, driven by the tables."""
+    from optbridge_adapters.torch.optimizers import AdamWeightDecay
+    cfg = write(tmp_path, "optbridge: 1\noptimizer: {type: AdamWeightDecay, lr: 0.001, weight_decay: 0.01}\n"
+                          f"groups: [{{name: all, params: ['*']}}]\ntotal_steps: {STEPS}\n"
+                          f"schedule: {{lr: {{kind: cosine, steps: {STEPS}}}}}\n")
+    res = port(cfg, "torch", out=tmp_path / "out")
+    mod = load_module(res.module)
+    model = TNet()
+    setup = mod.build(model)
+    assert type(setup.optimizer) is AdamWeightDecay
+    ref = reference(cfg)
+    x, y = torch.randn(4, 3, 6, 6), torch.randint(0, 10, (4,))
+    for k in range(STEPS):
+        assert setup.optimizer.param_groups[0]["lr"] == ref[0, k], k
+        mod.train(model, [(x, y)], tnn.functional.cross_entropy, setup)
+    with pytest.raises(UnsupportedError, match="AdamWeightDecay"):
+        port(cfg, "torch", out=tmp_path / "native", optimizer="native")
+
+
 def core_message(plan: Plan, k: int, **kw: Any) -> str:
     """The core's PastHorizon message for update k (what every generated form must say)."""
     src = ValueSource(slots(plan), unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,

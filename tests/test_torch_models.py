@@ -281,12 +281,20 @@ def test_from_torch_writes_torch_defaults_explicitly() -> None:
         "lr": 0.01, "weight_decay": 0.1}
 
 
-@pytest.mark.parametrize("otype", ["LAMB", "Lion", "AdamWeightDecay"])
+@pytest.mark.parametrize("otype", ["LAMB", "Lion"])
 def test_optimizers_torch_lacks_are_unsupported_with_the_reason(otype: str) -> None:
     plan = Plan(optimizers=(OptimizerSpec(type=otype),))
     with pytest.raises(optbridge.UnsupportedError, match=r"optimizer.type: cannot run on backend 'torch': .*"
-                       + {"LAMB": "no LAMB", "Lion": "no Lion", "AdamWeightDecay": "no bias correction"}[otype]):
+                       + {"LAMB": "no LAMB", "Lion": "no Lion"}[otype]):
         tb.to_torch(plan, Net())
+
+
+def test_mindspores_adamweightdecay_builds_optbridges_torch_class() -> None:
+    from optbridge_adapters.torch.optimizers import AdamWeightDecay
+    setup = tb.to_torch(Plan(optimizers=(OptimizerSpec(type="AdamWeightDecay", options={"weight_decay": 0.01}),)),
+                        Net())
+    (opt,) = setup.optimizers.values()
+    assert type(opt) is AdamWeightDecay and opt.defaults["eps"] == 1e-6 and opt.param_groups[0]["weight_decay"] == 0.01
 
 
 # --------------------------------------------------------------------------- fidelity and forms

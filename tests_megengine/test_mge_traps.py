@@ -166,12 +166,18 @@ def test_what_megengine_lacks_runs_on_the_exact_class(type_, options, exact_cls,
     assert type(exact_setup.optimizer) is exact_cls
 
 
-@pytest.mark.parametrize("type_", ["Lion", "AdamWeightDecay"])
-@pytest.mark.parametrize("mode", ["auto", "native", "exact"])
+@pytest.mark.parametrize("type_, mode", [("Lion", "auto"), ("Lion", "native"), ("Lion", "exact"),
+                                          ("AdamWeightDecay", "native")])
 def test_optimizers_nobody_has_are_clear_errors(type_, mode) -> None:
     with pytest.raises(UnsupportedError, match=f"no {type_} optimizer") as e:
         to_megengine(plan_of(type_), {"w": P()}, optimizer=mode)
     assert e.value.node == "optimizer.type" and e.value.backend == "megengine"
+
+
+@pytest.mark.parametrize("mode", ["auto", "exact"])
+def test_mindspores_adamweightdecay_runs_on_optbridges_class(mode) -> None:
+    setup = to_megengine(plan_of("AdamWeightDecay"), {"w": P()}, optimizer=mode)
+    assert type(setup.optimizer) is mb.exact.AdamWeightDecay
 
 
 def test_native_where_megengine_computes_torchs_update() -> None:

@@ -46,7 +46,7 @@ from megengine.optimizer import MultiStepLR
 from optbridge import ir
 from optbridge.errors import ConfigError, UnsupportedError
 from optbridge.params import ParamRecord, effective_options, resolve
-from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, check_group_features
+from optbridge.plan import OPTIMIZER_DEFAULTS, Group, OptimizerSpec, Plan, check_group_features, group_feature
 from optbridge.report import Fidelity
 from optbridge.slots import Slot, slots
 from optbridge.source import CHUNK, ValueSource
@@ -190,9 +190,10 @@ class MegEngineSetup:
     fidelity: tuple[Fidelity, ...]
     groups: Mapping[str, tuple[int, int]]
     clips: tuple[tuple[str, tuple[Any, ...], Any], ...] = field(default=(), repr=False)
+    pending: Mapping[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def param_group(self, name: str) -> dict[str, Any]:
-        """The MegEngine param group dict of plan group ``name``.
+        """The MegEngine param group dict of plan group ``name`` (a group that joins mid-run: the dict it joins with).
 
         Raises:
             ConfigError: no trained group has that name.
@@ -200,7 +201,8 @@ class MegEngineSetup:
         if name not in self.groups:
             raise ConfigError("group", "must name a trained group (" + ", ".join(self.groups) + ")", name)
         oi, gi = self.groups[name]
-        group: dict[str, Any] = self.optimizers[oi].param_groups[gi]
+        groups = self.optimizers[oi].param_groups
+        group: dict[str, Any] = groups[gi] if gi < len(groups) else self.pending[name]
         return group
 
     def clip_gradients(self) -> dict[str, float]:
@@ -219,8 +221,9 @@ class MegEngineSetup:
             Group (or optimizer) name -> total gradient norm before clipping, for ``max_norm`` clips.
         """
         norms: dict[str, float] = {}
-        for name, params, clip in self.clips:
-            with_grad = [p for p in params if p.grad is not None]
+        trained = {id(p) for o in self.optimizers for g in o.param_groups for p in g["params"]}
+        for name, params, clip in self.clips:  # a group that joins later has nothing to clip yet
+            with_grad = [p for p in params if p.grad is not None and id(p) in trained]
             if not with_grad:
                 continue
             if clip.max_norm is not None:
@@ -314,6 +317,13 @@ def choose(plan: Plan, spec: OptimizerSpec, path: str, groups: Sequence[Group], 
         cls, keys = NATIVE_CLASSES["LAMB"]
         return Choice(cls, False, keys, "native", "megengine.optimizer.LAMB (constructor repaired): torch has no "
                       "LAMB, so the plan's LAMB is MegEngine's (bias_correction=True, always_adapt=False)")
+    if spec.type == "AdamWeightDecay":
+        if mode == "native":
+            raise UnsupportedError(f"{path}.type", BACKEND, "MegEngine 1.13 has no AdamWeightDecay optimizer "
+                                   "(optimizer='auto' runs optbridge's class of MindSpore's update)")
+        return Choice(exact.AdamWeightDecay, True, ("betas", "eps", "weight_decay"), "generated",
+                      "optbridge_adapters.megengine.optimizers.AdamWeightDecay: MindSpore's nn.AdamWeightDecay update "
+                      "(no bias correction) in MegEngine ops; MegEngine has no such optimizer")
     if spec.type not in exact.OPTIMIZERS:
         raise UnsupportedError(f"{path}.type", BACKEND, f"MegEngine 1.13 has no {spec.type} optimizer and optbridge "
                                f"has no torch-exact MegEngine class for it (MegEngine: {', '.join(NATIVE_CLASSES)}; "
@@ -351,6 +361,7 @@ class _Part:
     params: list[list[Any]]
     slots: list[Slot]
     nesterov: bool | None = None  # a native SGD part: its optimizer-wide flag
+    starts: list[int] = field(default_factory=list)  # per group: the update it joins at (start_step; 0: the first)
 
 
 @dataclass
@@ -368,6 +379,7 @@ class Built:
     optimizer: Any
     scheduler: Any
     multistep: tuple[list[int], float] | None
+    joins: tuple[tuple[int, dict[str, Any]], ...] = ()
 
 
 def _value(key: str, v: Any) -> Any:
@@ -390,8 +402,16 @@ def _group_dict(part: _Part, i: int) -> dict[str, Any]:
     return gd
 
 
-def _construct(part: _Part) -> Any:
-    gds = [_group_dict(part, i) for i in range(len(part.groups))]
+def _construct(part: _Part) -> tuple[Any, tuple[tuple[int, dict[str, Any]], ...]]:
+    """The optimizer over the groups trained from the first update, and ``(start, group dict)`` of the others."""
+    every = [_group_dict(part, i) for i in range(len(part.groups))]
+    starts = part.starts or [0] * len(every)
+    gds = [gd for gd, st in zip(every, starts) if st == 0]
+    joins = tuple((st, gd) for gd, st in zip(every, starts) if st > 0)
+    if not gds:
+        raise UnsupportedError(f"groups.{part.groups[0].name}.start_step", BACKEND,
+                               f"every group of optimizer {part.spec.name!r} joins mid-run (start_step: {starts[0]}), "
+                               "and a MegEngine optimizer is built with at least one group")
     ctor: dict[str, Any] = {"lr": float(part.spec.option("lr") or OPTIMIZER_DEFAULTS[part.spec.type]["lr"])}
     if not part.choice.exact and part.spec.type == "SGD":
         # ctor defaults are only setdefault-ed into groups that lack a key; every group sets all keys
@@ -399,7 +419,7 @@ def _construct(part: _Part) -> Any:
         ctor["nesterov"] = bool(part.nesterov)
     opt = part.choice.cls(gds, **ctor)  # every group at once: MegEngine's own classes create state only here
     opt._optbridge_name = part.spec.name  # read back by from_megengine
-    return opt
+    return opt, joins
 
 
 def _native_multistep(plan: Plan, part: _Part) -> tuple[list[int], float, str] | None:
@@ -444,6 +464,15 @@ def _parts(plan: Plan, bind: Mapping[str, Sequence[Any]], all_slots: Sequence[Sl
         effs = [effective_options(plan, g) for g in groups]
         mine = [s for s in all_slots if s.optimizer == spec.name]
         choice = choose(plan, spec, path, groups, effs, mine, mode=mode, split_nesterov=split_nesterov)
+        late = [g for g in groups if group_feature(plan, g, "start_step")]
+        if late and not choice.exact:  # MegEngine's own classes make every group's state in the constructor
+            why = (f"group {late[0].name!r} joins mid-run (start_step: {group_feature(plan, late[0], 'start_step')}), "
+                   "and MegEngine's own optimizers create their state in the constructor only (add_param_group "
+                   "later fails at the first update)")
+            if mode == "native" or spec.type not in exact.OPTIMIZERS:
+                raise UnsupportedError(f"{path}.groups.{late[0].name}.start_step", BACKEND, why)
+            choice = choose(plan, spec, path, groups, effs, mine, mode="exact")
+            choice = dataclasses.replace(choice, detail=choice.detail.replace("; optimizer='exact'", "") + "; " + why)
         for s in mine:
             if s.key != "lr" and s.key not in choice.keys:
                 raise UnsupportedError(s.path, BACKEND, f"{choice.cls.__name__} keeps no per-group {s.hyper!r} to "
@@ -461,7 +490,8 @@ def _parts(plan: Plan, bind: Mapping[str, Sequence[Any]], all_slots: Sequence[Sl
             names = [groups[i].name for i in idx]
             part_slots = [dataclasses.replace(s, index=names.index(s.group)) for s in mine if s.group in names]
             out.append(_Part(spec, choice, [groups[i] for i in idx], [effs[i] for i in idx],
-                             [list(bind[groups[i].name]) for i in idx], part_slots, flag))
+                             [list(bind[groups[i].name]) for i in idx], part_slots, flag,
+                             [int(group_feature(plan, groups[i], "start_step")) for i in idx]))
             if len(flags) > 1:
                 for n in names:
                     fid.append(Fidelity(BACKEND, n, "nesterov", "native",
@@ -489,18 +519,18 @@ def build(plan: Plan, bind: Mapping[str, Sequence[Any]], *, metrics: Sequence[fl
         The built optimizers (in plan order) and the fidelity notes.
     """
     optimizer = ir.check_choice("optimizer", optimizer, OPTIMIZER_CHOICES)
-    check_group_features(plan, BACKEND, ("lr_dtype", "empty"))  # a group joining mid-run (start_step) is refused
+    check_group_features(plan, BACKEND, ("lr_dtype", "empty", "start_step"))
     fid: list[Fidelity] = []
     all_slots = slots(plan)
     built: list[Built] = []
     for part in _parts(plan, bind, all_slots, mode=optimizer, split_nesterov=split_nesterov, fid=fid):
-        opt = _construct(part)
+        opt, joins = _construct(part)
         for g in part.groups:
             if g.frozen == "zero_lr":
                 fid.append(Fidelity(BACKEND, g.name, "lr", "native", "frozen: zero_lr, param_group['lr'] = 0.0"))
             elif not any(s.group == g.name and s.hyper == "lr" for s in part.slots):
                 fid.append(Fidelity(BACKEND, g.name, "lr", "native", "fixed param_group['lr'] (no schedule)"))
-        nat = _native_multistep(plan, part) if native else None
+        nat = _native_multistep(plan, part) if native and not joins else None
         if nat is not None:
             milestones, gamma, detail = nat
             sched: Any = MultiStepLR(opt, milestones, gamma)
@@ -511,12 +541,16 @@ def build(plan: Plan, bind: Mapping[str, Sequence[Any]], *, metrics: Sequence[fl
             built.append(Built(part, opt, sched, (milestones, gamma)))
             continue
         sched = PlanScheduler(opt, part.slots, unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
-                              total_steps=plan.total_steps, metrics=metrics, chunk=chunk)
+                              total_steps=plan.total_steps, metrics=metrics, chunk=chunk, joins=joins)
+        for st, gd in joins:
+            fid.append(Fidelity(BACKEND, gd["name"], "start_step", "native", f"joins at update {st}: PlanScheduler "
+                                "calls optimizer.add_param_group before that update (optbridge's optimizers create "
+                                "state lazily, as torch)"))
         for s in part.slots:
             where = f"param_group[{s.key!r}]" + (f"[{s.position}]" if s.position is not None else "")
             fid.append(Fidelity(BACKEND, s.group, s.hyper, "table", f"{s.node.kind if s.node else 'held'}: the "
                                 f"reference evaluator's values written to {where} before each update by PlanScheduler"))
-        built.append(Built(part, opt, sched, None))
+        built.append(Built(part, opt, sched, None, joins))
     return built, fid
 
 
@@ -542,8 +576,9 @@ def setup_of(plan: Plan, built: Sequence[Built], fid: Sequence[Fidelity], exclud
     clips += [(o.name, tuple(whole[o.name]), o.clip) for o in plan.optimizers if o.clip is not None and o.name in whole]
     optimizer = opts[0] if len(opts) == 1 else MultipleOptimizer(*opts)
     scheduler = scheds[0] if len(scheds) == 1 else MultipleScheduler(*scheds)
+    pending = {gd["name"]: gd for b in built for _, gd in b.joins}
     return MegEngineSetup(plan, opts, scheds, optimizer, scheduler, tuple(params), tuple(excluded), tuple(fid),
-                          groups, tuple(clips))
+                          groups, tuple(clips), pending)
 
 
 def named_parameters(model: Any, path: str = "model") -> tuple[list[tuple[str, Any]], dict[str, str]]:

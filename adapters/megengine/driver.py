@@ -129,6 +129,11 @@ class PlanScheduler(mopt.LRScheduler):
         total_steps: Updates the plan is defined for (None: unbounded).
         metrics: Plateau metrics known up front.
         chunk: Updates evaluated at once.
+        joins: ``(update, group dict)`` of groups that join the optimizer mid-run (``start_step``),
+            in order: before that update the driver calls ``optimizer.add_param_group(group)``
+            (the optimizer must create state lazily, as optbridge's do), then writes its values.
+            Their slots index ``param_groups`` as if they had joined. Joining is one-way: loading
+            an earlier position does not remove a joined group.
 
     Raises:
         ConfigError: a bad argument, or a slot whose group or key the optimizer does not hold.
@@ -138,7 +143,8 @@ class PlanScheduler(mopt.LRScheduler):
 
     def __init__(self, optimizer: Any, slots: Sequence[Slot], *, unit: str = "iter",
                  steps_per_epoch: int | None = None, total_steps: int | None = None,
-                 metrics: Sequence[float] | None = None, chunk: int = CHUNK) -> None:
+                 metrics: Sequence[float] | None = None, chunk: int = CHUNK,
+                 joins: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
         if not isinstance(optimizer, mopt.Optimizer):
             raise ConfigError("optimizer", "must be a megengine.optimizer.Optimizer", type(optimizer).__name__)
         if isinstance(slots, (str, bytes)) or not isinstance(slots, Sequence):
@@ -149,7 +155,10 @@ class PlanScheduler(mopt.LRScheduler):
                                                                                   minimum=1)
         self.total_steps = None if total_steps is None else ir.check_int("total_steps", total_steps, minimum=1)
         self.chunk = chunk
-        groups = optimizer.param_groups
+        self._joins = sorted(((ir.check_int(f"joins[{i}][0]", st, minimum=1), gd) for i, (st, gd) in enumerate(joins)),
+                             key=lambda j: j[0])
+        defaults = getattr(optimizer, "_defaults", {})
+        groups = list(optimizer.param_groups) + [gd for _, gd in self._joins]
         tuples: dict[tuple[int, str], list[int | None]] = {}
         self._scalar: list[tuple[int, str, int]] = []
         for j, s in enumerate(self.slots):
@@ -159,7 +168,7 @@ class PlanScheduler(mopt.LRScheduler):
                 raise ConfigError(s.path, f"names param_groups[{s.index}], and the optimizer has {len(groups)} "
                                   "group(s)", s.index)
             held = groups[s.index]
-            if s.key not in held:
+            if s.key not in held and not (s.index >= len(optimizer.param_groups) and s.key in defaults):
                 raise ConfigError(s.path, f"is written into param_groups[{s.index}][{s.key!r}], a key this "
                                   f"{type(optimizer).__name__} group does not hold", sorted(k for k in held
                                                                                             if k != "params"))
@@ -271,11 +280,17 @@ class PlanScheduler(mopt.LRScheduler):
             self._write(t)
 
     def _write(self, t: int) -> None:
+        while self._joins and self._joins[0][0] <= t:
+            self.optimizer.add_param_group(self._joins.pop(0)[1])
         row = self.source.row(t)
         groups = self.optimizer.param_groups
+        n = len(groups)
         for gi, key, j in self._scalar:
-            groups[gi][key] = row[j]
+            if gi < n:
+                groups[gi][key] = row[j]
         for gi, key, j0, j1 in self._tuples:
+            if gi >= n:
+                continue  # joins later
             g = groups[gi]
             old = g[key]
             g[key] = (old[0] if j0 is None else row[j0], old[1] if j1 is None else row[j1])

@@ -57,7 +57,7 @@ from optbridge.errors import ConfigError
 # The measured native-vs-exact table is framework-free data (optbridge.lint reads it without MegEngine).
 from .native import NATIVE, NativeEquivalence, native_equivalent
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "AdamWeightDecay",
            "OPTIMIZERS", "NativeEquivalence", "NATIVE", "native_equivalent", "torch_defaults", "TorchExactOptimizer"]
 
 # ----------------------------------------------------------------------------- float32 elementwise ops
@@ -642,6 +642,37 @@ class RAdam(TorchExactOptimizer):
             rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
             corrected = apply(_MUL, apply(_MUL, corrected, adaptive)[0], self._c(rect))[0]
         param._reset(apply(_SUB, p, corrected)[0])
+
+
+class AdamWeightDecay(TorchExactOptimizer):
+    """MindSpore's ``nn.AdamWeightDecay`` (MegEngine has none): Adam without bias correction, decay in the update.
+
+    MindSpore's CPU kernel, every quantity float32: ``m = m + (g - m)*(1 - beta1)``,
+    ``v = v + (g*g - v)*(1 - beta2)``, ``p = p - lr*(m/(sqrt(v) + eps) + weight_decay*p)``;
+    the hyperparameters rounded to float32 as MindSpore holds them. No step count (MindSpore
+    keeps none). ``tests_megengine/test_adamweightdecay.py`` compares it with optbridge's torch
+    class of the same update, which tests/test_torch_optimizers.py compares with MindSpore's.
+    """
+
+    HYPERS = {"lr": "nonneg", "betas": "betas", "eps": "nonneg", "weight_decay": "nonneg"}
+    STATE = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _update(self, param: Parameter, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        if "exp_avg" not in state:
+            state.update(exp_avg=self._zeros(param), exp_avg_sq=self._zeros(param))
+        beta1, beta2 = (_f32(b) for b in h["betas"])
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m = state["exp_avg"] = apply(_MAD3, apply(_SUB, grad, m)[0], self._c(1.0 - beta1), m)[0]
+        gg = apply(_MUL, grad, grad)[0]
+        v = state["exp_avg_sq"] = apply(_MAD3, apply(_SUB, gg, v)[0], self._c(1.0 - beta2), v)[0]
+        u = apply(_DIV, m, apply(_ADD, apply(_SQRT, v)[0], self._c(h["eps"]))[0])[0]
+        if h["weight_decay"] != 0.0:
+            u = apply(_MAD3, param, self._c(h["weight_decay"]), u)[0]
+        param._reset(apply(_MAD3, u, self._c(-_f32(h["lr"])), param)[0])
 
 
 #: torch optimizer name -> its torch-exact MegEngine class

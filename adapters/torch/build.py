@@ -45,6 +45,7 @@ from optbridge.source import CHUNK, ValueSource
 
 from .drivers import AmbiguousOptimizer, Entry, Join, PlanScheduler, SetupScheduler, UpdateGuard, position_of
 from .forms import NotNative, Spec, construct, lower_lr, pair_momentum
+from .optimizers import OPTIMIZERS
 
 __all__ = ["to_torch", "model_records", "build", "TorchSetup", "FORMS"]
 
@@ -55,8 +56,6 @@ FORMS = ("auto", "table")
 _NO_TORCH = {
     "LAMB": "torch 2.13 has no LAMB optimizer (torch.optim has no layer-wise trust ratio)",
     "Lion": "torch 2.13 has no Lion optimizer",
-    "AdamWeightDecay": "MindSpore's nn.AdamWeightDecay has no bias correction (and eps 1e-6); torch.optim.AdamW "
-                       "bias-corrects, so it is a different update (semantics.md §5)",
 }
 
 
@@ -149,7 +148,7 @@ def _clip(params: list[torch.Tensor], clip: Any) -> float | None:
 def _optimizer_class(o: OptimizerSpec, path: str) -> type[torch.optim.Optimizer]:
     if o.type in _NO_TORCH:
         raise UnsupportedError(f"{path}.type", BACKEND, _NO_TORCH[o.type])
-    cls = getattr(torch.optim, o.type, None)
+    cls = OPTIMIZERS.get(o.type) or getattr(torch.optim, o.type, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise UnsupportedError(f"{path}.type", BACKEND, f"torch {torch.__version__} has no torch.optim.{o.type}")
     return cls
@@ -190,7 +189,7 @@ def _make_optimizer(plan: Plan, oi: int, o: OptimizerSpec, first: list[dict[str,
     try:
         return cls(first, **_torch_kwargs(defaults, accepted, path, o.type))
     except (ValueError, TypeError, RuntimeError) as e:
-        raise ConfigError(path, f"torch.optim.{o.type} rejects the options: {e}", o.type) from None
+        raise ConfigError(path, f"{cls.__module__.split('.')[0]}.{o.type} rejects the options: {e}", o.type) from None
 
 
 # --------------------------------------------------------------------------- building
@@ -431,7 +430,7 @@ def to_torch(plan: Plan, model: Any, *, total_steps: int | None = None, form: st
     Raises:
         ConfigError: bad arguments, groups that do not resolve over the model, or an
             option torch rejects.
-        UnsupportedError: an optimizer torch lacks (LAMB, Lion, AdamWeightDecay), or a
+        UnsupportedError: an optimizer torch lacks (LAMB, Lion), or a
             schedule with no exact torch form (a plateau without metrics where torch's
             ReduceLROnPlateau cannot be used).
     """

@@ -14,7 +14,8 @@ the module's header and in ``port.json``). ``optimizer="native"`` refuses instea
   groups), or ``nn.SGD`` / ``nn.Adadelta`` in the list and cell forms when the groups
   agree in what an nn optimizer holds once (momentum, dampening, nesterov / rho, eps).
   ``AdamWeightDecay`` (MindSpore's own algorithm, which the plan names) is
-  ``nn.AdamWeightDecay`` (list and cell forms).
+  ``nn.AdamWeightDecay`` (list and cell forms); on torch and MegEngine optbridge's
+  class of the same update (``optbridge_adapters.<framework>.optimizers.AdamWeightDecay``).
 * MegEngine: the table's native when its verdict is ``float32`` (SGD without
   dampening or maximize, Adadelta), SGD only when the groups agree in nesterov
   (MegEngine holds it once per optimizer).
@@ -109,6 +110,20 @@ def mindspore_native(kind: str, options: Mapping[str, Any], native: str) -> bool
     return bool(rows) and changed <= measured
 
 
+def _adamweightdecay(framework: str, form: str, mode: str, path: str, backend: str) -> Choice:
+    """MindSpore's own algorithm, which the plan names: ``nn.AdamWeightDecay`` or optbridge's class of its update."""
+    if framework == "mindspore" and form in ("list", "cell"):
+        return Choice("nn.AdamWeightDecay", "nn", ("lr", "weight_decay"), ("betas", "eps"), "mindspore.nn",
+                      "MindSpore's own AdamWeightDecay, which the plan names")
+    if framework in ("torch", "megengine") and mode != "native":
+        return Choice("exact.AdamWeightDecay", "exact", ("lr", "betas", "eps", "weight_decay"), (),
+                      f"optbridge_adapters.{framework}.optimizers", f"{framework} has no AdamWeightDecay: optbridge's "
+                      "class computes MindSpore's nn.AdamWeightDecay update (no bias correction)")
+    raise UnsupportedError(f"{path}.type", backend, "AdamWeightDecay is MindSpore's nn.AdamWeightDecay (no bias "
+                           "correction): the MindSpore list and cell forms build it, torch and MegEngine optbridge's "
+                           "class of its update (not with optimizer='native')")
+
+
 def _exact(framework: str, kind: str, why: str) -> Choice:
     return Choice(f"exact.{kind}", "exact", TORCH_KWARGS[kind], (), f"optbridge_adapters.{framework}.optimizers",
                   why)
@@ -181,16 +196,12 @@ def choose(framework: str, kind: str, options: Sequence[Mapping[str, Any]], *, f
     """
     if mode not in OPTIMIZER_MODES:
         raise ConfigError("optimizer", "must be one of " + ", ".join(OPTIMIZER_MODES), mode)
+    if kind == "AdamWeightDecay":
+        return _adamweightdecay(framework, form, mode, path, backend)
     if framework == "torch":
         if kind not in TORCH_KWARGS:
             raise UnsupportedError(f"{path}.type", backend, f"torch has no {kind} optimizer")
         return Choice(f"torch.optim.{kind}", "torch", TORCH_KWARGS[kind], (), "torch.optim", "torch's own class")
-    if kind == "AdamWeightDecay":
-        if framework == "mindspore" and form in ("list", "cell"):
-            return Choice("nn.AdamWeightDecay", "nn", ("lr", "weight_decay"), ("betas", "eps"), "mindspore.nn",
-                          "MindSpore's own AdamWeightDecay, which the plan names")
-        raise UnsupportedError(f"{path}.type", backend, "AdamWeightDecay is MindSpore's nn.AdamWeightDecay (no bias "
-                               "correction): only the MindSpore list and cell forms build it")
     if kind not in TORCH_KWARGS:
         raise UnsupportedError(f"{path}.type", backend, f"{kind} has no torch-exact {framework} optimizer")
     if framework == "mindspore":

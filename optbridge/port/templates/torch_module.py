@@ -8,6 +8,7 @@ constants in between; the ``<template>`` block only makes this file valid Python
 # <imports>
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -185,7 +186,17 @@ def _clip(params: list[torch.Tensor], clip: dict[str, float]) -> float | None:
 
 
 def _class(name: str) -> Callable[..., torch.optim.Optimizer]:
-    cls: Callable[..., torch.optim.Optimizer] = getattr(torch.optim, name.rsplit(".", 1)[-1])
+    """torch's class, or optbridge's (``exact.<Name>``: MindSpore's AdamWeightDecay; needs optbridge installed)."""
+    where, _, cls_name = name.rpartition(".")
+    if where == "exact":
+        try:
+            mod = importlib.import_module("optbridge_adapters.torch.optimizers")
+        except ImportError as e:
+            raise ImportError(f"this port uses optbridge's torch class of MindSpore's {cls_name} (torch has none): "
+                              f"install optbridge in this environment ({e})") from e
+        out: Callable[..., torch.optim.Optimizer] = getattr(mod, cls_name)
+        return out
+    cls: Callable[..., torch.optim.Optimizer] = getattr(torch.optim, cls_name)
     return cls
 
 
