@@ -171,6 +171,23 @@ def test_check_trace_skips_nothing_it_should_check() -> None:
     assert _error(check_trace, plan, bad).step == 6
 
 
+def test_check_trace_over_many_rows_names_the_earliest_step_and_its_group() -> None:
+    """Every row scanned at once (min/max first): the earliest bad update wins, then the first group at it; a
+    NaN anywhere is out of domain too."""
+    groups = tuple(Group(name=f"g{i}", select=(Selector(names=(f"p{i}",)),), options={"lr": 0.1 * (i + 1)},
+                         schedule={"lr": ir.Linear(start_factor=1.0, end_factor=-1.0, steps=10 + 2 * (2 - i))})
+                   for i in range(3))
+    plan = _plan("SGD", {}, total=100, groups=groups, lr=0.1)
+    bad = optbridge.tracing.reference_trace(plan, 20)
+    err = _error(check_trace, plan, bad)
+    assert (err.step, err.group) == (6, "g2")          # g2 (10 steps) goes below 0 first: 0.3 * (1 - 2*6/10)
+    ok = optbridge.tracing.reference_trace(_plan("SGD", {}, total=100, groups=tuple(
+        Group(name=g.name, select=g.select, options=g.options) for g in groups), lr=0.1), 20)
+    check_trace(plan, ok)
+    ok.data["lr"][1, 13] = np.nan
+    assert (_error(check_trace, plan, ok).step, _error(check_trace, plan, ok).group) == (13, "g1")
+
+
 def test_to_framework_entry_points_check_before_building() -> None:
     torch = pytest.importorskip("torch")
     plan = _plan("Adam", {"beta1": ir.Linear(start_factor=1.0, end_factor=2.0, steps=4)}, total=10,

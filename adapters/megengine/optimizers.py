@@ -6,7 +6,9 @@ betas and step counter in float32, and there is no RMSprop, Adamax, NAdam, RAdam
 amsgrad or maximize. This module has torch's update rules as
 ``megengine.optimizer.Optimizer`` subclasses: :class:`SGD`, :class:`Adam`,
 :class:`AdamW`, :class:`RMSprop`, :class:`Adagrad`, :class:`Adadelta`,
-:class:`Adamax`, :class:`NAdam`, :class:`RAdam`. They work with ``GradManager``,
+:class:`Adamax`, :class:`NAdam`, :class:`RAdam` (and, for plans ported from
+MindSpore, :class:`AdamWeightDecay`: ``nn.AdamWeightDecay``'s update, which neither
+torch nor MegEngine has). They work with ``GradManager``,
 ``param_groups`` (torch's keys, every one per group), ``state_dict`` /
 ``load_state_dict`` and a scheduler that writes ``group[key]`` before each ``step()``.
 

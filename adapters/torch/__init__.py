@@ -15,6 +15,7 @@ Modules (the same skeleton as every adapter package), one line each:
 * :mod:`.lrfind` -- the torch runner of the lr range test (:func:`optbridge.lrfind.lr_find`).
 * :mod:`.tracing` -- the ``"torch"`` trace backend (``optbridge.trace(plan, n, backend="torch")``).
 * :mod:`.lambdas` -- :class:`Lambda`, a portable ``lr_lambda`` for LambdaLR / MultiplicativeLR.
+* :mod:`.optimizers` -- :class:`~.optimizers.AdamWeightDecay`: MindSpore's ``nn.AdamWeightDecay`` in torch ops.
 
 Importing this package imports no framework: torch loads on first use of a name.
 See ``docs/torch.md`` for the mapping table, the import rules, resume and clipping.
