@@ -77,3 +77,38 @@ def test_what_cannot_join_is_refused_with_its_path():
                                                                   "body": mge.Parameter(np.zeros(2, np.float32))},
                                optimizer="native")
     assert info.value.node == "optimizer.groups.body.start_step"
+
+
+def test_resume_past_the_join_continues_bit_for_bit():
+    """Scheduler state first (the groups whose update has come join), then the optimizer's."""
+    plan = _plan({"type": "Adam", "lr": 0.1})
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(2).astype(np.float32) for _ in range(10)]
+
+    def fresh():
+        ps = {"head": mge.Parameter(np.ones(2, np.float32)), "body": mge.Parameter(np.ones(2, np.float32))}
+        return ps, optbridge.to_megengine(plan, ps)
+
+    def run(ps, setup, ks):
+        for k in ks:
+            for p in ps.values():
+                p.grad = mge.tensor(grads[k])
+            setup.optimizer.step()
+            if k + 1 < 10:
+                setup.scheduler.step()
+
+    ps, setup = fresh()
+    run(ps, setup, range(10))
+    straight = {n: p.numpy().copy() for n, p in ps.items()}
+    ps, setup = fresh()
+    run(ps, setup, range(6))
+    saved = setup.scheduler.state_dict(), setup.optimizer.state_dict(), {n: p.numpy().copy() for n, p in ps.items()}
+    ps, setup = fresh()
+    for n, p in ps.items():
+        p._reset(mge.tensor(saved[2][n]))
+    setup.scheduler.load_state_dict(saved[0])
+    assert len(setup.optimizer.param_groups) == 2                      # body joined (update 6 >= 3)
+    setup.optimizer.load_state_dict(saved[1])
+    run(ps, setup, range(6, 10))
+    for n, p in ps.items():
+        np.testing.assert_array_equal(p.numpy(), straight[n])
