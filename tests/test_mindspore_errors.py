@@ -70,9 +70,10 @@ def test_to_mindspore_inputs_and_impossibilities() -> None:
     _path(e, "optimizers.optimizer")
     joins = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=(
         Group(name="a", select=(Selector(rest=True),), options={"start_step": 3}),)),), total_steps=10)
+    assert "joins at update 3" in optbridge.to_mindspore(joins, One()).choices["optimizer"].note  # the exact class
     with pytest.raises(UnsupportedError) as e:
-        optbridge.to_mindspore(joins, One())
-    _path(e, "groups.a.start_step")
+        optbridge.to_mindspore(joins, One(), optimizer="native")
+    _path(e, "optimizers.optimizer.groups.a.start_step")
     nomatch = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1}, groups=(
         Group(name="a", select=(Selector(names=("nothing.*",)),)), Group(name="b", select=(Selector(rest=True),)))),))
     with pytest.raises(ConfigError, match="nothing"):

@@ -191,7 +191,7 @@ def _check_args(plan: Plan, total_steps: Any, form: Any, scheduler: Any, optimiz
         if total > INT32_STEP_LIMIT:
             raise UnsupportedError("total_steps", backend, f"{total} steps exceed MindSpore's int32 global_step "
                                    f"(at most {INT32_STEP_LIMIT})")
-    check_group_features(plan, backend, ("lr_dtype", "empty"))  # every MindSpore lr is float32 when applied
+    check_group_features(plan, backend, ("lr_dtype", "empty", "start_step"))  # lr_dtype: every MindSpore lr is float32
     return total
 
 

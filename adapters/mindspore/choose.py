@@ -26,7 +26,7 @@ from mindspore.experimental import optim as mopt
 
 from optbridge.errors import UnsupportedError
 from optbridge.params import effective_options
-from optbridge.plan import Group, OptimizerSpec, Plan
+from optbridge.plan import Group, OptimizerSpec, Plan, group_feature
 from optbridge.slots import Slot
 
 from .optimizers import NATIVE, OPTIMIZERS, native_equivalent
@@ -145,6 +145,17 @@ def choose_optimizer(plan: Plan, spec: OptimizerSpec, items: Sequence[Slot], *, 
     opts = [group_options(plan, g) for g in groups]
     scheduled = _scheduled(items)
     path = f"optimizers.{spec.name}"
+    late = next((g for g in groups if group_feature(plan, g, "start_step")), None)
+    if late is not None:  # nn and experimental optimizers take their parameters once, at construction
+        why = (f"group {late.name!r} joins at update {group_feature(plan, late, 'start_step')} (start_step): "
+               "MindSpore's nn and experimental optimizers take every group at construction")
+        if mode == "native" or spec.type not in OPTIMIZERS:
+            raise UnsupportedError(f"{path}.groups.{late.name}.start_step", backend,
+                                   why + ("" if spec.type in OPTIMIZERS else f", and optbridge has no exact "
+                                          f"{spec.type}") + " (optbridge's exact optimizers leave a group untouched "
+                                   "until its update)")
+        return Choice(spec, "exact", spec.type, True, f"optbridge's torch-exact {spec.type}: {why}; it leaves the "
+                      "group's parameters and state untouched until that update")
     if spec.type == "AdamWeightDecay":  # MindSpore's own optimizer: nn.AdamWeightDecay is its definition
         why = _nn_blocker(spec, opts, scheduled)
         if why:

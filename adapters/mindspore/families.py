@@ -20,7 +20,7 @@ from mindspore.common import dtype as mstype
 
 from optbridge import ir
 from optbridge.errors import UnsupportedError
-from optbridge.plan import Group, Plan
+from optbridge.plan import Group, Plan, group_feature
 from optbridge.report import Fidelity
 from optbridge.slots import Slot
 
@@ -258,6 +258,9 @@ def _build_exact(parts: Parts, choice: Choice, groups: list[Group], items: Seque
                  params: Mapping[str, list[Any]], index: int) -> Any:
     spec = choice.spec
     by, kind, dicts, opts = _torch_like_groups(parts, choice, groups, items, params)
+    for d, g in zip(dicts, groups):  # a group that joins mid-run: untouched until its update
+        if group_feature(parts.plan, g, "start_step"):
+            d["start_step"] = int(group_feature(parts.plan, g, "start_step"))
     scheduled = {"lr"} if parts.plain else {s.hyper for s in items if s.node is not None}
     opt = exact_optimizer(kind, dicts, opts, scheduled, prefix=f"optbridge.{spec.name}")
     for i, g in enumerate(groups):

@@ -351,6 +351,7 @@ class _Group:
     values: tuple[tuple[str, float], ...]
     flags: tuple[tuple[str, bool], ...]
     init: tuple[tuple[str, float], ...]
+    join: int = 0  # the update the group joins at (``start_step``; 0: the first)
 
 
 class ExactOptimizer(nn.Optimizer):
@@ -364,6 +365,12 @@ class ExactOptimizer(nn.Optimizer):
             the order the groups list them: the order ``optimizer(grads)`` expects.
         param_groups: One dict per group, torch-style: ``params`` plus every option (the
             values given at construction; the live values are the :meth:`hyper` Parameters).
+
+    A group may carry ``start_step: k`` (an optbridge extension, for a group torch adds with
+    ``add_param_group`` before update ``k``, as Lightning's BackboneFinetuning does): until the
+    optimizer's ``k``-th call its parameters and state are left untouched, so its first update
+    is a first update (Adam's step 1). The optimizer then counts its calls in an int32
+    Parameter ``<prefix>.update`` (checkpointed with the state).
     """
 
     KIND: ClassVar[str] = ""
@@ -435,6 +442,11 @@ class ExactOptimizer(nn.Optimizer):
             setattr(self, attr, ParameterTuple(column))         # registered: checkpoints hold the state
         self.hyper_map = ops.HyperMap()
         self.enable_tuple_broaden = True
+        self._joins = tuple(g.join for g in groups)
+        self._untouched: tuple[Any, ...] = tuple((False,) * (g.stop - g.start) for g in groups)  # before a join
+        self._late = any(self._joins)
+        if self._late:
+            self.update_count = Parameter(Tensor(0, ms.int32), name=f"{self.prefix}.update", requires_grad=False)
 
     # --------------------------------------------------------------------- parsing
 
@@ -473,6 +485,9 @@ class ExactOptimizer(nn.Optimizer):
                                           value)
                 elif key in _IGNORED_KEYS:
                     pass
+                elif key == "start_step":
+                    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                        raise ConfigError(kpath, "must be an update index >= 0", value)
                 elif key not in known:
                     raise ConfigError(kpath, f"is not an option of torch's {self.KIND} "
                                              f"({', '.join(sorted(known))})", key)
@@ -503,7 +518,7 @@ class ExactOptimizer(nn.Optimizer):
             if len(out) == start:
                 raise ConfigError(f"{gpath}.params" if base else "params", "must not be empty", plist)
             values, flags, init = self._check(merged, gpath if base else "", defaults)
-            groups.append(_Group(start, len(out), values, flags, init))
+            groups.append(_Group(start, len(out), values, flags, init, int(raw.get("start_step", 0))))
         return out, groups
 
     def _check(self, merged: Mapping[str, Any], gpath: str, defaults: Mapping[str, Any]) -> tuple[tuple, tuple, tuple]:
@@ -542,6 +557,8 @@ class ExactOptimizer(nn.Optimizer):
                 d[name] = value
         d.update(group.flags)
         d.update(group.init)
+        if group.join:
+            d["start_step"] = group.join
         return d
 
     # --------------------------------------------------------------------- static configuration
@@ -577,9 +594,18 @@ class ExactOptimizer(nn.Optimizer):
         ok = ()
         for gi in range(len(self._groups)):
             start, stop = self._groups[gi].start, self._groups[gi].stop
-            ok = ok + self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
-                                     self.parameters[start:stop], grads[start:stop],
-                                     *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+            if self._joins[gi] == 0:
+                ok = ok + self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
+                                         self.parameters[start:stop], grads[start:stop],
+                                         *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+            elif self.update_count >= self._joins[gi]:  # joined: from here on as if added at this update
+                ok = ok + self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
+                                         self.parameters[start:stop], grads[start:stop],
+                                         *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+            else:
+                ok = ok + self._untouched[gi]
+        if self._late:
+            ops.assign_add(self.update_count, ops.ones((), ms.int32))
         return ok
 
     def construct(self, gradients: tuple) -> tuple:
