@@ -85,3 +85,30 @@ def test_bad_start_step_is_a_config_error(bad):
     with pytest.raises(ConfigError) as info:
         X.SGD([{"params": _params("bad")[:1], "start_step": bad}], lr=0.1)
     assert info.value.path == "params[0].start_step"
+
+
+def test_resume_from_torch_past_the_join():
+    """torch adds the group at update 3 (add_param_group); after 5 updates its state and position convert into
+    the exact MindSpore Adam whose group has start_step 3; both continue on the same gradients and agree."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    p0 = [rng.standard_normal(3).astype(np.float32) for _ in range(2)]
+    grads = [[rng.standard_normal(3).astype(np.float32) for _ in range(2)] for _ in range(8)]
+    tp = [torch.nn.Parameter(torch.tensor(p)) for p in p0]
+    topt = torch.optim.Adam([("resume0", tp[0])], lr=0.1)          # named: the state names its parameters
+    for k in range(8):
+        if k == 3:
+            topt.add_param_group({"params": [("resume1", tp[1])], "lr": 0.05})
+        if k == 5:
+            state = optbridge.read_state(topt, scheduler=5)
+            mp = [Parameter(Tensor(t.detach().numpy().copy()), name=f"resume{i}") for i, t in enumerate(tp)]
+            mopt = X.Adam([{"params": [mp[0]]}, {"params": [mp[1]], "start_step": 3, "lr": 0.05}], lr=0.1)
+            optbridge.convert_state(state, mopt)
+            assert int(mopt.update_count.asnumpy()) == 5                     # the join clock travels too
+        for p, g in zip(tp, grads[k]):
+            p.grad = torch.tensor(g)
+        topt.step()
+        if k >= 5:
+            mopt(tuple(Tensor(g) for g in grads[k]))
+    for m, t in zip(mp, tp):
+        np.testing.assert_allclose(m.asnumpy(), t.detach().numpy(), rtol=0, atol=4e-7)

@@ -356,9 +356,11 @@ def write_state(state: OptimizerState, optimizer: Any, *, model: Any = None, nam
         for name, value in out.items():
             target = live[name]
             ops.assign(target, Tensor(np.asarray(value).reshape(target.shape).astype(_np_dtype(target))))
-        counter = getattr(optimizer, "optbridge_updates", None)  # a to_mindspore setup's update counter
-        if state.position is not None and isinstance(counter, Parameter):
-            ops.assign(counter, Tensor(state.position.update, counter.dtype))
+        # a to_mindspore setup's update counter, and an exact optimizer's join clock (groups with start_step)
+        for attr in ("optbridge_updates", "update_count"):
+            counter = getattr(optimizer, attr, None)
+            if state.position is not None and isinstance(counter, Parameter):
+                ops.assign(counter, Tensor(state.position.update, counter.dtype))
         note = apply_position(state.position, scheduler)
         if note:
             notes.append(note)
