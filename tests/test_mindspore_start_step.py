@@ -112,3 +112,29 @@ def test_resume_from_torch_past_the_join():
             mopt(tuple(Tensor(g) for g in grads[k]))
     for m, t in zip(mp, tp):
         np.testing.assert_allclose(m.asnumpy(), t.detach().numpy(), rtol=0, atol=4e-7)
+
+
+def test_train_one_step_cell_in_graph_mode_joins_too():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        class Net(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.a = Parameter(Tensor(np.ones(3, np.float32)), name="tosc_a")
+                self.b = Parameter(Tensor(np.ones(3, np.float32)), name="tosc_b")
+
+            def construct(self, x):
+                return (self.a * x).sum() + (self.b * x).sum()
+
+        net = Net()
+        opt = X.Adam([{"params": [net.a]}, {"params": [net.b], "start_step": 2}], lr=0.1)
+        train = nn.TrainOneStepCell(net, opt)
+        moved = []
+        for _ in range(4):
+            before = float(net.b.asnumpy()[0])
+            train(Tensor(np.ones(3, np.float32)))
+            moved.append(before - float(net.b.asnumpy()[0]))
+        assert moved[:2] == [0.0, 0.0]                         # not trained before update 2
+        assert moved[2] == pytest.approx(0.1, rel=1e-6)         # then Adam's first step: lr * g / (|g| + eps)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
