@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from .errors import ConfigError, EvaluationError, NotTraced
 from .plan import Plan, group_feature, scheduled_hypers
 from .slots import evaluation_items, slots
 
-__all__ = ["Trace", "trace", "reference_trace"]
+__all__ = ["Trace", "trace", "reference_trace", "nan_before_joins"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,10 +185,21 @@ def _group_features(plan: Plan, data: dict[str, np.ndarray], start: int) -> None
     for row, g in enumerate(built):
         if group_feature(plan, g, "lr_dtype") == "float32" and "lr" in data:
             data["lr"][row] = data["lr"][row].astype(np.float32)
-        late = group_feature(plan, g, "start_step") - start
-        if late > 0:
-            for a in data.values():
-                a[row, :late] = np.nan
+    nan_before_joins(plan, [g.name for g in built], data.values(), start)
+
+
+def nan_before_joins(plan: Plan, names: Sequence[str], arrays: Iterable[np.ndarray], start: int = 0) -> None:
+    """NaN, in place, where a group has not joined its optimizer yet (``start_step``: "not there yet").
+
+    Row ``i`` of every ``(groups, steps)`` array is group ``names[i]``, column 0 update ``start``.
+    The reference and every framework trace mark the updates before a join this one way.
+    """
+    by_name = {g.name: g for g in plan.groups}
+    late = [(row, group_feature(plan, by_name[n], "start_step") - start) for row, n in enumerate(names)]
+    late = [(row, k) for row, k in late if k > 0]
+    for a in arrays:
+        for row, k in late:
+            a[row, :k] = np.nan
 
 
 #: Values evaluated at once by :func:`reference_trace` (rows x updates).

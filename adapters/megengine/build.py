@@ -307,8 +307,10 @@ def _native_obstacle(spec: OptimizerSpec, path: str, groups: Sequence[Group], ef
 
 
 def choose(plan: Plan, spec: OptimizerSpec, path: str, groups: Sequence[Group], effs: Sequence[Mapping[str, Any]],
-           mine: Sequence[Slot], *, mode: str = "auto", split_nesterov: bool = True) -> Choice:
-    """The class that runs plan optimizer ``spec`` (see the module docstring for ``mode``).
+           mine: Sequence[Slot], *, mode: str = "auto", split_nesterov: bool = True,
+           why_exact: str = "optimizer='exact'") -> Choice:
+    """The class that runs plan optimizer ``spec`` (see the module docstring for ``mode``; ``why_exact``: the
+    fidelity note's reason when ``mode="exact"``).
 
     Raises:
         UnsupportedError: no class computes torch's update (``mode="native"``: MegEngine's does not).
@@ -333,7 +335,7 @@ def choose(plan: Plan, spec: OptimizerSpec, path: str, groups: Sequence[Group], 
     ex_detail = (f"optbridge_adapters.megengine.optimizers.{spec.type}: torch.optim.{spec.type}'s update in MegEngine "
                  f"ops (within 4x torch's own float32 error; {_DOC})")
     if mode == "exact":
-        return Choice(ex, True, ex_keys, "generated", ex_detail + "; optimizer='exact'")
+        return Choice(ex, True, ex_keys, "generated", f"{ex_detail}; {why_exact}")
     why = _native_obstacle(spec, path, groups, effs, mine, split_nesterov)
     if why is None:
         cls, keys = NATIVE_CLASSES[spec.type]
@@ -360,8 +362,8 @@ class _Part:
     effs: list[dict[str, Any]]
     params: list[list[Any]]
     slots: list[Slot]
+    starts: list[int]  # per group: the update it joins at (start_step; 0: the first)
     nesterov: bool | None = None  # a native SGD part: its optimizer-wide flag
-    starts: list[int] = field(default_factory=list)  # per group: the update it joins at (start_step; 0: the first)
 
 
 @dataclass
@@ -405,12 +407,12 @@ def _group_dict(part: _Part, i: int) -> dict[str, Any]:
 def _construct(part: _Part) -> tuple[Any, tuple[tuple[int, dict[str, Any]], ...]]:
     """The optimizer over the groups trained from the first update, and ``(start, group dict)`` of the others."""
     every = [_group_dict(part, i) for i in range(len(part.groups))]
-    starts = part.starts or [0] * len(every)
-    gds = [gd for gd, st in zip(every, starts) if st == 0]
-    joins = tuple((st, gd) for gd, st in zip(every, starts) if st > 0)
+    gds = [gd for gd, st in zip(every, part.starts, strict=True) if st == 0]
+    joins = tuple((st, gd) for gd, st in zip(every, part.starts, strict=True) if st > 0)
     if not gds:
         raise UnsupportedError(f"groups.{part.groups[0].name}.start_step", BACKEND,
-                               f"every group of optimizer {part.spec.name!r} joins mid-run (start_step: {starts[0]}), "
+                               f"every group of optimizer {part.spec.name!r} joins mid-run (start_step: "
+                               f"{part.starts[0]}), "
                                "and a MegEngine optimizer is built with at least one group")
     ctor: dict[str, Any] = {"lr": float(part.spec.option("lr") or OPTIMIZER_DEFAULTS[part.spec.type]["lr"])}
     if not part.choice.exact and part.spec.type == "SGD":
@@ -471,8 +473,7 @@ def _parts(plan: Plan, bind: Mapping[str, Sequence[Any]], all_slots: Sequence[Sl
                    "later fails at the first update)")
             if mode == "native" or spec.type not in exact.OPTIMIZERS:
                 raise UnsupportedError(f"{path}.groups.{late[0].name}.start_step", BACKEND, why)
-            choice = choose(plan, spec, path, groups, effs, mine, mode="exact")
-            choice = dataclasses.replace(choice, detail=choice.detail.replace("; optimizer='exact'", "") + "; " + why)
+            choice = choose(plan, spec, path, groups, effs, mine, mode="exact", why_exact=why)
         for s in mine:
             if s.key != "lr" and s.key not in choice.keys:
                 raise UnsupportedError(s.path, BACKEND, f"{choice.cls.__name__} keeps no per-group {s.hyper!r} to "
@@ -490,8 +491,8 @@ def _parts(plan: Plan, bind: Mapping[str, Sequence[Any]], all_slots: Sequence[Sl
             names = [groups[i].name for i in idx]
             part_slots = [dataclasses.replace(s, index=names.index(s.group)) for s in mine if s.group in names]
             out.append(_Part(spec, choice, [groups[i] for i in idx], [effs[i] for i in idx],
-                             [list(bind[groups[i].name]) for i in idx], part_slots, flag,
-                             [int(group_feature(plan, groups[i], "start_step")) for i in idx]))
+                             [list(bind[groups[i].name]) for i in idx], part_slots,
+                             [int(group_feature(plan, groups[i], "start_step")) for i in idx], flag))
             if len(flags) > 1:
                 for n in names:
                     fid.append(Fidelity(BACKEND, n, "nesterov", "native",

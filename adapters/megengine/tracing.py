@@ -42,10 +42,10 @@ from megengine import tensor
 
 from optbridge import ir
 from optbridge.errors import ConfigError, EvaluationError
-from optbridge.plan import Plan, group_feature, hyper_base, scheduled_hypers
+from optbridge.plan import Plan, hyper_base, scheduled_hypers
 from optbridge.slots import applies, hyper_key, schedule_path
 from optbridge.source import CHUNK
-from optbridge.tracing import Trace
+from optbridge.tracing import Trace, nan_before_joins
 
 from . import optimizers as exact
 from .build import BACKEND, build, setup_of
@@ -181,10 +181,5 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, **o
         if k + 1 < steps:
             for s in schedulers:
                 s.step()
-    for row, g in enumerate(groups):  # a group that joins mid-run has no value before it (NaN, as the reference)
-        start = int(group_feature(plan, g, "start_step"))
-        if start:
-            for arr in data.values():
-                arr[row, :start] = np.nan
-            applied[row, :start] = np.nan
+    nan_before_joins(plan, [g.name for g in groups], [*data.values(), applied])
     return Trace(tuple(g.name for g in groups), data, BACKEND, tuple(fid), {"lr": applied})

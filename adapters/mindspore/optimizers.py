@@ -589,19 +589,20 @@ class ExactOptimizer(nn.Optimizer):
 
     # --------------------------------------------------------------------- update
 
+    def _update_group(self, gi: int, grads: tuple) -> tuple:
+        start, stop = self._groups[gi].start, self._groups[gi].stop
+        return self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
+                              self.parameters[start:stop], grads[start:stop],
+                              *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+
     @ms.jit
     def _apply(self, grads: tuple) -> tuple:
         ok = ()
         for gi in range(len(self._groups)):
-            start, stop = self._groups[gi].start, self._groups[gi].stop
             if self._joins[gi] == 0:
-                ok = ok + self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
-                                         self.parameters[start:stop], grads[start:stop],
-                                         *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+                ok = ok + self._update_group(gi, grads)
             elif self.update_count >= self._joins[gi]:  # joined: from here on as if added at this update
-                ok = ok + self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
-                                         self.parameters[start:stop], grads[start:stop],
-                                         *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+                ok = ok + self._update_group(gi, grads)
             else:
                 ok = ok + self._untouched[gi]
         if self._late:

@@ -33,10 +33,10 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from optbridge.errors import ConfigError
-from optbridge.plan import Plan, group_feature, scheduled_hypers
+from optbridge.plan import Plan, scheduled_hypers
 from optbridge.slots import slots
 from optbridge.source import CHUNK
-from optbridge.tracing import Trace
+from optbridge.tracing import Trace, nan_before_joins
 
 from .build import build
 from .runner import COMPILED_SCHEDULERS, Runner
@@ -129,17 +129,6 @@ def _layout(plan: Plan, setup: MindSporeSetup, steps: int) -> tuple[list[str], d
     return names, data
 
 
-def _before_joins(plan: Plan, names: Sequence[str], data: dict[str, np.ndarray], applied: np.ndarray) -> None:
-    """NaN before a group joins (``start_step``), as the reference: the group is not trained there."""
-    by_name = {g.name: g for g in plan.groups}
-    for row, name in enumerate(names):
-        start = int(group_feature(plan, by_name[name], "start_step"))
-        if start:
-            for v in data.values():
-                v[row, :start] = np.nan
-            applied[row, :start] = np.nan
-
-
 def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[Any]],
           metrics: Sequence[float] | None, mode: str, backend: str) -> Trace:
     names, data = _layout(plan, setup, steps)
@@ -183,7 +172,7 @@ def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
     for v in data.values():
         v[v == 0.0] = 0.0  # -0.0 from a zero lr reads as 0.0
     np.add(applied, 0.0, out=applied)
-    _before_joins(plan, names, data, applied)
+    nan_before_joins(plan, names, [*data.values(), applied])
     return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
 
 
@@ -219,7 +208,7 @@ def _loop(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
             applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
         if k + 1 < steps:
             setup.step()  # plateau metrics were given to the setup up front
-    _before_joins(plan, names, data, applied)
+    nan_before_joins(plan, names, [*data.values(), applied])
     return Trace(tuple(names), data, backend, setup.fidelity, {"lr": applied})
 
 
