@@ -202,6 +202,125 @@ def test_mindspores_adamweightdecay_ports_to_torch_as_optbridges_class(tmp_path:
         port(cfg, "torch", out=tmp_path / "native", optimizer="native")
 
 
+
+# A group that joins at update 12 (start_step: Lightning's BackboneFinetuning calls add_param_group there).
+JOINS = """\
+optbridge: 1
+optimizer: {type: Adam, lr: 0.01}
+groups:
+  - {name: a, params: ["a.*"]}
+  - {name: b, params: ["b.*"], lr_mult: 0.1, start_step: 12}
+schedule:
+  lr: {kind: sequence, boundaries: [8], parts: [{kind: linear, start_factor: 0.1, steps: 8},
+                                               {kind: cosine, steps: 32, end: 1.0e-5}]}
+total_steps: 40
+"""
+
+
+class TwoLinear(tnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = tnn.Linear(3, 3), tnn.Linear(3, 3)
+
+    def forward(self, x: Any) -> Any:
+        return self.a(x) + self.b(x)
+
+
+def torch_updates(model: Any, optimizer: Any, scheduler: Any, start: int, stop: int, clip: Any = None) -> list[Any]:
+    """Updates ``start .. stop - 1`` with fixed pseudo-random gradients: the parameters after each."""
+    out = []
+    for k in range(start, stop):
+        g = torch.Generator().manual_seed(k)
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        if clip is not None:
+            clip()
+        optimizer.step()
+        scheduler.step()
+        out.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
+    return out
+
+
+def test_torch_group_joining_mid_run_matches_to_torch_and_resumes(tmp_path: Path) -> None:
+    """start_step: the scheduler adds the group before update 12 (add_param_group); the parameters equal the
+    to_torch adapter's bit for bit, group b is untouched until then; a resume past the join (scheduler state first,
+    then the optimizer's) continues bit for bit."""
+    cfg = write(tmp_path, JOINS)
+    mod = load_module(port(cfg, "torch", out=tmp_path / "out").module)
+    assert [g["start"] for g in mod.GROUPS] == [0, 12] and mod.selfcheck() == 40
+    model = TwoLinear()
+    setup = mod.build(model)
+    assert len(setup.optimizer.param_groups) == 1
+    got = torch_updates(model, setup.optimizer, setup.scheduler, 0, 40)
+    assert len(setup.optimizer.param_groups) == 2
+    ref_model = TwoLinear()
+    ref = optbridge.to_torch(optbridge.load(cfg), ref_model)
+    want = torch_updates(ref_model, ref.optimizer, ref.scheduler, 0, 40)
+    assert all(torch.equal(x, y) for x, y in zip(got, want))
+    b0 = torch.cat([p.detach().flatten() for p in TwoLinear().b.parameters()])
+    assert torch.equal(got[10][12:], b0) and torch.equal(got[11][12:], b0) and not torch.equal(got[12][12:], b0)
+    # resume at update 20: the fresh scheduler adds group b before the optimizer's state (two groups) is loaded
+    model = TwoLinear()
+    setup = mod.build(model)
+    torch_updates(model, setup.optimizer, setup.scheduler, 0, 20)
+    saved = (setup.scheduler.state_dict(), setup.optimizer.state_dict(), model.state_dict())
+    fresh_model = TwoLinear()
+    fresh = mod.build(fresh_model)
+    fresh_model.load_state_dict(saved[2])
+    fresh.scheduler.load_state_dict(saved[0])
+    fresh.optimizer.load_state_dict(saved[1])
+    assert all(torch.equal(x, y) for x, y in zip(torch_updates(fresh_model, fresh.optimizer, fresh.scheduler, 20, 40),
+                                                 want[20:]))
+
+
+@pytest.mark.parametrize("level", ["optimizer", "groups"])
+def test_torch_clip_covers_the_groups_in_the_optimizer_at_that_update(tmp_path: Path, level: str) -> None:
+    """An optimizer-level clip covers the groups in the optimizer at that update (torch's clip_grad_norm_ over
+    optimizer.param_groups), a joining group's own clip starts with its first update, in the port and in the
+    to_torch adapter alike; the generated train() clears every group's gradients (a group that joins later
+    does not carry gradients accumulated before it)."""
+    text = JOINS.replace("optimizer: {type: Adam, lr: 0.01}", "optimizer: {type: SGD, lr: 0.1, clip: {max_norm: 0.5}}")
+    if level == "groups":
+        text = JOINS.replace("type: Adam", "type: SGD").replace('["a.*"]}', '["a.*"], clip: {max_norm: 0.5}}') \
+            .replace("start_step: 12}", "start_step: 12, clip: {max_norm: 0.1}}")
+    cfg = write(tmp_path, text)
+    mod = load_module(port(cfg, "torch", out=tmp_path / "out").module)
+    model = TwoLinear()
+    setup = mod.build(model)
+    adapter = optbridge.to_torch(optbridge.load(cfg), TwoLinear())
+    k = iter(range(14))
+
+    def clip_like_torch() -> None:
+        joined = next(k) >= 12
+        params = [p for g in setup.optimizer.param_groups for p in g["params"]]
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in (params if level == "optimizer" else
+                                                                      setup.optimizer.param_groups[0]["params"])]))
+        got = setup.clip_gradients()
+        assert len(setup.optimizer.param_groups) == 1 + joined
+        assert got == ({"optimizer": norm} if level == "optimizer" else {"a": norm, **({"b": got["b"]} if joined
+                                                                                       else {})})
+        assert set(adapter.clip_gradients()) == set(got)
+        adapter.optimizer.step()
+        adapter.scheduler.step()
+
+    torch_updates(model, setup.optimizer, setup.scheduler, 0, 14, clip=clip_like_torch)
+    assert len(setup.optimizer.param_groups) == 2
+    # the generated loop: group b's first update (12) uses update 12's gradient only
+    batches = [(torch.randn(4, 3, generator=torch.Generator().manual_seed(k)), torch.zeros(4, 3))
+               for k in range(13)]
+    model, ref_model = TwoLinear(), TwoLinear()
+    mod.train(model, batches, lambda out, t: ((out - t) ** 2).sum(), mod.build(model))
+    ref = optbridge.to_torch(optbridge.load(cfg), ref_model)
+    for x, t in batches:
+        ref_model.zero_grad()
+        ((ref_model(x) - t) ** 2).sum().backward()
+        ref.clip_gradients()
+        ref.optimizer.step()
+        ref.scheduler.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref_model.parameters()))
+
+
 def core_message(plan: Plan, k: int, **kw: Any) -> str:
     """The core's PastHorizon message for update k (what every generated form must say)."""
     src = ValueSource(slots(plan), unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,

@@ -46,7 +46,7 @@ except ImportError as e:  # pragma: no cover - exercised only without mindspore
 from optbridge import ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import ParamRecord, resolve
-from optbridge.plan import Plan, check_group_features
+from optbridge.plan import Plan, check_group_features, group_feature
 from optbridge.slots import Slot, slots
 from optbridge.source import ValueSource
 
@@ -266,8 +266,10 @@ def _clips(plan: Plan, spec: Any, opt: Any, params: Mapping[str, list[Any]]) -> 
         idx = tuple(where[id(p)] for p in params.get(g.name, []) if id(p) in where)
         if idx:
             out.append(ClipGroup(g.name, idx, g.clip))
-    if spec.clip is not None:
-        out.append(ClipGroup(spec.name, tuple(range(len(opt.parameters))), spec.clip))
+    if spec.clip is not None:  # over the groups in the optimizer: one that joins later (start_step) counts from then
+        start = {id(p): int(group_feature(plan, g, "start_step")) for g in spec.groups for p in params.get(g.name, [])}
+        out.append(ClipGroup(spec.name, tuple(range(len(opt.parameters))), spec.clip,
+                             tuple(start.get(id(p), 0) for p in opt.parameters)))
     return out
 
 

@@ -60,11 +60,14 @@ class ClipGroup:
         name: The group (or ``"optimizer"`` for an optimizer-level clip), for messages.
         indices: Positions in ``optimizer.parameters`` (the order of its gradients).
         clip: The plan's :class:`~optbridge.plan.Clip`.
+        starts: Per index, the update from which the gradient counts in the norm (its group's
+            ``start_step``: torch clips the groups in the optimizer at that update); empty: all from 0.
     """
 
     name: str
     indices: tuple[int, ...]
     clip: Clip
+    starts: tuple[int, ...] = ()
 
 
 class Guard:
@@ -113,37 +116,46 @@ class Guard:
         d.check(update)
 
 
-def _norm(grads: tuple, indices: tuple, norm_type: float) -> Any:
+def _counted(x: Any, start: int, k: Any) -> Any:
+    """``x``, or 0 before update ``start`` (a gradient of a group that has not joined yet)."""
+    return x if start == 0 else ops.select(k >= start, x, ops.zeros_like(x))
+
+
+def _norm(grads: tuple, indices: tuple, norm_type: float, starts: tuple, k: Any) -> Any:
     """torch's total norm of the gradients at ``indices`` (norm of the per-tensor norms), float32.
 
     Each norm is computed in float64 from the float32 gradient and rounded once; torch
-    accumulates in float32 lanes, so the two agree to a few float32 ulps.
+    accumulates in float32 lanes, so the two agree to a few float32 ulps. At update ``k``
+    the gradient at ``indices[j]`` counts once ``k >= starts[j]`` (all, when ``starts`` is empty).
     """
+    at = starts or (0,) * len(indices)
     if math.isinf(norm_type):
-        total = ops.cast(ops.abs(grads[indices[0]]).max(), F64)
-        for i in indices[1:]:
-            total = ops.maximum(total, ops.cast(ops.abs(grads[i]).max(), F64))
+        total = _counted(ops.cast(ops.abs(grads[indices[0]]).max(), F64), at[0], k)
+        for j in range(1, len(indices)):
+            total = ops.maximum(total, _counted(ops.cast(ops.abs(grads[indices[j]]).max(), F64), at[j], k))
         return ops.cast(total, F32)
     p = float(norm_type)
     acc = Tensor(0.0, F64)
-    for i in indices:
-        g = ops.abs(ops.cast(grads[i], F64))
+    for j in range(len(indices)):
+        g = ops.abs(ops.cast(grads[indices[j]], F64))
         n = ops.cast(ops.cast(ops.pow(ops.pow(g, p).sum(), 1.0 / p), F32), F64) if p != 2.0 else \
             ops.cast(ops.cast(ops.sqrt((g * g).sum()), F32), F64)
-        acc = acc + (n * n if p == 2.0 else ops.pow(n, p))
+        acc = acc + _counted(n * n if p == 2.0 else ops.pow(n, p), at[j], k)
     return ops.cast(ops.sqrt(acc) if p == 2.0 else ops.pow(acc, 1.0 / p), F32)
 
 
-def _clipped(grads: tuple, clips: tuple, owner: tuple) -> tuple:
-    """The gradients with every clip group applied (torch: ``g *= min(max_norm / (norm + 1e-6), 1)`` or clamp).
+def _clipped(grads: tuple, clips: tuple, owner: tuple, k: Any) -> tuple:
+    """The gradients of update ``k`` with every clip group applied (torch: ``g *= min(max_norm / (norm + 1e-6), 1)``
+    or clamp).
 
-    ``clips``: per clip group ``(indices, max_norm, norm_type, value)`` (``value`` None: norm clipping);
+    ``clips``: per clip group ``(indices, max_norm, norm_type, value, starts)`` (``value`` None: norm clipping);
     ``owner``: per gradient, the index of its clip group or -1.
     """
     coefs: tuple = ()
-    for indices, max_norm, norm_type, value in clips:
+    for indices, max_norm, norm_type, value, starts in clips:
         if value is None:
-            coefs = coefs + (ops.minimum(Tensor(max_norm, F32) / (_norm(grads, indices, norm_type) + _EPS), _UNIT),)
+            coefs = coefs + (ops.minimum(Tensor(max_norm, F32) / (_norm(grads, indices, norm_type, starts, k) + _EPS),
+                                         _UNIT),)
         else:
             coefs = coefs + (_UNIT,)
     out: tuple = ()
@@ -180,7 +192,8 @@ def _guarded_class(base: type) -> type:
             ops.Assert(summarize=2)(ok, (self.optbridge_updates, self.optbridge_clock))
             ops.assign_add(self.optbridge_updates, _ONE)
             if self.optbridge_clips:
-                gradients = _clipped(gradients, self.optbridge_clips, self.optbridge_owner)
+                gradients = _clipped(gradients, self.optbridge_clips, self.optbridge_owner,
+                                     self.optbridge_updates - _ONE)
             return super().construct(gradients)  # the base's own update (jit-decorated or not)
 
     Guarded.__name__, Guarded.__qualname__, Guarded.__module__ = base.__name__, base.__qualname__, base.__module__
@@ -199,7 +212,8 @@ def install(optimizer: Any, guard: Guard, clips: Sequence[ClipGroup] = ()) -> An
     optimizer.optbridge_stepped = guard.driver is not None
     optimizer.optbridge_clock = guard.driver.clock if guard.driver is not None else Tensor(0, I32)
     optimizer.optbridge_clips = tuple((c.indices, float(c.clip.max_norm or 0.0), float(c.clip.norm_type),
-                                       None if c.clip.value is None else float(c.clip.value)) for c in clips)
+                                       None if c.clip.value is None else float(c.clip.value),
+                                       c.starts if any(c.starts) else ()) for c in clips)
     owner = [-1] * len(optimizer.parameters)
     for j, c in enumerate(clips):
         for i in c.indices:

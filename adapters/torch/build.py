@@ -115,12 +115,16 @@ class TorchSetup:
         ``torch.nn.utils.clip_grad_norm_(model.parameters(), ...)`` in a training loop);
         a group's ``clip`` clips that group's parameters only (one norm per group).
         ``max_norm`` uses ``clip_grad_norm_``, ``value`` uses ``clip_grad_value_``.
+        A group that joins at this update (``start_step``) is added to its optimizer
+        first, so its own clip and its optimizer's cover its first update.
 
         Returns:
             ``optimizer or group name -> total gradient norm before clipping`` (None for
             value clipping).
         """
         out: dict[str, float | None] = {}
+        if self.guard is not None:  # a group that joins at this update is in its optimizer for this update's clip
+            self.guard.join(self.guard.position())
         for o in self.plan.optimizers:
             if o.clip is not None and o.name in self.optimizers:
                 params = [p for g in self.optimizers[o.name].param_groups for p in g["params"] if p.grad is not None]

@@ -79,7 +79,7 @@ def _literal(value: Any) -> str:
 def constants(spec: PortSpec, columns: list[dict[str, Any]], source: str) -> str:
     """The constants block: everything the module knows about the port (no values: those are in the tables)."""
     groups = [{"name": g.name, "optimizer": g.optimizer, "index": g.index, "select": g.select, "options": g.options,
-               "frozen": g.frozen, "clip": g.clip} for g in spec.groups]
+               "frozen": g.frozen, "clip": g.clip, "start": g.start} for g in spec.groups]
     optimizers = [{"name": o.name, "type": o.type, "class": o.choice.cls, "api": o.choice.api,
                    "options": o.options, "clip": o.clip} for o in spec.optimizers]
     slots = [{"group": s.group, "hyper": s.hyper, "key": s.key, "position": s.position, "column": s.column,

@@ -19,7 +19,7 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError, UnsupportedError
 from ..params import effective_options
-from ..plan import OPTIMIZER_DEFAULTS, Plan, check_group_features
+from ..plan import OPTIMIZER_DEFAULTS, Plan, check_group_features, group_feature
 from ..serialize import _clip_to_dict, _selector_to_dict
 from ..slots import Slot, fingerprint, slots
 from ..source import PastHorizon, ValueSource
@@ -65,11 +65,13 @@ class PortGroup:
     Attributes:
         name: Group name.
         optimizer: Index into :attr:`PortSpec.optimizers`.
-        index: Position among its optimizer's groups (``param_groups`` index).
+        index: Its ``param_groups`` index once it is in the optimizer: the groups of update 0
+            first, then the ones that join later in the order they join (plan order on a tie).
         select: Selectors as plain data (``"rest"``, a glob, or a mapping of criteria).
         options: The group dict's options (``choice.group_keys``; lr is the base).
         frozen: ``None`` or ``"zero_lr"``.
         clip: Group clipping, or None.
+        start: The update at which the group joins its optimizer (``start_step``; 0: from the start).
     """
 
     name: str
@@ -79,6 +81,7 @@ class PortGroup:
     options: dict[str, Any]
     frozen: str | None
     clip: dict[str, float] | None
+    start: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,20 @@ def _optimizers(plan: Plan, framework: str, form: str, mode: str, backend: str
         built = [g for g in spec.groups if g.frozen != "exclude"]
         eff = [{k: v for k, v in effective_options(plan, g).items() if k not in IMPL_FLAGS} for g in built]
         path = f"optimizers[{oi}]" if len(plan.optimizers) > 1 else "optimizer"
+        starts = [int(group_feature(plan, g, "start_step")) for g in built]
         choice = choose(framework, spec.type, eff, form=form, mode=mode, path=path, backend=backend)
+        if any(starts) and framework != "torch" and mode == "auto" and choice.api != "exact":
+            exact = choose(framework, spec.type, eff, form=form, mode="exact", path=path, backend=backend)
+            if exact.api == "exact":  # only optbridge's classes take a group mid-run
+                choice = dataclasses.replace(exact, why=f"a group joins mid-run (start_step), which {choice.cls} "
+                                             f"cannot do ({_NO_JOIN[framework]}): optbridge's class can")
         defaults = OPTIMIZER_DEFAULTS[spec.type]
+        if any(starts):
+            _check_joins(framework, spec.type, built, starts, choice, mode, backend)
+        # param_groups order: torch and MegEngine add a late group when it joins (add_param_group), after the
+        # groups of update 0; optbridge's MindSpore classes take every group at construction
+        late_last = sorted(range(len(built)), key=lambda j: starts[j] if framework != "mindspore" else 0)
+        order = {j: i for i, j in enumerate(late_last)}
         for j, (g, o) in enumerate(zip(built, eff)):
             # an option the class does not take is fine only at torch's default (maximize: false)
             dropped = sorted(k for k in o if k not in choice.group_keys and k not in choice.ctor_keys
@@ -200,13 +215,34 @@ def _optimizers(plan: Plan, framework: str, form: str, mode: str, backend: str
                 raise UnsupportedError(f"groups.{g.name}.{dropped[0]}", backend,
                                        f"{choice.cls} has no option {dropped[0]!r} (it takes "
                                        f"{', '.join(choice.group_keys + choice.ctor_keys)})")
-            groups.append(PortGroup(g.name, oi, j, [_selector_to_dict(s) for s in g.select],
+            groups.append(PortGroup(g.name, oi, order[j], [_selector_to_dict(s) for s in g.select],
                                     {k: _json_value(o[k]) for k in choice.group_keys if k in o}, g.frozen,
-                                    None if g.clip is None else _clip_to_dict(g.clip)))
+                                    None if g.clip is None else _clip_to_dict(g.clip), starts[j]))
         ctor = {k: _json_value(eff[0][k]) for k in choice.ctor_keys if eff and k in eff[0]}
         opts.append(PortOptimizer(spec.name, spec.type, choice, ctor,
                                   None if spec.clip is None else _clip_to_dict(spec.clip)))
     return opts, groups
+
+
+#: Why a framework's own optimizers cannot take a group mid-run.
+_NO_JOIN = {"mindspore": "MindSpore's optimizers take every group at construction and update it from the first "
+                         "update",
+            "megengine": "MegEngine's own optimizers create their state in the constructor only"}
+
+
+def _check_joins(framework: str, kind: str, built: Sequence[Any], starts: Sequence[int], choice: Choice, mode: str,
+                 backend: str) -> None:
+    """Refuse groups joining mid-run (``start_step``) where the generated module cannot add them exactly."""
+    late = next(g for g, s in zip(built, starts) if s)
+    where = f"groups.{late.name}.start_step"
+    if framework in ("torch", "megengine") and all(starts):
+        raise UnsupportedError(where, backend, f"{framework} builds an optimizer over at least one group, and every "
+                               "group of this optimizer joins later (start_step > 0 in each)")
+    if framework != "torch" and choice.api != "exact":
+        way = ("optimizer='auto' uses optbridge's class, which can" if mode == "native" else
+               f"and optbridge has no {framework} class of {kind}")
+        raise UnsupportedError(where, backend, f"{choice.cls} cannot take a group mid-run ({_NO_JOIN[framework]}); "
+                               + way)
 
 
 def _horizon(items: Sequence[Slot], plan: Plan, total_steps: int | None, metrics: Sequence[float] | None
@@ -257,7 +293,7 @@ def build_spec(plan: Plan, to: str, *, form: str | None = None, total_steps: int
     if total_steps is not None:
         total_steps = ir.check_int("total_steps", total_steps, minimum=1)
     backend = backend_name(to, form)
-    check_group_features(plan, backend)
+    check_group_features(plan, backend, ("start_step",))
     items = slots(plan, held=True)
     scheduled = [s for s in items if s.node is not None]
     for s in scheduled:

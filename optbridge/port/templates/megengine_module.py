@@ -52,24 +52,32 @@ class TableScheduler:
     """Writes the port's values into an optimizer's groups: call ``step()`` once after every ``optimizer.step()``.
 
     The constructor writes update 0; ``step()`` writes the next update's values
-    (``beta1``/``beta2`` into ``betas``); MegEngine reads ``group[key]`` at every
+    (``beta1``/``beta2`` into ``betas``), after adding the groups that join the optimizer
+    at that update (``add_param_group``: ``start`` in ``GROUPS``; a resumed scheduler adds
+    the ones its position has passed, so load its state before the optimizer's); MegEngine reads ``group[key]`` at every
     ``step()`` (lr as float32). Stepping to the end of the schedule writes nothing: the
     optimizer update that would use a value there raises :class:`PastHorizon`
     (``optimizer.step`` is wrapped, see :func:`guard`).
     """
 
-    def __init__(self, optimizer: mopt.Optimizer, slots: list[int]) -> None:
+    def __init__(self, optimizer: mopt.Optimizer, slots: list[int],
+                 joins: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
         self.optimizer = optimizer
         self.values = Values(slots)
         self._targets = [(GROUPS[SLOTS[j]["group"]]["index"], SLOTS[j]["key"], SLOTS[j]["position"]) for j in slots]
+        self._joins = list(joins)  # (update, group dict), in param_groups order
         self.last_epoch = 0
         self._write(0)
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
             return  # no update uses it: the update that would raises
+        while self._joins and self._joins[0][0] <= t:
+            self.optimizer.add_param_group(self._joins.pop(0)[1])
         groups = self.optimizer.param_groups
         for (gi, key, pos), v in zip(self._targets, self.values.row(t)):
+            if gi >= len(groups):
+                continue  # joins later
             if pos is not None:
                 b = list(groups[gi][key])
                 b[pos] = v
@@ -161,12 +169,16 @@ class Setup:
         out: dict[str, float | None] = {}
         for oi, o in enumerate(OPTIMIZERS):
             if o["clip"] is not None:
-                out[o["name"]] = _clip([p for g in GROUPS if g["optimizer"] == oi for p in self._params[g["name"]]],
-                                       o["clip"])
+                out[o["name"]] = _clip([p for g in GROUPS if g["optimizer"] == oi and self.joined(g)
+                                        for p in self._params[g["name"]]], o["clip"])
         for g in GROUPS:
-            if g["clip"] is not None:
+            if g["clip"] is not None and self.joined(g):
                 out[g["name"]] = _clip(self._params[g["name"]], g["clip"])
         return out
+
+    def joined(self, group: dict[str, Any]) -> bool:
+        """Whether ``group`` (a ``GROUPS`` entry) is in its optimizer at the current update."""
+        return self.schedulers[OPTIMIZERS[group["optimizer"]]["name"]].last_epoch >= group["start"]
 
 
 def _clip(params: list[Any], clip: dict[str, float]) -> float | None:
@@ -204,20 +216,21 @@ def build_on(params: dict[str, list[Any]], *, check: bool = True) -> tuple[dict[
     schedulers: dict[str, TableScheduler] = {}
     driven = {(s["group"], s["key"]) for s in SLOTS}
     for oi, o in enumerate(OPTIMIZERS):
-        groups = []
-        for gi, g in enumerate(GROUPS):
+        groups = []  # (the update it joins at, group dict), in param_groups order
+        for gi, g in sorted(enumerate(GROUPS), key=lambda ig: ig[1]["index"]):
             if g["optimizer"] != oi:
                 continue
             opts = {k: tuple(v) if isinstance(v, list) else v for k, v in g["options"].items()}
             if (gi, "momentum") in driven:
                 opts["momentum"] = 1.0
-            groups.append({"params": params[g["name"]], "name": g["name"], **opts})
+            groups.append((g["start"], {"params": params[g["name"]], "name": g["name"], **opts}))
+        first = [d for start, d in groups if start == 0]
         # the constructor's defaults from the first group (MegEngine checks them, e.g. nesterov needs momentum)
-        ctor = {k: v for k, v in groups[0].items() if k not in ("params", "name")}
+        ctor = {k: v for k, v in first[0].items() if k not in ("params", "name")}
         ctor.update({k: tuple(v) if isinstance(v, list) else v for k, v in o["options"].items()})
-        opt = _class(o["class"])(groups, **ctor)
+        opt = _class(o["class"])(first, **ctor)
         slots = [j for j, s in enumerate(SLOTS) if GROUPS[s["group"]]["optimizer"] == oi]
-        sched = TableScheduler(opt, slots)
+        sched = TableScheduler(opt, slots, [(start, d) for start, d in groups if start > 0])
         guard(opt, sched, o["name"])
         optimizers[o["name"]], schedulers[o["name"]] = opt, sched
     return optimizers, schedulers
@@ -245,8 +258,8 @@ def train(model: megengine.module.Module, batches: Iterable[tuple[Any, Any]], lo
     setup = setup or build(model)
     gm = GradManager().attach(setup.params)
     for x, y in batches:
-        for opt in setup.optimizers.values():
-            opt.clear_grad()
+        for p in setup.params:  # every group's, also those that join later (gradients accumulate)
+            p.grad = None
         with gm:
             gm.backward(loss_fn(model(x), y))
         setup.clip_gradients()
@@ -268,6 +281,8 @@ def selfcheck(steps: int | None = None) -> int:
         for name, opt in optimizers.items():
             for j in schedulers[name].values.slots:
                 s = SLOTS[j]
+                if GROUPS[s["group"]]["start"] > k:
+                    continue  # not in the optimizer yet
                 g = opt.param_groups[GROUPS[s["group"]]["index"]]
                 got = g[s["key"]] if s["position"] is None else g[s["key"]][s["position"]]
                 if float(got) != want[j][k]:

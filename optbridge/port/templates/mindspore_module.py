@@ -300,8 +300,10 @@ class Setup:
         for oi, o in enumerate(OPTIMIZERS):
             opt = self.optimizers[o["name"]]
             where = {id(p): i for i, p in enumerate(opt.parameters)}
-            spans = [(o["clip"], [g for g in GROUPS if g["optimizer"] == oi])] if o["clip"] else []
-            spans += [(g["clip"], [g]) for g in GROUPS if g["optimizer"] == oi and g["clip"]]
+            k = int(opt.port_step.asnumpy()[0]) if hasattr(opt, "port_step") else 0
+            mine = [g for g in GROUPS if g["optimizer"] == oi and g["start"] <= k]  # joined groups (torch's view)
+            spans = [(o["clip"], mine)] if o["clip"] else []
+            spans += [(g["clip"], [g]) for g in mine if g["clip"]]
             for clip, gs in spans:
                 idx = [where[id(p)] for g in gs for p in self._params[g["name"]]]
                 part = [grads[i] for i in idx]
@@ -334,6 +336,8 @@ def _group_dict(g: int, params: list[Parameter], choice_api: str) -> dict[str, A
     if choice_api == "nn":
         lr: Any = Tensor(lr_list(g)) if FORM == "list" else lr_cell(g)
         return {"params": params, "lr": lr, "weight_decay": float(GROUPS[g]["options"].get("weight_decay", 0.0))}
+    if GROUPS[g]["start"]:  # optbridge's class: the group is left untouched until its update
+        opts["start_step"] = GROUPS[g]["start"]
     return {"params": params, **opts}
 
 

@@ -53,22 +53,31 @@ class TableScheduler(torch.optim.lr_scheduler.LRScheduler):
     """Writes the port's values into an optimizer's groups: call ``step()`` once after every ``optimizer.step()``.
 
     The constructor writes update 0 (as torch's schedulers do); ``step()`` writes the
-    next update's values (``beta1``/``beta2`` into ``betas``). Stepping to the end of
+    next update's values (``beta1``/``beta2`` into ``betas``), after adding the groups
+    that join the optimizer at that update (``add_param_group``: ``start`` in
+    ``GROUPS``; a resumed scheduler adds the ones its position has passed, so load its
+    state before the optimizer's). Stepping to the end of
     the schedule writes nothing: the optimizer update that would use a value there
     raises :class:`PastHorizon` (see :func:`guard`). ``state_dict()`` is plain data and
     carries the port's fingerprint; ``load_state_dict`` refuses another port's state.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, slots: list[int]) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, slots: list[int],
+                 joins: Iterable[tuple[int, dict[str, Any]]] = ()) -> None:
         self.values = Values(slots)
         self._targets = [(GROUPS[SLOTS[j]["group"]]["index"], SLOTS[j]["key"], SLOTS[j]["position"]) for j in slots]
+        self._joins = list(joins)  # (update, group dict), in param_groups order
         super().__init__(optimizer)
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
             return  # no update uses it: the update that would raises
+        while self._joins and self._joins[0][0] <= t:
+            self.optimizer.add_param_group(self._joins.pop(0)[1])
         groups = self.optimizer.param_groups
         for (gi, key, pos), v in zip(self._targets, self.values.row(t)):
+            if gi >= len(groups):
+                continue  # joins later
             g = groups[gi]
             if pos is not None:
                 b = list(g[key])
@@ -170,12 +179,17 @@ class Setup:
         out: dict[str, float | None] = {}
         for o in OPTIMIZERS:
             if o["clip"] is not None:
-                params = [p for g in GROUPS if OPTIMIZERS[g["optimizer"]] is o for p in self._params[g["name"]]]
+                params = [p for g in GROUPS if OPTIMIZERS[g["optimizer"]] is o and self.joined(g)
+                          for p in self._params[g["name"]]]
                 out[o["name"]] = _clip(params, o["clip"])
         for g in GROUPS:
-            if g["clip"] is not None:
+            if g["clip"] is not None and self.joined(g):
                 out[g["name"]] = _clip(self._params[g["name"]], g["clip"])
         return out
+
+    def joined(self, group: dict[str, Any]) -> bool:
+        """Whether ``group`` (a ``GROUPS`` entry) is in its optimizer at the current update."""
+        return self.schedulers[OPTIMIZERS[group["optimizer"]]["name"]].last_epoch >= group["start"]
 
 
 def _clip(params: list[torch.Tensor], clip: dict[str, float]) -> float | None:
@@ -213,11 +227,12 @@ def build_on(params: dict[str, list[torch.Tensor]], *, check: bool = True) -> tu
     optimizers: dict[str, torch.optim.Optimizer] = {}
     schedulers: dict[str, TableScheduler] = {}
     for oi, o in enumerate(OPTIMIZERS):
-        mine = [g for g in GROUPS if g["optimizer"] == oi]
-        groups = [{"params": params[g["name"]], "name": g["name"], **_options(g["options"])} for g in mine]
-        opt = _class(o["class"])(groups, **_options(o["options"]))
+        mine = sorted((g for g in GROUPS if g["optimizer"] == oi), key=lambda g: g["index"])
+        groups = [(g["start"], {"params": params[g["name"]], "name": g["name"], **_options(g["options"])})
+                  for g in mine]
+        opt = _class(o["class"])([d for start, d in groups if start == 0], **_options(o["options"]))
         slots = [j for j, s in enumerate(SLOTS) if GROUPS[s["group"]]["optimizer"] == oi]
-        sched = TableScheduler(opt, slots)
+        sched = TableScheduler(opt, slots, [(start, d) for start, d in groups if start > 0])
         guard(opt, sched, o["name"])
         optimizers[o["name"]], schedulers[o["name"]] = opt, sched
     return optimizers, schedulers
@@ -261,8 +276,9 @@ def train(model: torch.nn.Module, batches: Iterable[tuple[Any, Any]], loss_fn: C
     """A minimal training loop: the order every update needs (clip, step, then the scheduler)."""
     setup = setup or build(model)
     for x, y in batches:
-        for opt in setup.optimizers.values():
-            opt.zero_grad()
+        for ps in setup._params.values():  # every group's, also those that join later (gradients accumulate)
+            for p in ps:
+                p.grad = None
         loss_fn(model(x), y).backward()
         setup.clip_gradients()
         for opt in setup.optimizers.values():
@@ -282,6 +298,8 @@ def selfcheck(steps: int | None = None) -> int:
         for name, opt in optimizers.items():
             for j in schedulers[name].values.slots:
                 s = SLOTS[j]
+                if GROUPS[s["group"]]["start"] > k:
+                    continue  # not in the optimizer yet
                 g = opt.param_groups[GROUPS[s["group"]]["index"]]
                 got = g[s["key"]] if s["position"] is None else g[s["key"]][s["position"]]
                 if float(got) != want[j][k]:
