@@ -934,3 +934,73 @@ def test_mindspore_resolver_is_optbridge_resolve(tmp_path: Path) -> None:
         got, excluded = mod.resolve(mod.records(net))
         want = resolve(plan, ms_records(net))
         assert got == {g.name: list(g.params) for g in want.groups} and excluded == list(want.excluded)
+
+
+class MHolder(mnn.Cell):
+    def __init__(self, value: np.ndarray) -> None:
+        super().__init__()
+        self.w = Parameter(Tensor(value), name="w")
+
+
+class MTwo(mnn.Cell):
+    """Two float32 vectors, ``a.w`` and ``b.w`` (the JOINS plan's groups)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        init = np.random.RandomState(0).randn(2, 4).astype(np.float32)
+        self.a, self.b = MHolder(init[0]), MHolder(init[1])
+
+
+def ms_updates(setup: Any, net: Any, steps: int) -> np.ndarray:
+    grads = np.random.RandomState(1).randn(steps, 2, 4).astype(np.float32)
+    opt, out = setup.optimizer, []
+    for k in range(steps):
+        opt(ms.mutable(tuple(Tensor(grads[k, 0 if p.name.startswith("a") else 1]) for p in opt.parameters)))
+        setup.step()
+        out.append(np.concatenate([net.a.w.asnumpy(), net.b.w.asnumpy()]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("form", ["list", "cell", "experimental"])
+@pytest.mark.parametrize("kind", ["Adam", "SGD"])
+def test_mindspore_group_joining_mid_run_runs_on_the_exact_class(tmp_path: Path, form: str, kind: str) -> None:
+    """start_step on MindSpore: the port builds optbridge's exact class with the group's start_step (MindSpore's
+    own optimizers update every group from the first update: optimizer='native' refuses, saying so); the
+    parameters equal to_mindspore's bit for bit, and group b stays untouched until update 12."""
+    text = JOINS if kind == "Adam" else JOINS.replace("{type: Adam, lr: 0.01}", "{type: SGD, lr: 0.1, momentum: 0.9}")
+    cfg = write(tmp_path, text)
+    res = port(cfg, "mindspore", out=tmp_path / "out", form=form)
+    assert res.spec.optimizers[0].choice.cls == f"exact.{kind}"
+    if kind == "SGD":
+        assert "joins mid-run" in res.spec.optimizers[0].choice.why
+        with pytest.raises(UnsupportedError, match="cannot take a group mid-run .MindSpore's optimizers take every "
+                                                   "group at construction"):
+            port(cfg, "mindspore", out=tmp_path / "native", form=form, optimizer="native")
+    mod = load_module(res.module)
+    net = MTwo()
+    got = ms_updates(mod.build(net), net, 20)
+    ref_net = MTwo()
+    want = ms_updates(optbridge.to_mindspore(optbridge.load(cfg), ref_net, form=form), ref_net, 20)
+    np.testing.assert_array_equal(got, want)
+    b0 = MTwo().b.w.asnumpy()
+    assert (got[:12, 4:] == b0).all() and not (got[12, 4:] == b0).all()
+
+
+def test_mindspore_port_clip_leaves_out_a_group_that_has_not_joined(tmp_path: Path) -> None:
+    cfg = write(tmp_path, JOINS.replace("{type: Adam, lr: 0.01}", "{type: SGD, lr: 0.1, clip: {max_norm: 0.5}}"))
+    mod = load_module(port(cfg, "mindspore", out=tmp_path / "out", form="list").module)
+    setup = mod.build(MTwo())
+    g = np.random.RandomState(2).randn(2, 4).astype(np.float32)
+    for k in range(13):
+        a, b = (x.asnumpy() for x in setup.clip_gradients((Tensor(g[0]), Tensor(g[1]))))
+        norm = np.linalg.norm(g if k >= 12 else g[0])
+        np.testing.assert_allclose(a, g[0] * (0.5 / (norm + 1e-6)), rtol=1e-6)
+        np.testing.assert_allclose(b, g[1] * (0.5 / (norm + 1e-6)) if k >= 12 else g[1], rtol=1e-6)
+        setup.optimizer(ms.mutable((Tensor(g[0]), Tensor(g[1]))))
+        setup.step()
+
+
+def test_adamweightdecay_joining_mid_run_is_refused_on_mindspore(tmp_path: Path) -> None:
+    cfg = write(tmp_path, JOINS.replace("type: Adam,", "type: AdamWeightDecay,"))
+    with pytest.raises(UnsupportedError, match="optbridge has no mindspore class of AdamWeightDecay"):
+        port(cfg, "mindspore", out=tmp_path / "out", form="cell")
