@@ -138,3 +138,26 @@ def test_a_scheduled_beta_reaching_one_is_named_at_the_step():
     with pytest.raises(ConfigError) as info:
         opt.step()
     assert info.value.path == "param_groups[0].betas[0]"
+
+
+def test_from_torch_reads_it_back():
+    """A live torch setup on optbridge's class (what ``optbridge port --to torch`` builds for AdamWeightDecay) imports
+    as a plan of type AdamWeightDecay with its options and groups; the plan's trace is the lr torch applied (1e-12
+    relative: the reference's cosine against torch's recursive form), and to_torch builds the class again."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    opt = AdamWeightDecay([{"params": model[0].parameters(), "weight_decay": 0.0},
+                           {"params": model[1].parameters(), "lr": 1e-2}], lr=1e-3, weight_decay=0.01, eps=1e-7)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 50)
+    plan = optbridge.from_torch(opt, sched, model=model)
+    assert plan.optimizers[0].type == "AdamWeightDecay"
+    assert dict(plan.optimizers[0].options) == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.01}
+    assert [dict(g.options) for g in plan.groups] == [{"weight_decay": 0.0, "lr": 1e-3}, {"lr": 1e-2}]
+    want = []
+    for _ in range(50):
+        want.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(optbridge.trace(plan, 50)["lr"], np.array(want).T, rtol=1e-12, atol=0)
+    assert type(optbridge.to_torch(plan, model).optimizer) is AdamWeightDecay
+    with pytest.raises(ConfigError, match="optbridge_adapters.torch.optimizers.AdamWeightDecay"):
+        optbridge.from_torch(type("AdamWeightDecay", (torch.optim.SGD,), {})(model.parameters(), lr=0.1))

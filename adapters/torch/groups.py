@@ -43,20 +43,31 @@ def plain(v: Any) -> Any:
     return v
 
 
+def _accepted(otype: str) -> tuple[str, ...]:
+    """The keyword options of torch's class ``otype``, or of optbridge's torch class of MindSpore's AdamWeightDecay."""
+    return OPTIMIZER_KWARGS.get(otype) or tuple(OPTIMIZER_DEFAULTS[otype])
+
+
 def optimizer_type(optimizer: Any) -> str:
-    """The torch.optim class name of ``optimizer``, or a ConfigError naming the classes optbridge knows."""
+    """The torch.optim class name of ``optimizer`` (or ``AdamWeightDecay``: optbridge's torch class of MindSpore's
+    update, which ``optbridge port --to torch`` builds), or a ConfigError naming the classes optbridge knows."""
+    from .optimizers import OPTIMIZERS as EXACT
+
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError("optimizer", "must be a torch.optim optimizer", type(optimizer).__name__)
     otype = type(optimizer).__name__
+    if EXACT.get(otype) is type(optimizer):
+        return otype
     if type(optimizer) is not getattr(torch.optim, otype, None) or otype not in OPTIMIZER_KWARGS:
         raise ConfigError("optimizer", "must be one of the torch.optim classes optbridge knows ("
-                          + ", ".join(k for k in OPTIMIZER_DEFAULTS if k in OPTIMIZER_KWARGS) + ")", otype)
+                          + ", ".join(k for k in OPTIMIZER_DEFAULTS if k in OPTIMIZER_KWARGS)
+                          + ") or optbridge_adapters.torch.optimizers." + ", ".join(EXACT), otype)
     return otype
 
 
 def optimizer_options(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's ``defaults`` as plan options (every accepted key, tensors as numbers)."""
-    accepted = OPTIMIZER_KWARGS[type(optimizer).__name__]
+    accepted = _accepted(type(optimizer).__name__)
     return {k: plain(v) for k, v in optimizer.defaults.items() if k in accepted}
 
 
@@ -98,7 +109,7 @@ def read_groups(optimizer: torch.optim.Optimizer, defaults: Mapping[str, Any],
     The lr is the group's current ``lr``; callers replace it with the base their
     schedules scale (``initial_lr``, ...).
     """
-    accepted = OPTIMIZER_KWARGS[type(optimizer).__name__]
+    accepted = _accepted(type(optimizer).__name__)
     out: list[GroupInfo] = []
     taken: set[str] = set()
     for i, g in enumerate(optimizer.param_groups if groups is None else groups):
