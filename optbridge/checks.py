@@ -318,7 +318,7 @@ def value_windows(plan: Plan, items: Sequence[Slot], *, start: int = 0, steps: i
     m = None if metrics is None else _metrics(metrics)
     end = plan.total_steps if steps is None else start + steps
     horizon = ValueSource([s for s, _ in driven], unit=plan.step_unit, steps_per_epoch=plan.steps_per_epoch,
-                          total_steps=plan.total_steps, metrics=m).horizon  # type: ignore[arg-type]  # it floats any 1-D array too
+                          total_steps=plan.total_steps, metrics=m).horizon
     if horizon is not None:
         end = horizon if end is None else min(end, horizon)
     if end is None or end <= start:

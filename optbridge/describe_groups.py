@@ -161,7 +161,8 @@ class RecordIndex:
 
     def _pattern(self, crit: str, p: object) -> int:
         if crit == "ndim":
-            return self.ndim.get(p, 0)  # type: ignore[call-overload]
+            assert isinstance(p, int)  # Selector.ndim and the ndim atoms are ints
+            return self.ndim.get(p, 0)
         assert isinstance(p, str)
         if crit in ("modules", "leaf"):
             table = self._types if crit == "modules" else self.leaf
@@ -333,7 +334,8 @@ def _merge(atoms: list[Atom]) -> list[Atom]:
 
 
 def _selector(atom: Atom) -> Selector:
-    return Selector(**{crit: pats for crit, pats in atom})  # type: ignore[arg-type]
+    fields: dict[str, Any] = {crit: pats for crit, pats in atom}  # criterion -> patterns (Selector checks them)
+    return Selector(**fields)
 
 
 def _group_masks(index: RecordIndex, assignment: Mapping[str, str], path: str) -> dict[str, int]:

@@ -28,11 +28,15 @@ import math
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import ir
 from .errors import ConfigError, EvaluationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .expr import Expr
 
 __all__ = ["values", "table", "scales_base", "history_dependent", "Context"]
 
@@ -327,7 +331,7 @@ def _half_cosine(num: Array, den: Array | int) -> Array:
 
 
 def _lambda(n: ir.Lambda, k: Array, ctx: Context) -> tuple[Array, float]:
-    return np.array(_expr(n.expr, k, ctx.path + ".expr"), dtype=np.float64), 0.0
+    return np.array(_expr(n.function, k, ctx.path + ".expr"), dtype=np.float64), 0.0
 
 
 def _table(n: ir.Table, k: Array, ctx: Context) -> tuple[Array, float] | None:
@@ -397,9 +401,9 @@ def _multiplicative(n: ir.Multiplicative, k: Array, base: Base, ctx: Context,
                     anchor: float | Array | None = None) -> Array:
     hi = int(k[-1])
     if anchor is None:  # standalone: v(k) = base * prod_{j=1..k} f(j)
-        factors, start, offset = _expr(n.expr, np.arange(1, hi + 1, dtype=np.int64), ctx.path + ".expr"), base, 0
+        factors, start, offset = _expr(n.function, np.arange(1, hi + 1, dtype=np.int64), ctx.path + ".expr"), base, 0
     else:  # continuation inside a sequence: v(k) = anchor * prod_{j=0..k} f(j)
-        factors, start, offset = _expr(n.expr, np.arange(0, hi + 1, dtype=np.int64), ctx.path + ".expr"), anchor, 1
+        factors, start, offset = _expr(n.function, np.arange(0, hi + 1, dtype=np.int64), ctx.path + ".expr"), anchor, 1
     # cumprod([start, f...]) multiplies in torch's order, so the result is bit-identical to its recursion
     starts = np.atleast_1d(np.asarray(start, dtype=np.float64)).ravel()
     runs = np.vstack([np.cumprod(np.concatenate(([s0], factors))) for s0 in starts])
@@ -445,8 +449,10 @@ def _plateau(n: ir.Plateau, k: Array, base: Base, ctx: Context) -> Array:
     fresh = math.inf if n.mode == "min" else -math.inf
     lr, best, bad, cool = base, fresh if n.best is None else n.best, n.bad_steps, n.cooldown_left
     out[0] = lr
+    if m is None:  # then hi == 0 (checked above): no step to take
+        return out[k]
     for j in range(hi):  # sequential by nature: each value depends on the metric history
-        cur = float(m[j])  # type: ignore[index]
+        cur = float(m[j])
         if n.mode == "min":
             better = cur < best * (1.0 - n.threshold) if n.threshold_mode == "rel" else cur < best - n.threshold
         else:
@@ -501,9 +507,9 @@ def _chain(n: ir.Chain, t: Array, base: float, ctx: Context) -> Array:
     return out
 
 
-def _expr(e: object, k: Array, path: str) -> Array:
+def _expr(e: Expr, k: Array, path: str) -> Array:
     try:
-        out = np.asarray(e.evaluate({name: k for name in e.variables}), dtype=np.float64)  # type: ignore[attr-defined]
+        out = np.asarray(e.evaluate({name: k for name in e.variables}), dtype=np.float64)
         return out if out.shape == k.shape else np.broadcast_to(out, k.shape)
     except ConfigError:
         raise

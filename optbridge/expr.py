@@ -290,40 +290,40 @@ class _Validator:
     def check(self, node: ast.AST, depth: int) -> None:
         if depth > MAX_DEPTH:
             self.fail(f"nested deeper than {MAX_DEPTH} levels")
-        kind = type(node)
-        if kind is ast.Constant:
-            self.check_constant(node)  # type: ignore[arg-type]
-        elif kind is ast.Name:
-            self.check_name(node)  # type: ignore[arg-type]
-        elif kind is ast.UnaryOp:
-            if type(node.op) not in _ALLOWED_UNARYOPS:  # type: ignore[attr-defined]
+        if isinstance(node, ast.Constant):  # ast.parse builds these exact classes: isinstance is `type(node) is`
+            self.check_constant(node)
+        elif isinstance(node, ast.Name):
+            self.check_name(node)
+        elif isinstance(node, ast.UnaryOp):
+            if type(node.op) not in _ALLOWED_UNARYOPS:
                 self.fail(f"operator '~' is not allowed in {self.piece(node)!r}")
-            self.check(node.operand, depth + 1)  # type: ignore[attr-defined]
-        elif kind is ast.BinOp:
-            op = type(node.op)  # type: ignore[attr-defined]
+            self.check(node.operand, depth + 1)
+        elif isinstance(node, ast.BinOp):
+            op = type(node.op)
             if op not in _ALLOWED_BINOPS:
                 symbol = _BINOP_SYMBOLS.get(op, op.__name__)
                 self.fail(f"operator {symbol!r} is not allowed in {self.piece(node)!r}")
-            self.check(node.left, depth + 1)  # type: ignore[attr-defined]
-            self.check(node.right, depth + 1)  # type: ignore[attr-defined]
-        elif kind is ast.BoolOp:
-            for value in node.values:  # type: ignore[attr-defined]
+            self.check(node.left, depth + 1)
+            self.check(node.right, depth + 1)
+        elif isinstance(node, ast.BoolOp):
+            for value in node.values:
                 self.check(value, depth + 1)
-        elif kind is ast.Compare:
-            for op in node.ops:  # type: ignore[attr-defined]
-                if type(op) not in _CMP_UFUNCS:
-                    symbol = _CMP_SYMBOLS.get(type(op), type(op).__name__)
+        elif isinstance(node, ast.Compare):
+            for cmp in node.ops:
+                if type(cmp) not in _CMP_UFUNCS:
+                    symbol = _CMP_SYMBOLS.get(type(cmp), type(cmp).__name__)
                     self.fail(f"comparison {symbol!r} is not allowed in {self.piece(node)!r}")
-            self.check(node.left, depth + 1)  # type: ignore[attr-defined]
-            for comparator in node.comparators:  # type: ignore[attr-defined]
+            self.check(node.left, depth + 1)
+            for comparator in node.comparators:
                 self.check(comparator, depth + 1)
-        elif kind is ast.IfExp:
-            self.check(node.test, depth + 1)  # type: ignore[attr-defined]
-            self.check(node.body, depth + 1)  # type: ignore[attr-defined]
-            self.check(node.orelse, depth + 1)  # type: ignore[attr-defined]
-        elif kind is ast.Call:
-            self.check_call(node, depth)  # type: ignore[arg-type]
+        elif isinstance(node, ast.IfExp):
+            self.check(node.test, depth + 1)
+            self.check(node.body, depth + 1)
+            self.check(node.orelse, depth + 1)
+        elif isinstance(node, ast.Call):
+            self.check_call(node, depth)
         else:
+            kind = type(node)
             rule = _FORBIDDEN.get(kind, f"{kind.__name__} expressions are not allowed")
             self.fail(f"{rule}: {self.piece(node)!r}")
 
@@ -423,11 +423,13 @@ class Expr:
 
     @property
     def _tree(self) -> ast.Expression:
-        return self._parsed.tree  # type: ignore[union-attr]
+        assert self._parsed is not None  # set by __post_init__
+        return self._parsed.tree
 
     @property
     def _variables(self) -> frozenset[str]:
-        return self._parsed.variables  # type: ignore[union-attr]
+        assert self._parsed is not None  # set by __post_init__
+        return self._parsed.variables
 
     @property
     def variables(self) -> frozenset[str]:
@@ -558,7 +560,8 @@ class _ToPython(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         args = [self.visit(arg) for arg in node.args]
-        name = node.func.id  # type: ignore[attr-defined]
+        assert isinstance(node.func, ast.Name)  # validated: calls are by bare name
+        name = node.func.id
         func: ast.expr = ast.Name(id=name, ctx=ast.Load())
         if name in _MATH_FUNCTIONS:
             func = ast.Attribute(value=ast.Name(id="math", ctx=ast.Load()), attr=name, ctx=ast.Load())
@@ -678,32 +681,31 @@ class _Evaluator:
     # ---- dispatch
 
     def ev(self, node: ast.AST, ctx: _Ctx) -> _Array:
-        kind = type(node)
-        if kind is ast.Constant:
-            value = node.value  # type: ignore[attr-defined]
+        if isinstance(node, ast.Constant):  # a validated tree: these exact classes (see _Validator.check)
+            value = node.value
             if isinstance(value, bool):
                 return np.bool_(value)
             if isinstance(value, int):
                 return np.int64(value)
             return np.float64(value)
-        if kind is ast.Name:
-            name = node.id  # type: ignore[attr-defined]
+        if isinstance(node, ast.Name):
+            name = node.id
             if name in ctx.env:
                 return ctx.env[name]
             return np.float64(CONSTANTS[name])
-        if kind is ast.BinOp:
-            return self.binop(node, ctx)  # type: ignore[arg-type]
-        if kind is ast.UnaryOp:
-            return self.unaryop(node, ctx)  # type: ignore[arg-type]
-        if kind is ast.Compare:
-            return self.compare(node, ctx)  # type: ignore[arg-type]
-        if kind is ast.BoolOp:
-            return self.boolop(node, ctx)  # type: ignore[arg-type]
-        if kind is ast.IfExp:
-            return self.ifexp(node, ctx)  # type: ignore[arg-type]
-        if kind is ast.Call:
-            return self.call(node, ctx)  # type: ignore[arg-type]
-        raise AssertionError(f"unvalidated node {kind.__name__}")  # pragma: no cover
+        if isinstance(node, ast.BinOp):
+            return self.binop(node, ctx)
+        if isinstance(node, ast.UnaryOp):
+            return self.unaryop(node, ctx)
+        if isinstance(node, ast.Compare):
+            return self.compare(node, ctx)
+        if isinstance(node, ast.BoolOp):
+            return self.boolop(node, ctx)
+        if isinstance(node, ast.IfExp):
+            return self.ifexp(node, ctx)
+        if isinstance(node, ast.Call):
+            return self.call(node, ctx)
+        raise AssertionError(f"unvalidated node {type(node).__name__}")  # pragma: no cover
 
     # ---- arithmetic
 
@@ -877,7 +879,8 @@ class _Evaluator:
     # ---- calls
 
     def call(self, node: ast.Call, ctx: _Ctx) -> _Array:
-        name = node.func.id  # type: ignore[attr-defined]
+        assert isinstance(node.func, ast.Name)  # validated: calls are by bare name
+        name = node.func.id
         args = [self.ev(arg, ctx) for arg in node.args]  # Python evaluates every argument
         if name in ("min", "max"):
             op = ast.Lt if name == "min" else ast.Gt

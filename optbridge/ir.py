@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, SupportsFloat, TypeGuard, cast
 
 from .errors import ConfigError
 
@@ -45,7 +45,7 @@ UNITS = ("iter", "epoch")
 
 # --------------------------------------------------------------------------- checks
 
-def _is_real(v: object) -> bool:
+def _is_real(v: object) -> TypeGuard[SupportsFloat]:
     """A real number: Python int/float, or a real scalar of numpy or a framework (0-d, not bool)."""
     if isinstance(v, bool):
         return False
@@ -68,7 +68,7 @@ def check_real(path: str, v: object, *, finite: bool = True) -> float:
     """
     if not _is_real(v):
         raise ConfigError(path, "must be a number", v)
-    f = float(v)  # type: ignore[arg-type]
+    f = float(v)
     if finite and not math.isfinite(f):
         raise ConfigError(path, "must be a finite number", v)
     return f
@@ -92,7 +92,7 @@ def check_hyper(path: str, v: object, kind: str = "real") -> float:
     else:
         if not _is_real(v):
             raise ConfigError(path, "must be a real number", v)
-        f = float(v)  # type: ignore[arg-type]
+        f = float(v)
         if not math.isfinite(f):
             raise ConfigError(path, "must be finite", v)
     low, high, open_high = HYPER_RANGES[kind]
@@ -134,7 +134,7 @@ def check_int(path: str, v: object, *, minimum: int | None = None) -> int:
 def check_choice(path: str, v: object, choices: tuple[str, ...]) -> str:
     if v not in choices:
         raise ConfigError(path, "must be one of " + ", ".join(repr(c) for c in choices), v)
-    return v  # type: ignore[return-value]
+    return cast(str, v)  # v is one of choices (checked above)
 
 
 def check_bool(path: str, v: object) -> bool:
@@ -147,9 +147,9 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _check_every_stair(node: object) -> None:
-    _set(node, "every", check_int("every", node.every, minimum=1))  # type: ignore[attr-defined]
-    check_bool("stair", node.stair)  # type: ignore[attr-defined]
+def _check_every_stair(node: Exponential | NaturalExp | InverseTime) -> None:
+    _set(node, "every", check_int("every", node.every, minimum=1))
+    check_bool("stair", node.stair)
 
 
 # --------------------------------------------------------------------------- frozen map

@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def recover(values: Any, *, base: float | None = None, unit: str = "iter", steps
     return _recover_row(y, b, unit, spe, rtol, ptol)
 
 
-def recover_groups(values: Any, *, bases: Seq[float] | None = None, unit: str = "iter",
+def recover_groups(values: Any, *, bases: Seq[float | None] | None = None, unit: str = "iter",
                    steps_per_epoch: int | None = None, rtol: float = RTOL, ptol: float = PTOL) -> RecoveredGroups:
     """Recover every row of a ``(groups, steps)`` array, once per schedule shared up to the base.
 
@@ -187,7 +187,7 @@ def recover_groups(values: Any, *, bases: Seq[float] | None = None, unit: str = 
 
     Args:
         values: ``(groups, steps)`` float64 (a ``np.memmap`` works; rows are read in chunks).
-        bases: Base value per group (default: each row's peak).
+        bases: Base value per group (default, or a ``None`` entry: that row's peak).
         unit, steps_per_epoch, rtol, ptol: As for :func:`recover`.
 
     Returns:
@@ -246,8 +246,9 @@ def recover_groups(values: Any, *, bases: Seq[float] | None = None, unit: str = 
                     left.append(g)
             todo = left
         for g in todo:
-            results[g] = dataclasses.replace(_recover_row(Y[g], rows_base[g], unit, spe, rtol, ptol), source=g)
-            found.append((results[g].node, g))  # type: ignore[union-attr]
+            row = dataclasses.replace(_recover_row(Y[g], rows_base[g], unit, spe, rtol, ptol), source=g)
+            results[g] = row
+            found.append((row.node, g))
     return RecoveredGroups(tuple(r for r in results if r is not None))
 
 
@@ -404,7 +405,7 @@ class _Cand:
     extent: int
     rank: int
     min_len: int = 3
-    grow: Callable[[int], ir.Node] | None = None
+    grow: Callable[[int], ir.Linear] | None = None
     back: int = 0
 
 
@@ -442,19 +443,22 @@ _SNAP_FIELDS = {
 }
 
 
-def _tidy(ser: _Series, node: ir.Node, s: int, length: int) -> ir.Node:
+_N = TypeVar("_N", bound=ir.Node)
+
+
+def _tidy(ser: _Series, node: _N, s: int, length: int) -> _N:
     """``node`` with its floats in their shortest decimal form, where that still fits ``[s, s+length)``."""
     names = _SNAP_FIELDS.get(type(node), ())
     scale = abs(ser.base) or 1.0
     snapped = {f: _short(getattr(node, f), scale) for f in names}
-    changed = {f: v for f, v in snapped.items() if v != getattr(node, f)}
+    changed: dict[str, Any] = {f: v for f, v in snapped.items() if v != getattr(node, f)}  # fields of node's class
     if not changed:
         return node
-    trial = dataclasses.replace(node, **changed)  # type: ignore[arg-type]
+    trial = dataclasses.replace(node, **changed)
     if ser.fits(trial, s, length):
         return trial
     for f, v in changed.items():
-        one = dataclasses.replace(node, **{f: v})  # type: ignore[arg-type]
+        one = dataclasses.replace(node, **{f: v})
         if ser.fits(one, s, length):
             node = one
     return node
@@ -518,7 +522,7 @@ def _fit_linear(ser: _Series, s: int) -> Iterator[_Cand]:
             yield _Cand(clamped, q, rank=2)
             return
 
-    def grow(length: int) -> ir.Node:
+    def grow(length: int) -> ir.Linear:
         last = min(length, p) - 1
         sl = (float(y[s + last]) - z0) / last if last >= 1 else slope
         return line(sl, length)
@@ -526,7 +530,7 @@ def _fit_linear(ser: _Series, s: int) -> Iterator[_Cand]:
     yield _Cand(line(slope, max(m, 1)), p, rank=2, grow=grow)
 
 
-def _refine(ser: _Series, s: int, make: Callable[[int], ir.Node | None]) -> tuple[ir.Node, int] | None:
+def _refine(ser: _Series, s: int, make: Callable[[int], _N | None]) -> tuple[_N, int] | None:
     """Fit a one-parameter family from point ``j``, verify, refit from the farthest point reproduced."""
     m, j, best = ser.n - s, 1, None
     for _ in range(6):
@@ -566,14 +570,16 @@ def _fit_geometric(ser: _Series, s: int) -> Iterator[_Cand]:
         def chain(gamma: float) -> ir.Chain:
             return ir.Chain(parts=(ir.Constant(factor=a), ir.Exponential(gamma=gamma)))
 
-        def scaled(j: int) -> ir.Node | None:
+        def scaled(j: int) -> ir.Chain | None:
             r = float(y[s + j]) / z0
             return chain(r ** (1.0 / j)) if r > 0 else None
 
         one = _refine(ser, s, scaled)
         if one is not None and one[1] >= 4:
             node, p = one
-            gamma = node.parts[1].gamma  # type: ignore[attr-defined]
+            decay = node.parts[1]
+            assert isinstance(decay, ir.Exponential)  # chain() builds (Constant, Exponential)
+            gamma = decay.gamma
             if _short(gamma, 1.0) != gamma and ser.extent(chain(_short(gamma, 1.0)), s) >= p:
                 node = chain(_short(gamma, 1.0))
             yield _Cand(node, p, rank=5, min_len=4)
@@ -582,29 +588,29 @@ def _fit_geometric(ser: _Series, s: int) -> Iterator[_Cand]:
     def ratio(j: int) -> float:
         return float(y[s + j]) / b
 
-    def exp(j: int) -> ir.Node | None:
+    def exp(j: int) -> ir.Exponential | None:
         r = ratio(j)
         return ir.Exponential(gamma=r ** (1.0 / j)) if r > 0 else None
 
-    def nat(j: int) -> ir.Node | None:
+    def nat(j: int) -> ir.NaturalExp | None:
         r = ratio(j)
         return ir.NaturalExp(rate=-math.log(r) / j) if r > 0 else None
 
-    def inv(j: int) -> ir.Node | None:
+    def inv(j: int) -> ir.InverseTime | None:
         r = ratio(j)
         return ir.InverseTime(rate=(1.0 / r - 1.0) / j) if r != 0 else None
 
-    got = {name: _refine(ser, s, make) for name, make in (("exp", exp), ("nat", nat), ("inv", inv))}
-    ex, nx = got["exp"], got["nat"]
+    ex, nx = _refine(ser, s, exp), _refine(ser, s, nat)
+    got: dict[str, tuple[ir.Node, int] | None] = {"exp": ex, "nat": nx, "inv": _refine(ser, s, inv)}
     if ex is not None and nx is not None and ex[1] == nx[1]:  # one function, two spellings: the shorter one
-        if _digits(nx[0].rate) < _digits(ex[0].gamma):  # type: ignore[attr-defined]
+        if _digits(nx[0].rate) < _digits(ex[0].gamma):
             got["exp"] = None
         else:
             got["nat"] = None
     for name, rank in (("exp", 5), ("nat", 5), ("inv", 9)):
-        one = got[name]
-        if one is not None and one[1] >= 3:
-            yield _Cand(one[0], one[1], rank=rank)
+        fit = got[name]
+        if fit is not None and fit[1] >= 3:
+            yield _Cand(fit[0], fit[1], rank=rank)
 
 
 def _fit_stair(ser: _Series, s: int) -> Iterator[_Cand]:
@@ -933,14 +939,14 @@ def _finish(ser: _Series, cand: _Cand, s: int, length: int) -> ir.Node:
     if cand.grow is None:
         return _tidy(ser, cand.node, s, length)
     options = [length, length - 1] if s + length == ser.n and length >= 3 else [length]
-    best: ir.Node = cand.node
+    best: ir.Linear | None = None  # grow() builds a new node: never cand.node itself
     for T in options:
         grown = cand.grow(T)
         if ser.fits(grown, s, length):
             grown = _tidy(ser, grown, s, length)
-            if best is cand.node or _digits(grown.end_factor) < _digits(best.end_factor):  # type: ignore[attr-defined]
+            if best is None or _digits(grown.end_factor) < _digits(best.end_factor):
                 best = grown
-    return best if best is not cand.node else _tidy(ser, cand.node, s, length)
+    return best if best is not None else _tidy(ser, cand.node, s, length)
 
 
 def _assemble(ser: _Series, parts: list[_Part]) -> ir.Node:
@@ -987,7 +993,7 @@ def _merge_constants(ser: _Series, parts: list[_Part]) -> list[_Part]:
             out.append(parts[i])
         else:
             run = parts[i:j + 1]
-            factors = tuple(p.node.factor for p in run)  # type: ignore[attr-defined]
+            factors = tuple(cast(ir.Constant, p.node).factor for p in run)  # _plain_constant parts: Constant nodes
             if len(run) == 2 and factors[1] == 1.0 and j == len(parts) - 1:
                 node: ir.Node = ir.Constant(factor=factors[0], steps=run[1].start - run[0].start)
             else:
@@ -1006,16 +1012,18 @@ def _merge_restarts(ser: _Series, parts: list[_Part]) -> list[_Part]:
         first = parts[i].node
         if isinstance(first, ir.Cosine) and first.unit is None:
             mult = None
+            cur = first  # parts[j].node: a Cosine (the loop only moves on to one)
             while j + 1 < len(parts):
-                cur, nxt = parts[j].node, parts[j + 1].node
+                nxt = parts[j + 1].node
                 if not (isinstance(nxt, ir.Cosine) and nxt.unit is None and nxt.end == first.end
-                        and parts[j + 1].start - parts[j].start == cur.steps):  # type: ignore[attr-defined]
+                        and parts[j + 1].start - parts[j].start == cur.steps):
                     break
-                ratio = nxt.steps // cur.steps  # type: ignore[attr-defined]
-                if ratio < 1 or nxt.steps != ratio * cur.steps or (mult is not None and ratio != mult):  # type: ignore[attr-defined]
+                ratio = nxt.steps // cur.steps
+                if ratio < 1 or nxt.steps != ratio * cur.steps or (mult is not None and ratio != mult):
                     break
                 mult = ratio
                 j += 1
+                cur = nxt
             if j > i:
                 node = ir.CosineRestarts(period=first.steps, mult=mult or 1, end=first.end)
                 end = parts[j + 1].start if j + 1 < len(parts) else ser.n

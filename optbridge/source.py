@@ -86,7 +86,8 @@ class ValueSource:
     """
 
     def __init__(self, slots: Sequence[Slot], *, unit: str = "iter", steps_per_epoch: int | None = None,
-                 total_steps: int | None = None, metrics: Sequence[float] | None = None, chunk: int = CHUNK) -> None:
+                 total_steps: int | None = None, metrics: Sequence[float] | np.ndarray | None = None,
+                 chunk: int = CHUNK) -> None:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ConfigError("chunk", "must be a positive integer", chunk)
         self.slots = tuple(slots)
@@ -99,9 +100,11 @@ class ValueSource:
         if total_steps is not None:
             ends.append((total_steps, f"the plan is defined for {total_steps} updates (total_steps)"))
         for _, s in self._driven:
-            h = s.node.horizon(unit, steps_per_epoch)  # type: ignore[union-attr]
+            node = s.node
+            assert node is not None  # _driven: the slots with a node
+            h = node.horizon(unit, steps_per_epoch)
             if h is not None:
-                ends.append((h, f"{s.path} has no value from update {h} on ({_why(s.node)})"))  # type: ignore[arg-type]
+                ends.append((h, f"{s.path} has no value from update {h} on ({_why(node)})"))
         self._ends = sorted(ends)
         self._lo = self._hi = 0
         self._rows: list[list[float]] = []

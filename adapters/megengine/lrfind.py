@@ -47,9 +47,8 @@ class ModuleState:
     """Bit-exact copies of a module's parameters, buffers, gradients and train flags (restored in place)."""
 
     def __init__(self, model: Any) -> None:
-        seen: set[int] = set()
-        tensors = [t for _, t in list(model.named_parameters()) + list(model.named_buffers())
-                   if not (id(t) in seen or seen.add(id(t)))]  # type: ignore[func-returns-value]
+        # each tensor once (a shared one is listed under every name), in first-seen order
+        tensors = list({id(t): t for _, t in list(model.named_parameters()) + list(model.named_buffers())}.values())
         self._tensors = [(t, t.numpy().copy()) for t in tensors]
         self._grads = [(p, _copy(p.grad)) for p in model.parameters()]
         self._modes = [(m, m.training) for m in model.modules()]

@@ -205,47 +205,47 @@ def expression_cell(expr: Any) -> nn.Cell:
     names = expr._names  # noqa: SLF001 - the counter names the expression was parsed with
 
     def build(node: ast.AST) -> nn.Cell:
-        kind = type(node)
-        if kind is ast.Constant:
-            return Const(float(node.value))  # type: ignore[attr-defined]
-        if kind is ast.Name:
-            name = node.id  # type: ignore[attr-defined]
+        if isinstance(node, ast.Constant):  # ast.parse builds these exact classes: isinstance is `type(node) is`
+            return Const(float(node.value))
+        if isinstance(node, ast.Name):
+            name = node.id
             return Var() if name in names else Const(_CONSTANTS[name])
-        if kind is ast.BinOp:
-            a, b = build(node.left), build(node.right)  # type: ignore[attr-defined]
-            op = type(node.op)  # type: ignore[attr-defined]
+        if isinstance(node, ast.BinOp):
+            a, b = build(node.left), build(node.right)
+            op = type(node.op)
             if op is ast.FloorDiv:
                 return _FloorDiv(a, b)
             if op is ast.Mod:
                 return _Mod(a, b)
             return _Binary(_BIN_PRIMS[op](), a, b)
-        if kind is ast.UnaryOp:
-            a = build(node.operand)  # type: ignore[attr-defined]
-            op = type(node.op)  # type: ignore[attr-defined]
-            if op is ast.Not:
+        if isinstance(node, ast.UnaryOp):
+            a = build(node.operand)
+            uop = type(node.op)
+            if uop is ast.Not:
                 return _Not(a)
-            return a if op is ast.UAdd else _Unary(ops.Neg(), a)
-        if kind is ast.Compare:
-            left = node.left  # type: ignore[attr-defined]
+            return a if uop is ast.UAdd else _Unary(ops.Neg(), a)
+        if isinstance(node, ast.Compare):
+            left = node.left
             out: nn.Cell | None = None
-            for op, right in zip(node.ops, node.comparators):  # type: ignore[attr-defined]
-                c = _Compare(_CMP_PRIMS[type(op)](), build(left), build(right))
+            for cop, right in zip(node.ops, node.comparators):
+                c = _Compare(_CMP_PRIMS[type(cop)](), build(left), build(right))
                 out = c if out is None else _AndOr(False, out, c)
                 left = right
             assert out is not None
             return out
-        if kind is ast.BoolOp:
-            is_or = type(node.op) is ast.Or  # type: ignore[attr-defined]
-            vals = [build(v) for v in node.values]  # type: ignore[attr-defined]
+        if isinstance(node, ast.BoolOp):
+            is_or = type(node.op) is ast.Or
+            vals = [build(v) for v in node.values]
             out = vals[0]
             for v in vals[1:]:
                 out = _AndOr(is_or, out, v)
             return out
-        if kind is ast.IfExp:
-            return _Select(build(node.test), build(node.body), build(node.orelse))  # type: ignore[attr-defined]
-        if kind is ast.Call:
-            name = node.func.id  # type: ignore[attr-defined]
-            args = [build(a) for a in node.args]  # type: ignore[attr-defined]
+        if isinstance(node, ast.IfExp):
+            return _Select(build(node.test), build(node.body), build(node.orelse))
+        if isinstance(node, ast.Call):
+            assert isinstance(node.func, ast.Name)  # a validated Expr: calls are by bare name
+            name = node.func.id
+            args = [build(a) for a in node.args]
             if name in ("min", "max"):
                 out = args[0]
                 for v in args[1:]:  # Python keeps the first extreme: replace only if strictly better
@@ -265,7 +265,8 @@ def expression_cell(expr: Any) -> nn.Cell:
             if name in ("log2", "log10"):
                 return _Log2(args[0], 2.0 if name == "log2" else 10.0)
             return _Unary(_UNARY_FN[name](), args[0])
-        raise UnsupportedError(f"lambda {expr.source!r}", "mindspore-cell", f"no MindSpore op for {kind.__name__}")
+        raise UnsupportedError(f"lambda {expr.source!r}", "mindspore-cell",
+                               f"no MindSpore op for {type(node).__name__}")
 
     return build(expr._tree.body)  # noqa: SLF001
 

@@ -46,8 +46,8 @@ class CellState:
     """Bit-exact copies of Parameters (written back in place) and of the cells' train flags."""
 
     def __init__(self, params: Sequence[Any], cells: Sequence[Any] = ()) -> None:
-        seen: set[int] = set()
-        self._saved = [(p, p.asnumpy().copy()) for p in params if not (id(p) in seen or seen.add(id(p)))]  # type: ignore[func-returns-value]
+        unique = {id(p): p for p in params}.values()  # each Parameter once, in first-seen order
+        self._saved = [(p, p.asnumpy().copy()) for p in unique]
         self._modes = [(c, c.training) for c in cells]
 
     def restore(self) -> None:

@@ -73,7 +73,7 @@ def lambda_function(node_expr: Any) -> Callable[[Any], float]:
     """
     def fn(epoch: Any) -> float:
         return float(node_expr(int(round(float(epoch)))))
-    fn.optbridge_expr = node_expr.source  # type: ignore[attr-defined]  # read back by from_mindspore
+    fn.optbridge_expr = node_expr.source  # type: ignore[attr-defined]  # a function attribute, read back by from_mindspore
     return fn
 
 

@@ -185,7 +185,7 @@ class PlanScheduler(LRScheduler):
         self._step_count += 1
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
 
-    def get_lr(self) -> list[float]:  # type: ignore[override]  # the values are written by step()
+    def get_lr(self) -> list[float]:  # type: ignore[override]  # floats; torch declares list[float | Tensor]
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:

@@ -78,8 +78,7 @@ class OptimizerState:
 
 
 def _unique(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    seen: set[int] = set()
-    return [t for t in tensors if not (id(t) in seen or seen.add(id(t)))]  # type: ignore[func-returns-value]
+    return list({id(t): t for t in tensors}.values())  # each tensor once, in first-seen order
 
 
 def _loss_value(loss: Any) -> float:

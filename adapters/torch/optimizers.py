@@ -22,7 +22,7 @@ kernel's vectorised rounding).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -56,8 +56,14 @@ class AdamWeightDecay(torch.optim.Optimizer):
         _check(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay), "")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One update of every parameter with a gradient (``closure`` re-evaluates the loss, as in torch)."""
         loss = None
         if closure is not None:

@@ -300,7 +300,7 @@ def _recover_hyper(rec: Recording, h: str, spe: int | None) -> list[tuple[ir.Nod
     if moving:
         bases = [_base(rec.configured[i].get(h), Y[:, i]) for i in moving]
         res = recover_groups(np.ascontiguousarray(Y[:, moving].T),
-                             bases=bases,  # type: ignore[arg-type]  # None: that row's peak (recover_groups takes it)
+                             bases=bases,  # None: that row's peak
                              steps_per_epoch=spe, rtol=RTOL, ptol=0.0)
         for i, r in zip(moving, res, strict=True):
             out[i] = (r.node, r.base)

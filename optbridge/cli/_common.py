@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ..errors import OptbridgeError
 
@@ -32,7 +32,7 @@ class _UsageError(CLIError):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``optbridge: error: ... (see 'optbridge trace --help')``."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message} (see '{self.prog} --help')")
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

@@ -338,11 +338,15 @@ def _learning_rate(v: Any, path: str) -> _Lr:
         relative = [p for p in parts if p.shape != "absolute"]
         base = next((p.base for p in relative if p.base != 0.0), relative[0].base if relative else parts[0].base)
         bounds, acc = [], 0
-        for part in parts[:-1]:
-            acc += part.total  # type: ignore[operator]
+        totals = [p.total for p in parts]
+        for total in totals[:-1]:
+            assert total is not None  # parts are list functions (allow_cell=False): each has its length
+            acc += total
             bounds.append(acc)
+        last = totals[-1]
+        assert last is not None
         node = ir.Sequence(parts=tuple(_rebase(p, base) for p in parts), boundaries=tuple(bounds), unit="iter")
-        return _Lr(node, base, path, total=acc + parts[-1].total, spe=spe, spe_path=spe_path,  # type: ignore[operator]
+        return _Lr(node, base, path, total=acc + last, spe=spe, spe_path=spe_path,
                    shape="absolute" if not relative else "scale")
     raise ConfigError(path, "must be a number, a list of numbers, a dynamic-lr function or cell spec, or a list of "
                       "list-function specs", v)

@@ -297,7 +297,9 @@ class _Reader:
     def _CosineAnnealingLR(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
         lr = self.same(lambda: make_node(ir.Cosine, path, {"steps": "T_max", "end": "eta_min"},
                                          steps=args["T_max"], end=args["eta_min"]))
-        return _Entry("CosineAnnealingLR", path, lr, chainable=lr[0].end == 0.0)  # type: ignore[attr-defined]
+        cosine = lr[0]
+        assert isinstance(cosine, ir.Cosine)  # built just above
+        return _Entry("CosineAnnealingLR", path, lr, chainable=cosine.end == 0.0)
 
     def _CosineAnnealingWarmRestarts(self, args: dict[str, Any], path: str, where: str, index: int) -> _Entry:
         t0, tm, eta = args["T_0"], args["T_mult"], args["eta_min"]
@@ -681,7 +683,9 @@ def _check_chained_cosine(entries: list[_Entry], step_unit: str, spe: Any, total
         per = spe if isinstance(spe, int) and not isinstance(spe, bool) and spe > 0 else 1  # as the evaluator does
         last = (total - 1) // per if unit == "epoch" else total - 1
         for c in cosines(e):
-            t_max = c.lr[0].steps  # type: ignore[attr-defined]
+            cosine = c.lr[0]
+            assert isinstance(cosine, ir.Cosine)  # a CosineAnnealingLR entry's nodes (_CosineAnnealingLR)
+            t_max = cosine.steps
             if last > t_max:
                 raise ConfigError(f"{c.path}.T_max", f"must cover the whole run when CosineAnnealingLR is chained "
                                   f"(the plan reaches step {last} in {unit}s): past T_max torch's CosineAnnealingLR "

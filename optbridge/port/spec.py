@@ -266,8 +266,9 @@ def _horizon(items: Sequence[Slot], plan: Plan, total_steps: int | None, metrics
         return 0, None, "nothing is scheduled: every value is held"
     if h is None:
         holds = [s for s in items if s.node is not None]
-        if holds and all(isinstance(s.node, ir.Table) and s.node.hold for s in holds):
-            total = max(len(s.node.values) for s in holds)  # type: ignore[union-attr]  # Table nodes here
+        tables = [s.node for s in holds if isinstance(s.node, ir.Table) and s.node.hold]
+        if holds and len(tables) == len(holds):
+            total = max(len(t.values) for t in tables)
             return total, None, "every schedule holds its last value (table with hold: true)"
         raise ConfigError("total_steps", "is required: the plan sets no total_steps and its schedules have no end "
                           "(give the number of updates the port must hold)", None, show_value=False)
@@ -297,7 +298,8 @@ def build_spec(plan: Plan, to: str, *, form: str | None = None, total_steps: int
     items = slots(plan, held=True)
     scheduled = [s for s in items if s.node is not None]
     for s in scheduled:
-        if any(isinstance(x, ir.Plateau) for x in ir.walk(s.node)) and metrics is None:  # type: ignore[arg-type]
+        assert s.node is not None  # scheduled: the slots with a node
+        if any(isinstance(x, ir.Plateau) for x in ir.walk(s.node)) and metrics is None:
             raise UnsupportedError(s.path, backend, "plateau needs the metric series: pass metrics= (the values are "
                                    "precomputed from it), or use optbridge.to_<framework>, which steps with the metric")
         if to == "mindspore" and s.hyper != "lr":
