@@ -1,4 +1,5 @@
-"""The trace backends' two paths give the same verdicts: many updates per compiled call (``fast=True``) and a
+"""The trace backends' two paths give the same verdicts: compiled calls (``fast=True``: one update per call on a
+``Stepper`` up to ``STEPPER_STEPS`` updates, many per call on a ``Runner`` beyond, both checked here) and a
 training loop one update at a time (``fast=False``); the default (``fast=None``) picks the cheaper.
 
 Both run the same setup (plain SGD of the plan's optimizer family over one float32
@@ -38,9 +39,16 @@ MIXED = Plan(optimizers=(
               "beta1": ir.Cyclic(low=0.85, high=0.95, step_size_up=6)}, total_steps=N)
 
 
+@pytest.fixture(params=["stepper", "runner"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The compiled path under test: one update per call (Stepper), or a graph loop (Runner)."""
+    monkeypatch.setattr(tracing, "STEPPER_STEPS", 10 ** 9 if request.param == "stepper" else 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("backend", ["mindspore-list", "mindspore-cell", "mindspore-experimental"])
-def test_fast_and_loop_paths_agree(backend: str, mode: str) -> None:
+def test_fast_and_loop_paths_agree(backend: str, mode: str, compiled: str) -> None:
     fast = optbridge.trace(MIXED, N, backend=backend, mode=mode, fast=True)
     loop = optbridge.trace(MIXED, N, backend=backend, mode=mode, fast=False)
     assert fast.groups == loop.groups == ("s0", "s1", "w0", "a0")
@@ -52,7 +60,7 @@ def test_fast_and_loop_paths_agree(backend: str, mode: str) -> None:
     np.testing.assert_array_equal(np.isnan(fast["beta1"]), np.isnan(ref["beta1"]))  # SGD groups: not applicable
 
 
-def test_experimental_native_schedulers_both_paths() -> None:
+def test_experimental_native_schedulers_both_paths(compiled: str) -> None:
     nodes = {"cos": ir.Cosine(steps=10), "step_epoch": ir.Exponential(gamma=0.5, every=2, stair=True, unit="epoch"),
              "restarts": ir.CosineRestarts(period=4, mult=2), "seq": ir.Sequence(
                  parts=(ir.Linear(start_factor=0.1, steps=4), ir.Cosine(steps=10)), boundaries=(4,))}
@@ -65,7 +73,7 @@ def test_experimental_native_schedulers_both_paths() -> None:
     np.testing.assert_array_equal(fast.applied["lr"], loop.applied["lr"])
 
 
-def test_chunks_join_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunks_join_exactly(monkeypatch: pytest.MonkeyPatch, compiled: str) -> None:
     """Several compiled calls (chunks of 7 updates) give what one trace from 0 gives: the reference, float32."""
     monkeypatch.setattr(tracing, "CHUNK", 7)
     plan = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 1e-3}),),
@@ -76,7 +84,7 @@ def test_chunks_join_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_array_equal(tr["lr"], ref)
 
 
-def test_many_groups_exact() -> None:
+def test_many_groups_exact(compiled: str) -> None:
     """28 groups (the size of the issue's setup): every row exactly float32(ref) in the list form."""
     groups = tuple(Group(name=f"g{i}", options={"lr": 1e-3 * 0.9 ** i}) for i in range(28))
     plan = Plan(optimizers=(OptimizerSpec(type="AdamW", options={"lr": 1e-3}, groups=groups),),

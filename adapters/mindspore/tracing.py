@@ -9,13 +9,15 @@ MindSpore applied, measured from the probe's change under gradient 1
 
 Two paths, the same verdicts (tests/test_mindspore_trace.py compares them):
 
-* ``fast=True``: many updates per compiled call (:class:`.runner.Runner`),
-  values read once per call, lists and cells evaluated once per chunk;
+* ``fast=True``: compiled calls: one update per call (:class:`.runner.Stepper`, a
+  graph without a loop: cheap to compile) up to :data:`.runner.STEPPER_STEPS` updates,
+  beyond that many updates per call (:class:`.runner.Runner`, a graph ``while`` loop:
+  cheap per update); lists and cells evaluated once per chunk;
 * ``fast=False``: a training loop as a user writes it, one update at a time
   (PyNative: ``optimizer(grads)``; GRAPH: ``nn.TrainOneStepCell``), then
   ``setup.step(metric)``;
 * ``fast=None`` (default): the cheaper of the two, measured: the loop for the
-  experimental form in PyNative up to :data:`LOOP_STEPS` updates, else the runner.
+  experimental form in PyNative up to :data:`LOOP_STEPS` updates, else the compiled calls.
 
 Options: ``mode`` (``"pynative"`` or ``"graph"``), ``scheduler`` (``"native"`` or
 ``"driver"``), ``optimizer`` (``"auto"``, ``"native"``, ``"exact"``), ``fast``.
@@ -39,7 +41,7 @@ from optbridge.source import CHUNK
 from optbridge.tracing import Trace, nan_before_joins
 
 from .build import build
-from .runner import COMPILED_SCHEDULERS, Runner
+from .runner import COMPILED_SCHEDULERS, STEPPER_STEPS, Runner, Stepper
 from .setup import MindSporeSetup
 
 __all__ = ["trace_list", "trace_cell", "trace_experimental"]
@@ -145,9 +147,9 @@ def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
     compiled = [st for st in steppers if type(st.scheduler).__name__ in COMPILED_SCHEDULERS and not st.plateau]
     python = [st for st in steppers if st not in compiled]  # stepped from Python between calls
     per_call = math.gcd(*(st.every for st in python)) if python else min(steps, CHUNK)
-    runner = Runner(setup.optimizers, [probes[n][0] for n in names], targets, driver.clock if driver else None,
-                    [p for _, p in watched], [st.scheduler for st in compiled], [st.every for st in compiled],
-                    per_call)
+    kind = Stepper if steps <= STEPPER_STEPS else Runner
+    runner = kind(setup.optimizers, [probes[n][0] for n in names], targets, driver.clock if driver else None,
+                  [p for _, p in watched], [st.scheduler for st in compiled], [st.every for st in compiled], per_call)
     k = 0
     while k < steps:
         n = min(per_call, steps - k)
