@@ -5,6 +5,7 @@ Run from the repo root:
     .venv/bin/python benchmarks/bench_ms_optimizers.py                 # GRAPH mode, both models
     .venv/bin/python benchmarks/bench_ms_optimizers.py --mode pynative # PyNative (the exact update is one ms.jit graph)
     .venv/bin/python benchmarks/bench_ms_optimizers.py --quick         # fewer repeats, a few cases
+    .venv/bin/python benchmarks/bench_ms_optimizers.py --model mlp --only SGD   # the SGD cases on the MLP
 
 Two models (the same shapes as benchmarks/bench_mge_optimizers.py):
 
@@ -151,10 +152,12 @@ def per_step(runner: Runner, what: str, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def bench(model: str, quick: bool) -> None:
+def bench(model: str, quick: bool, only: str | None = None) -> None:
     steps = {"cnn": 40, "mlp": 10}[model] // (2 if quick else 1)
     repeat = 2 if quick else 4
     chosen = cases()[:4] if quick else cases()
+    if only:
+        chosen = [c for c in chosen if c[0].startswith(only)]
     mode = "GRAPH" if ms.get_context("mode") == ms.GRAPH_MODE else "PyNative"
     size = sum(int(np.prod(p.shape)) for p in MODELS[model][0]().trainable_params()) / 1e6
     print(f"\n== {model} ({size:.2f}M parameters), {mode}; ms per step, best of {repeat}x{steps}")
@@ -178,10 +181,11 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--mode", choices=("graph", "pynative"), default="graph")
     ap.add_argument("--model", choices=("cnn", "mlp", "both"), default="both")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", metavar="PREFIX", help="only the cases whose name starts with PREFIX (e.g. SGD)")
     args = ap.parse_args(argv)
     ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE)
     for model in (("cnn", "mlp") if args.model == "both" else (args.model,)):
-        bench(model, args.quick)
+        bench(model, args.quick, args.only)
 
 
 if __name__ == "__main__":

@@ -277,6 +277,41 @@ def test_static_and_dynamic_paths_agree_with_each_other():
             np.testing.assert_array_max_ulp(x, y, maxulp=0)
 
 
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_kernel_path_is_the_composed_path_bit_for_bit(nesterov, mode):
+    """With dampening a constant 0 the update runs MindSpore's one-pass SGD kernel; with dampening a Parameter
+    (value 0) the composed ops. Both give the same float32 values, bit for bit, with momentum and weight decay
+    constant or driven per step (momentum switched on and off, as torch's branches; not with nesterov, which
+    needs momentum > 0), in PyNative and GRAPH mode."""
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        opts = [{"momentum": 0.9, "weight_decay": 0.0, "nesterov": nesterov},
+                {"momentum": 0.5, "weight_decay": 0.05, "nesterov": nesterov}]
+        p0, grads = _inputs(2, seed=5)
+        moms = [0.0, 0.9, 0.9, 0.0, 0.5] if not nesterov else [0.9, 0.7]
+
+        def drive(opt, k):
+            for g in range(2):
+                if "momentum" in opt.scheduled:
+                    ops.assign(opt.hyper(g, "momentum"), Tensor(moms[k % len(moms)], ms.float64))
+                if "weight_decay" in opt.scheduled:
+                    ops.assign(opt.hyper(g, "weight_decay"), Tensor([0.0, 0.01][k % 2], ms.float64))
+
+        for driven in [(), ("momentum",), ("momentum", "weight_decay")]:
+            runs = []
+            for scheduled in (("lr", "dampening", *driven), ("lr", *driven)):
+                params = _ms_params(p0)
+                opt = X.SGD(_groups(opts, params), lr=0.1, scheduled=scheduled)
+                assert (opt._cfg[0][5] is None) == ("dampening" in scheduled)  # the composed ops / the kernel
+                runs.append(_ms_run(opt, params, grads[:16], drive))
+            for a, b in zip(*runs):
+                for x, y in zip(a, b):
+                    np.testing.assert_array_max_ulp(x, y, maxulp=0)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
 # ----------------------------------------------------------------------------- drop-in use
 
 

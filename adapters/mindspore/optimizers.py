@@ -42,7 +42,9 @@ takes on CPU):
   ``ApplyGradientDescent(x, a, d)`` (``x - a*d``, two roundings) for
   ``x.add_(d, alpha=-a)`` and for ``lerp_`` (``m - w*(m - g)``), and ``ApplyMomentum``
   (``accum*mu + grad``, then ``var - lr*accum``) for momentum buffers (SGD, RMSprop);
-  everything else is ops + ``ops.assign``. Centered RMSprop's
+  SGD with momentum and a constant dampening of 0 runs the whole update in MindSpore's
+  one-pass ``SGD`` kernel (weight decay, buffer, nesterov, descent), bit-identical to
+  those ops (tests/test_mindspore_exact_optimizers.py); everything else is ops + ``ops.assign``. Centered RMSprop's
   ``square_avg.addcmul(grad_avg, grad_avg, value=-1)`` is one fused multiply-add in
   torch's kernel and cancels: it is computed in float64 from the float32 values and
   rounded once, as the FMA rounds.
@@ -90,7 +92,7 @@ _ONE64 = Tensor(1.0, F64)
 _P96 = Tensor(0.96, F64)          # NAdam's momentum-cache base
 
 # Positions in a group's static configuration tuple (graph constants).
-_MAXIMIZE, _WD, _OPT1, _OPT2, _OPT3 = 0, 1, 2, 3, 4
+_MAXIMIZE, _WD, _OPT1, _OPT2, _OPT3, _OPT4 = 0, 1, 2, 3, 4, 5
 # Weight decay modes: torch skips weight decay when it is 0; a constant 0 skips it here too.
 _WD_OFF, _WD_L2, _WD_DECOUPLED = 0, 1, 2
 # Momentum modes (SGD, RMSprop): a constant 0, a constant non-zero, or a Parameter (any value, torch's branches).
@@ -154,12 +156,28 @@ _nadam = ops.MultitypeFuncGraph("optbridge_exact_nadam")
 _radam = ops.MultitypeFuncGraph("optbridge_exact_radam")
 
 
-@_sgd.register("Tuple", "Tuple", "Tensor", "Tensor", "Tensor", "Tensor")
-def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: Any) -> bool:
-    """torch ``_single_tensor_sgd``. cfg: maximize, wd mode, nesterov, momentum mode, scale the grad."""
+@_sgd.register("Tuple", "Tuple", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: Any, stat: Any) -> bool:
+    """torch ``_single_tensor_sgd``. cfg: maximize, wd mode, nesterov, momentum mode, scale the grad, fused.
+
+    ``fused`` (not None: dampening is a constant 0 and momentum can be non-zero) runs MindSpore's
+    ``SGD`` kernel, which rounds as the ops below do (measured: bit-identical) in one pass: ``grad +
+    param * weight_decay`` (``fused`` is the constant weight decay it applies), then, for momentum > 0,
+    ``buf = buf * momentum + grad`` and ``grad + buf * momentum`` (nesterov) or ``buf``, then ``param -
+    lr * grad``; momentum 0 skips the buffer, as torch's branch does. torch's first buffer, ``grad``, is
+    ``0 * momentum + grad``: the buffer is 0 until then (``stat``: zeros, the kernel's "first" flags).
+    """
     lr, mom, damp, wd = h
-    g = _direction(cfg, wd, param, grad)
     mode = cfg[_OPT2]
+    if mode != _MOM_OFF and cfg[_OPT4] is not None:
+        g = _direction(cfg, wd, param, grad) if cfg[_OPT4] == 0.0 else grad
+        P.SGD(0.0, cfg[_OPT4], cfg[_OPT1])(param, g, _f32(lr), buf, _f32(mom), stat)
+        if mode == _MOM_CONST:
+            ops.assign(ready, ops.ones_like(ready))
+        else:
+            ops.assign(ready, ops.select(mom != 0, ops.ones_like(ready), ready))
+        return True
+    g = _direction(cfg, wd, param, grad)
     if mode == _MOM_OFF:
         _descend(param, lr, g)                                  # param.add_(grad, alpha=-lr)
         return True
@@ -442,6 +460,7 @@ class ExactOptimizer(nn.Optimizer):
             setattr(self, attr, ParameterTuple(column))         # registered: checkpoints hold the state
         self.hyper_map = ops.HyperMap()
         self.enable_tuple_broaden = True
+        self._extra_init()
         self._joins = tuple(g.join for g in groups)
         self._untouched: tuple[Any, ...] = tuple((False,) * (g.stop - g.start) for g in groups)  # before a join
         self._late = any(self._joins)
@@ -587,6 +606,9 @@ class ExactOptimizer(nn.Optimizer):
         """Whether the group's parameters hold state ``name`` (torch creates some only for some options)."""
         return True
 
+    def _extra_init(self) -> None:
+        """Per-parameter constants a subclass's update needs besides its state (none here)."""
+
     # --------------------------------------------------------------------- update
 
     def _update_group(self, gi: int, grads: tuple) -> tuple:
@@ -677,10 +699,27 @@ class SGD(ExactOptimizer):
     def _config(self, group: _Group) -> tuple:
         mode = self._momentum_mode(group)
         scale = mode == _MOM_DYNAMIC or self._constant(group, "dampening") != 0.0
-        return super()._config(group) + (dict(group.flags)["nesterov"], mode, scale)
+        base = super()._config(group)
+        fused = None  # the SGD kernel (see _sgd_update): dampening a constant 0, not maximize
+        if mode != _MOM_OFF and self._constant(group, "dampening") == 0.0 and not base[_MAXIMIZE]:
+            wd = self._constant(group, "weight_decay")
+            fused = float(wd) if base[_WD] == _WD_L2 and wd is not None else 0.0
+        return base + (dict(group.flags)["nesterov"], mode, scale, fused)
 
     def _needs_state(self, name: str, group: _Group) -> bool:
         return self._momentum_mode(group) != _MOM_OFF
+
+    def _update_group(self, gi: int, grads: tuple) -> tuple:
+        start, stop = self._groups[gi].start, self._groups[gi].stop
+        return self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
+                              self.parameters[start:stop], grads[start:stop],
+                              *[getattr(self, attr)[start:stop] for attr in self._state_attrs],
+                              self._stat[start:stop])
+
+    def _extra_init(self) -> None:
+        """The SGD kernel's per-element "first update" flags: zeros (placeholders where it is not used)."""
+        self._stat = tuple(Tensor(np.zeros(p.shape, np.float32)) if self._cfg[gi][_OPT4] is not None else p
+                           for gi, g in enumerate(self._groups) for p in self.parameters[g.start:g.stop])
 
 
 class Adam(ExactOptimizer):
