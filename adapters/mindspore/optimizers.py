@@ -717,9 +717,19 @@ class SGD(ExactOptimizer):
                               self._stat[start:stop])
 
     def _extra_init(self) -> None:
-        """The SGD kernel's per-element "first update" flags: zeros (placeholders where it is not used)."""
-        self._stat = tuple(Tensor(np.zeros(p.shape, np.float32)) if self._cfg[gi][_OPT4] is not None else p
-                           for gi, g in enumerate(self._groups) for p in self.parameters[g.start:g.stop])
+        """The SGD kernel's per-element "first update" flags: zeros, which it only reads (one tensor per shape,
+        shared; placeholders where the kernel is not used)."""
+        zeros: dict[tuple[int, ...], Tensor] = {}
+        stat = []
+        for gi, g in enumerate(self._groups):
+            for p in self.parameters[g.start:g.stop]:
+                if self._cfg[gi][_OPT4] is None:
+                    stat.append(p)
+                    continue
+                if tuple(p.shape) not in zeros:
+                    zeros[tuple(p.shape)] = Tensor(np.zeros(p.shape, np.float32))
+                stat.append(zeros[tuple(p.shape)])
+        self._stat = tuple(stat)
 
 
 class Adam(ExactOptimizer):
