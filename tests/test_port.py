@@ -203,18 +203,22 @@ def test_mindspores_adamweightdecay_ports_to_torch_as_optbridges_class(tmp_path:
 
 
 
-# A group that joins at update 12 (start_step: Lightning's BackboneFinetuning calls add_param_group there).
-JOINS = """\
-optbridge: 1
-optimizer: {type: Adam, lr: 0.01}
-groups:
-  - {name: a, params: ["a.*"]}
-  - {name: b, params: ["b.*"], lr_mult: 0.1, start_step: 12}
-schedule:
-  lr: {kind: sequence, boundaries: [8], parts: [{kind: linear, start_factor: 0.1, steps: 8},
-                                               {kind: cosine, steps: 32, end: 1.0e-5}]}
-total_steps: 40
-"""
+
+def joins(tmp_path: Path, optimizer: dict[str, Any] | None = None, clips: dict[str, Any] | None = None) -> Path:
+    """The plan of conformance case ``trajectory-adam-group-joins`` (Adam; group ``b`` joins at update 12, Lightning's
+    BackboneFinetuning), ending at update 40, with another ``optimizer`` or group ``clips``, as a config file."""
+    import yaml
+    case = Path(__file__).resolve().parents[1] / "conformance" / "cases" / "trajectory-adam-group-joins.yaml"
+    plan = yaml.safe_load(case.read_text(encoding="utf-8"))["plan"]
+    plan["total_steps"] = 40
+    if optimizer is not None:
+        plan["optimizer"] = optimizer
+    for g in plan["groups"]:
+        if clips and g["name"] in clips:
+            g["clip"] = clips[g["name"]]
+    path = tmp_path / "joins.yaml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
 
 
 class TwoLinear(tnn.Module):
@@ -246,7 +250,7 @@ def test_torch_group_joining_mid_run_matches_to_torch_and_resumes(tmp_path: Path
     """start_step: the scheduler adds the group before update 12 (add_param_group); the parameters equal the
     to_torch adapter's bit for bit, group b is untouched until then; a resume past the join (scheduler state first,
     then the optimizer's) continues bit for bit."""
-    cfg = write(tmp_path, JOINS)
+    cfg = joins(tmp_path)
     mod = load_module(port(cfg, "torch", out=tmp_path / "out").module)
     assert [g["start"] for g in mod.GROUPS] == [0, 12] and mod.selfcheck() == 40
     model = TwoLinear()
@@ -280,11 +284,10 @@ def test_torch_clip_covers_the_groups_in_the_optimizer_at_that_update(tmp_path: 
     optimizer.param_groups), a joining group's own clip starts with its first update, in the port and in the
     to_torch adapter alike; the generated train() clears every group's gradients (a group that joins later
     does not carry gradients accumulated before it)."""
-    text = JOINS.replace("optimizer: {type: Adam, lr: 0.01}", "optimizer: {type: SGD, lr: 0.1, clip: {max_norm: 0.5}}")
     if level == "groups":
-        text = JOINS.replace("type: Adam", "type: SGD").replace('["a.*"]}', '["a.*"], clip: {max_norm: 0.5}}') \
-            .replace("start_step: 12}", "start_step: 12, clip: {max_norm: 0.1}}")
-    cfg = write(tmp_path, text)
+        cfg = joins(tmp_path, {"type": "SGD", "lr": 0.01}, {"a": {"max_norm": 0.5}, "b": {"max_norm": 0.1}})
+    else:
+        cfg = joins(tmp_path, {"type": "SGD", "lr": 0.1, "clip": {"max_norm": 0.5}})
     mod = load_module(port(cfg, "torch", out=tmp_path / "out").module)
     model = TwoLinear()
     setup = mod.build(model)
@@ -943,7 +946,7 @@ class MHolder(mnn.Cell):
 
 
 class MTwo(mnn.Cell):
-    """Two float32 vectors, ``a.w`` and ``b.w`` (the JOINS plan's groups)."""
+    """Two float32 vectors, ``a.w`` and ``b.w`` (the groups of :func:`joins`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -967,8 +970,7 @@ def test_mindspore_group_joining_mid_run_runs_on_the_exact_class(tmp_path: Path,
     """start_step on MindSpore: the port builds optbridge's exact class with the group's start_step (MindSpore's
     own optimizers update every group from the first update: optimizer='native' refuses, saying so); the
     parameters equal to_mindspore's bit for bit, and group b stays untouched until update 12."""
-    text = JOINS if kind == "Adam" else JOINS.replace("{type: Adam, lr: 0.01}", "{type: SGD, lr: 0.1, momentum: 0.9}")
-    cfg = write(tmp_path, text)
+    cfg = joins(tmp_path, None if kind == "Adam" else {"type": "SGD", "lr": 0.1, "momentum": 0.9})
     res = port(cfg, "mindspore", out=tmp_path / "out", form=form)
     assert res.spec.optimizers[0].choice.cls == f"exact.{kind}"
     if kind == "SGD":
@@ -987,7 +989,7 @@ def test_mindspore_group_joining_mid_run_runs_on_the_exact_class(tmp_path: Path,
 
 
 def test_mindspore_port_clip_leaves_out_a_group_that_has_not_joined(tmp_path: Path) -> None:
-    cfg = write(tmp_path, JOINS.replace("{type: Adam, lr: 0.01}", "{type: SGD, lr: 0.1, clip: {max_norm: 0.5}}"))
+    cfg = joins(tmp_path, {"type": "SGD", "lr": 0.1, "clip": {"max_norm": 0.5}})
     mod = load_module(port(cfg, "mindspore", out=tmp_path / "out", form="list").module)
     setup = mod.build(MTwo())
     g = np.random.RandomState(2).randn(2, 4).astype(np.float32)
@@ -1001,6 +1003,6 @@ def test_mindspore_port_clip_leaves_out_a_group_that_has_not_joined(tmp_path: Pa
 
 
 def test_adamweightdecay_joining_mid_run_is_refused_on_mindspore(tmp_path: Path) -> None:
-    cfg = write(tmp_path, JOINS.replace("type: Adam,", "type: AdamWeightDecay,"))
+    cfg = joins(tmp_path, {"type": "AdamWeightDecay", "lr": 0.01})
     with pytest.raises(UnsupportedError, match="optbridge has no mindspore class of AdamWeightDecay"):
         port(cfg, "mindspore", out=tmp_path / "out", form="cell")

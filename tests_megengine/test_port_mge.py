@@ -261,18 +261,22 @@ def test_megengine_resolver_is_optbridge_resolve(tmp_path: Path) -> None:
     assert got == {g.name: list(g.params) for g in want.groups} and excluded == []
 
 
-# A group that joins at update 12 (start_step: Lightning's BackboneFinetuning calls add_param_group there).
-JOINS = """\
-optbridge: 1
-optimizer: {type: SGD, lr: 0.1, momentum: 0.9}
-groups:
-  - {name: a, params: ["a.*"]}
-  - {name: b, params: ["b.*"], lr_mult: 0.1, start_step: 12}
-schedule:
-  lr: {kind: sequence, boundaries: [8], parts: [{kind: linear, start_factor: 0.1, steps: 8},
-                                               {kind: cosine, steps: 32, end: 1.0e-5}]}
-total_steps: 40
-"""
+
+def joins(tmp_path: Path, optimizer: dict[str, Any] | None = None, clips: dict[str, Any] | None = None) -> Path:
+    """The plan of conformance case ``trajectory-adam-group-joins`` (Adam; group ``b`` joins at update 12, Lightning's
+    BackboneFinetuning), ending at update 40, with another ``optimizer`` or group ``clips``, as a config file."""
+    import yaml
+    case = Path(__file__).resolve().parents[1] / "conformance" / "cases" / "trajectory-adam-group-joins.yaml"
+    plan = yaml.safe_load(case.read_text(encoding="utf-8"))["plan"]
+    plan["total_steps"] = 40
+    if optimizer is not None:
+        plan["optimizer"] = optimizer
+    for g in plan["groups"]:
+        if clips and g["name"] in clips:
+            g["clip"] = clips[g["name"]]
+    path = tmp_path / "joins.yaml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
 
 
 class Holder(M.Module):
@@ -311,8 +315,7 @@ def test_megengine_group_joining_mid_run_matches_to_megengine_and_resumes(tmp_pa
     class (optimizer='native' refuses, saying why) and its scheduler adds the group before update 12; the
     parameters equal to_megengine's bit for bit, group b is untouched until then, and a resume past the join
     (scheduler state first, then the optimizer's) continues bit for bit."""
-    text = JOINS if kind == "SGD" else JOINS.replace("{type: SGD, lr: 0.1, momentum: 0.9}", "{type: Adam, lr: 0.01}")
-    cfg = write(tmp_path, text)
+    cfg = joins(tmp_path, {"type": "SGD", "lr": 0.1, "momentum": 0.9} if kind == "SGD" else None)
     res = port(cfg, "megengine", out=tmp_path / "out")
     assert res.spec.optimizers[0].choice.cls == f"exact.{kind}"
     if kind == "SGD":
