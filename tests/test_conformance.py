@@ -613,6 +613,20 @@ def test_batches_hold_one_backend_and_start_with_the_most_expensive() -> None:
     assert costs == sorted(costs, reverse=True) and len(out) > 2
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="the platform cannot pin processes to CPUs")
+def test_workers_get_disjoint_cpu_shares() -> None:
+    """--jobs N pins each worker process to its share of this process's CPUs (MindSpore's busy runtime threads
+    slow an unpinned neighbour down); no pinning with one job or fewer CPUs than jobs."""
+    from optbridge_conformance.runner import _pin, cpu_shares
+    cpus = sorted(os.sched_getaffinity(0))
+    shares = cpu_shares(2)
+    if len(cpus) >= 2:
+        assert all(shares) and set().union(*shares) == set(cpus) and not shares[0] & shares[1]
+    assert cpu_shares(1) == [None] and cpu_shares(len(cpus) + 1) == [None] * (len(cpus) + 1)
+    _pin(None)
+    assert sorted(os.sched_getaffinity(0)) == cpus
+
+
 # --------------------------------------------------------------------------- conformance for users
 
 def _write(path: Path, doc: dict) -> str:
