@@ -350,6 +350,25 @@ class UpdateGuard:
     def __post_init__(self) -> None:
         for name, o in self.optimizers.items():
             self._handles.append(o.register_step_pre_hook(self._hook(name)))
+            if any(j.optimizer == name for j in self.joins):
+                self._handles.append(o.register_load_state_dict_pre_hook(self._load_hook(name)))
+
+    def _load_hook(self, name: str) -> Callable[..., None]:
+        def hook(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
+            self.join_saved(name, len(state_dict.get("param_groups", ())))
+        return hook
+
+    def join_saved(self, name: str, groups: int) -> None:
+        """Add optimizer ``name``'s next joining groups until it has ``groups`` groups (before loading a state
+        saved after they joined: ``optimizer.load_state_dict`` calls this through a pre-hook)."""
+        opt = self.optimizers[name]
+        added = False
+        for j in self.joins:  # in the order they join (the plan orders late groups by start_step)
+            if j.optimizer == name and not j.joined and len(opt.param_groups) < groups:
+                opt.add_param_group(j.group)
+                j.joined = added = True
+        if added and self.refresh is not None:
+            self.refresh()
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -55,8 +55,9 @@ class TableScheduler(torch.optim.lr_scheduler.LRScheduler):
     The constructor writes update 0 (as torch's schedulers do); ``step()`` writes the
     next update's values (``beta1``/``beta2`` into ``betas``), after adding the groups
     that join the optimizer at that update (``add_param_group``: ``start`` in
-    ``GROUPS``; a resumed scheduler adds the ones its position has passed, so load its
-    state before the optimizer's). Stepping to the end of
+    ``GROUPS``; a resumed scheduler adds the ones its position has passed, and
+    ``optimizer.load_state_dict`` the ones the saved state holds: either may be loaded
+    first). Stepping to the end of
     the schedule writes nothing: the optimizer update that would use a value there
     raises :class:`PastHorizon` (see :func:`guard`). ``state_dict()`` is plain data and
     carries the port's fingerprint; ``load_state_dict`` refuses another port's state.
@@ -68,6 +69,13 @@ class TableScheduler(torch.optim.lr_scheduler.LRScheduler):
         self._targets = [(GROUPS[SLOTS[j]["group"]]["index"], SLOTS[j]["key"], SLOTS[j]["position"]) for j in slots]
         self._joins = list(joins)  # (update, group dict), in param_groups order
         super().__init__(optimizer)
+        if self._joins:
+            optimizer.register_load_state_dict_pre_hook(self._join_saved)
+
+    def _join_saved(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+        """Before ``optimizer.load_state_dict``: add the groups the saved state holds (saved after they joined)."""
+        while self._joins and len(optimizer.param_groups) < len(state_dict.get("param_groups", ())):
+            optimizer.add_param_group(self._joins.pop(0)[1])
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
