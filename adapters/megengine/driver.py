@@ -185,7 +185,22 @@ class PlanScheduler(mopt.LRScheduler):
         # nothing to check for a driver without slots or horizon: its position never matters
         self.guard = install_guard(optimizer, self, self._prepare, self.total_steps) \
             if self.slots or self.total_steps else None
+        if self._joins:
+            self._wrap_load(optimizer)
         super().__init__(optimizer)
+
+    def _wrap_load(self, optimizer: Any) -> None:
+        """``optimizer.load_state_dict`` first adds the joining groups the saved state holds (it was saved after
+        they joined), so a resume loads the two states in either order (MegEngine has no load pre-hook)."""
+        load = optimizer.load_state_dict
+
+        def load_state_dict(state: Any) -> None:
+            saved = len(state.get("param_groups", ())) if isinstance(state, Mapping) else 0
+            while self._joins and len(optimizer.param_groups) < saved:
+                optimizer.add_param_group(self._joins.pop(0)[1])
+            load(state)
+
+        optimizer.load_state_dict = load_state_dict
 
     def _source(self, metrics: Sequence[float] | None) -> ValueSource:
         return ValueSource(self.slots, unit=self.unit, steps_per_epoch=self.steps_per_epoch,

@@ -54,7 +54,8 @@ class TableScheduler:
     The constructor writes update 0; ``step()`` writes the next update's values
     (``beta1``/``beta2`` into ``betas``), after adding the groups that join the optimizer
     at that update (``add_param_group``: ``start`` in ``GROUPS``; a resumed scheduler adds
-    the ones its position has passed, so load its state before the optimizer's); MegEngine reads ``group[key]`` at every
+    the ones its position has passed, and ``optimizer.load_state_dict`` the ones the saved
+    state holds: either may be loaded first); MegEngine reads ``group[key]`` at every
     ``step()`` (lr as float32). Stepping to the end of the schedule writes nothing: the
     optimizer update that would use a value there raises :class:`PastHorizon`
     (``optimizer.step`` is wrapped, see :func:`guard`).
@@ -68,6 +69,16 @@ class TableScheduler:
         self._joins = list(joins)  # (update, group dict), in param_groups order
         self.last_epoch = 0
         self._write(0)
+        if self._joins:  # MegEngine has no load pre-hook: wrap optimizer.load_state_dict
+            load = optimizer.load_state_dict
+
+            def load_state_dict(state: dict[str, Any]) -> None:
+                """Add the groups the saved state holds (saved after they joined), then MegEngine's load."""
+                while self._joins and len(optimizer.param_groups) < len(state.get("param_groups", ())):
+                    optimizer.add_param_group(self._joins.pop(0)[1])
+                load(state)
+
+            optimizer.load_state_dict = load_state_dict
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
