@@ -153,7 +153,10 @@ def _pin(cpus: set[int] | None) -> None:
     """Worker initializer: run on ``cpus`` (see :func:`cpu_shares`)."""
     import os
     if cpus:
-        os.sched_setaffinity(0, cpus)
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:  # the CPU set changed since: run unpinned rather than fail every batch
+            pass
 
 
 def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:

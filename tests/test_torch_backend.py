@@ -330,6 +330,12 @@ def test_resume_past_joins_in_either_order() -> None:
     updates(m, setup, 0, 15)
     saved = (copy.deepcopy(m.state_dict()), copy.deepcopy(setup.optimizer.state_dict()),
              copy.deepcopy(setup.scheduler.state_dict()))
+    bad = copy.deepcopy(saved[1])
+    bad["param_groups"][1]["params"] = bad["param_groups"][1]["params"][:1]  # not the group that joins next
+    fresh = optbridge.to_torch(plan, model())
+    with pytest.raises(ValueError):
+        fresh.optimizer.load_state_dict(bad)
+    assert [g["name"] for g in fresh.optimizer.param_groups] == ["a"]  # nothing joined early
     for optimizer_first in (True, False):
         fresh_model = model()
         fresh = optbridge.to_torch(plan, fresh_model)

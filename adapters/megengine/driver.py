@@ -195,9 +195,12 @@ class PlanScheduler(mopt.LRScheduler):
         load = optimizer.load_state_dict
 
         def load_state_dict(state: Any) -> None:
-            saved = len(state.get("param_groups", ())) if isinstance(state, Mapping) else 0
-            while self._joins and len(optimizer.param_groups) < saved:
-                optimizer.add_param_group(self._joins.pop(0)[1])
+            saved = list(state.get("param_groups", ())) if isinstance(state, Mapping) else []
+            extra = saved[len(optimizer.param_groups):]
+            if extra and len(extra) <= len(self._joins) and all(
+                    len(g.get("params", ())) == len(gd["params"]) for g, (_, gd) in zip(extra, self._joins)):
+                for _ in extra:  # exactly the next joining groups: else nothing changes and MegEngine refuses
+                    optimizer.add_param_group(self._joins.pop(0)[1])
             load(state)
 
         optimizer.load_state_dict = load_state_dict

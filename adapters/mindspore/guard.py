@@ -192,8 +192,9 @@ def _guarded_class(base: type) -> type:
             ops.Assert(summarize=2)(ok, (self.optbridge_updates, self.optbridge_clock))
             ops.assign_add(self.optbridge_updates, _ONE)
             if self.optbridge_clips:
-                gradients = _clipped(gradients, self.optbridge_clips, self.optbridge_owner,
-                                     self.optbridge_updates - _ONE)
+                # the update's index on the clock the exact optimizer joins its late groups by (checkpointed)
+                k = self.update_count if self.optbridge_joins else self.optbridge_updates - _ONE
+                gradients = _clipped(gradients, self.optbridge_clips, self.optbridge_owner, k)
             return super().construct(gradients)  # the base's own update (jit-decorated or not)
 
     Guarded.__name__, Guarded.__qualname__, Guarded.__module__ = base.__name__, base.__qualname__, base.__module__
@@ -214,6 +215,8 @@ def install(optimizer: Any, guard: Guard, clips: Sequence[ClipGroup] = ()) -> An
     optimizer.optbridge_clips = tuple((c.indices, float(c.clip.max_norm or 0.0), float(c.clip.norm_type),
                                        None if c.clip.value is None else float(c.clip.value),
                                        c.starts if any(c.starts) else ()) for c in clips)
+    # late groups run on optbridge's exact class, whose update_count is the join clock (restored from checkpoints)
+    optimizer.optbridge_joins = any(any(c.starts) for c in clips) and hasattr(optimizer, "update_count")
     owner = [-1] * len(optimizer.parameters)
     for j, c in enumerate(clips):
         for i in c.indices:

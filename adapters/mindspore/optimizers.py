@@ -164,8 +164,10 @@ def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: An
     ``SGD`` kernel, which rounds as the ops below do (measured: bit-identical) in one pass: ``grad +
     param * weight_decay`` (``fused`` is the constant weight decay it applies), then, for momentum > 0,
     ``buf = buf * momentum + grad`` and ``grad + buf * momentum`` (nesterov) or ``buf``, then ``param -
-    lr * grad``; momentum 0 skips the buffer, as torch's branch does. torch's first buffer, ``grad``, is
-    ``0 * momentum + grad``: the buffer is 0 until then (``stat``: zeros, the kernel's "first" flags).
+    lr * grad``; momentum 0 skips the buffer, as torch's branch does (the kernel tests ``float32(momentum)
+    > 0`` where torch tests ``momentum != 0``: they differ only for a scheduled momentum below float32's
+    smallest subnormal, 1.4e-45). torch's first buffer, ``grad``, is ``0 * momentum + grad``: the buffer is
+    0 until then (``stat``: zeros, the kernel's "first" flags).
     """
     lr, mom, damp, wd = h
     mode = cfg[_OPT2]
@@ -615,7 +617,12 @@ class ExactOptimizer(nn.Optimizer):
         start, stop = self._groups[gi].start, self._groups[gi].stop
         return self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
                               self.parameters[start:stop], grads[start:stop],
-                              *[getattr(self, attr)[start:stop] for attr in self._state_attrs])
+                              *[getattr(self, attr)[start:stop] for attr in self._state_attrs],
+                              *self._extra_columns(start, stop))
+
+    def _extra_columns(self, start: int, stop: int) -> tuple:
+        """Per-parameter constants the update takes after the state (see :meth:`_extra_init`)."""
+        return ()
 
     @ms.jit
     def _apply(self, grads: tuple) -> tuple:
@@ -709,12 +716,8 @@ class SGD(ExactOptimizer):
     def _needs_state(self, name: str, group: _Group) -> bool:
         return self._momentum_mode(group) != _MOM_OFF
 
-    def _update_group(self, gi: int, grads: tuple) -> tuple:
-        start, stop = self._groups[gi].start, self._groups[gi].stop
-        return self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
-                              self.parameters[start:stop], grads[start:stop],
-                              *[getattr(self, attr)[start:stop] for attr in self._state_attrs],
-                              self._stat[start:stop])
+    def _extra_columns(self, start: int, stop: int) -> tuple:
+        return (self._stat[start:stop],)
 
     def _extra_init(self) -> None:
         """The SGD kernel's per-element "first update" flags: zeros, which it only reads (one tensor per shape,

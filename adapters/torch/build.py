@@ -123,7 +123,7 @@ class TorchSetup:
             value clipping).
         """
         out: dict[str, float | None] = {}
-        if self.guard is not None:  # a group that joins at this update is in its optimizer for this update's clip
+        if self.guard is not None and self.guard.active:  # a group joining at this update is in this update's clip
             self.guard.join(self.guard.position())
         for o in self.plan.optimizers:
             if o.clip is not None and o.name in self.optimizers:

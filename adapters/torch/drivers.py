@@ -355,19 +355,23 @@ class UpdateGuard:
 
     def _load_hook(self, name: str) -> Callable[..., None]:
         def hook(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
-            self.join_saved(name, len(state_dict.get("param_groups", ())))
+            self.join_saved(name, list(state_dict.get("param_groups", ())))
         return hook
 
-    def join_saved(self, name: str, groups: int) -> None:
-        """Add optimizer ``name``'s next joining groups until it has ``groups`` groups (before loading a state
-        saved after they joined: ``optimizer.load_state_dict`` calls this through a pre-hook)."""
+    def join_saved(self, name: str, saved: Sequence[Mapping[str, Any]]) -> None:
+        """Before ``optimizer.load_state_dict`` (a pre-hook): add optimizer ``name``'s next joining groups that
+        the saved ``param_groups`` hold (it was saved after they joined). Only when the saved groups are exactly
+        those, with as many parameters each; otherwise nothing changes and torch refuses the state."""
         opt = self.optimizers[name]
-        added = False
-        for j in self.joins:  # in the order they join (the plan orders late groups by start_step)
-            if j.optimizer == name and not j.joined and len(opt.param_groups) < groups:
-                opt.add_param_group(j.group)
-                j.joined = added = True
-        if added and self.refresh is not None:
+        pending = [j for j in self.joins if j.optimizer == name and not j.joined]  # in the order they join
+        extra = list(saved[len(opt.param_groups):])
+        if not extra or len(extra) > len(pending) or any(
+                len(g.get("params", ())) != len(j.group["params"]) for g, j in zip(extra, pending)):
+            return
+        for j in pending[:len(extra)]:
+            opt.add_param_group(j.group)
+            j.joined = True
+        if self.refresh is not None:
             self.refresh()
 
     def _hook(self, name: str) -> Callable[..., None]:
@@ -401,6 +405,11 @@ class UpdateGuard:
                 j.joined = added = True
         if added and self.refresh is not None:
             self.refresh()
+
+    @property
+    def active(self) -> bool:
+        """Whether the hooks are installed (False after :meth:`remove`)."""
+        return bool(self._handles)
 
     def remove(self) -> None:
         """Remove the hooks (no checks, no joins from now on)."""

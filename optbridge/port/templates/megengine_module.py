@@ -73,9 +73,13 @@ class TableScheduler:
             load = optimizer.load_state_dict
 
             def load_state_dict(state: dict[str, Any]) -> None:
-                """Add the groups the saved state holds (saved after they joined), then MegEngine's load."""
-                while self._joins and len(optimizer.param_groups) < len(state.get("param_groups", ())):
-                    optimizer.add_param_group(self._joins.pop(0)[1])
+                """Add the joining groups the saved state holds (saved after they joined; only when they are
+                exactly the next ones, else nothing changes and MegEngine refuses the state), then load it."""
+                extra = list(state.get("param_groups", ()))[len(optimizer.param_groups):]
+                if extra and len(extra) <= len(self._joins) and all(
+                        len(g.get("params", ())) == len(d["params"]) for g, (_, d) in zip(extra, self._joins)):
+                    for _ in extra:
+                        optimizer.add_param_group(self._joins.pop(0)[1])
                 load(state)
 
             optimizer.load_state_dict = load_state_dict

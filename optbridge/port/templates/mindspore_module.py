@@ -300,7 +300,8 @@ class Setup:
         for oi, o in enumerate(OPTIMIZERS):
             opt = self.optimizers[o["name"]]
             where = {id(p): i for i, p in enumerate(opt.parameters)}
-            k = int(opt.port_step.asnumpy()[0]) if hasattr(opt, "port_step") else 0
+            late = any(g["start"] for g in GROUPS if g["optimizer"] == oi)
+            k = int(opt.port_step.asnumpy()[0]) if late else 0  # a device read only where a group joins late
             mine = [g for g in GROUPS if g["optimizer"] == oi and g["start"] <= k]  # joined groups (torch's view)
             spans = [(o["clip"], mine)] if o["clip"] else []
             spans += [(g["clip"], [g]) for g in mine if g["clip"]]

@@ -73,9 +73,13 @@ class TableScheduler(torch.optim.lr_scheduler.LRScheduler):
             optimizer.register_load_state_dict_pre_hook(self._join_saved)
 
     def _join_saved(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
-        """Before ``optimizer.load_state_dict``: add the groups the saved state holds (saved after they joined)."""
-        while self._joins and len(optimizer.param_groups) < len(state_dict.get("param_groups", ())):
-            optimizer.add_param_group(self._joins.pop(0)[1])
+        """Before ``optimizer.load_state_dict``: add the joining groups the saved state holds (saved after they
+        joined); only when they are exactly the next ones, else nothing changes and torch refuses the state."""
+        extra = list(state_dict.get("param_groups", ()))[len(optimizer.param_groups):]
+        if extra and len(extra) <= len(self._joins) and all(
+                len(g.get("params", ())) == len(d["params"]) for g, (_, d) in zip(extra, self._joins)):
+            for _ in extra:
+                optimizer.add_param_group(self._joins.pop(0)[1])
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
