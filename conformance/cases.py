@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from optbridge.plan import Plan
 
 __all__ = ["Case", "Deviation", "CASES_DIR", "XFAIL_DIR", "FAMILIES", "load_case", "load_cases", "select_cases",
+           "write_plan",
            "load_deviations", "features", "FEATURES", "validate_case_doc", "budget_caps", "config_case",
            "is_case_doc", "family_order"]
 
@@ -318,6 +319,24 @@ def _load_cached(p: Path) -> Case:
     if hit is None or hit[1] != mtime:
         hit = _LOADED[p] = (load_case(p), mtime)
     return hit[0]
+
+
+def write_plan(case_id: str, path: str | Path, *, clips: Mapping[str, Any] | None = None, **top: Any) -> Path:
+    """Case ``case_id``'s plan as a config file at ``path``, with top-level keys replaced by ``top`` (``optimizer``,
+    ``total_steps``, ...; None leaves a key as it is) and group clips set by ``clips`` (group name -> clip): a
+    variation of a case for tests and examples.
+    """
+    import copy
+
+    import yaml
+    plan = copy.deepcopy(dict(select_cases([case_id])[0].doc["plan"]))
+    plan.update({k: v for k, v in top.items() if v is not None})
+    for g in plan.get("groups", []):
+        if clips and g["name"] in clips:
+            g["clip"] = clips[g["name"]]
+    out = Path(path)
+    out.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return out
 
 
 def load_cases(directory: str | Path = CASES_DIR) -> list[Case]:

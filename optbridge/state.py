@@ -51,10 +51,25 @@ from .ir import FrozenMap
 from .names import NameMap, Overrides, map_names
 from .params import ParamRecord
 
-__all__ = ["TENSOR_STATES", "SCALAR_STATES", "KINDS", "ParamState", "SchedulePosition", "OptimizerState",
+__all__ = ["saved_joins", "TENSOR_STATES", "SCALAR_STATES", "KINDS", "ParamState", "SchedulePosition", "OptimizerState",
            "TargetParam", "Converted", "read_state", "convert_state", "save_state", "load_state", "remap",
            "fit_state", "required_states", "framework_of", "read_position", "apply_position", "single_step",
            "float32_power", "FORMAT", "VERSION"]
+
+
+def saved_joins(current: int, saved: Sequence[Mapping[str, Any]], pending: Sequence[int]) -> int:
+    """How many of an optimizer's groups that join later a saved optimizer state already holds.
+
+    The state's ``param_groups`` (``saved``) were saved after some late groups joined; the optimizer
+    now has ``current`` groups, and ``pending`` lists the parameter count of each group still to
+    join, in the order they join. Returns the number to add before loading: the extra saved
+    groups when they are exactly the next pending ones (as many, with as many parameters each),
+    else 0 (nothing changes, and the framework refuses the state itself).
+    """
+    extra = list(saved[current:])
+    if len(extra) > len(pending) or any(len(g.get("params", ())) != n for g, n in zip(extra, pending)):
+        return 0
+    return len(extra)
 
 FORMAT = "optbridge-state"
 VERSION = 1

@@ -266,18 +266,9 @@ def test_megengine_resolver_is_optbridge_resolve(tmp_path: Path) -> None:
 def joins(tmp_path: Path, optimizer: dict[str, Any] | None = None, clips: dict[str, Any] | None = None) -> Path:
     """The plan of conformance case ``trajectory-adam-group-joins`` (Adam; group ``b`` joins at update 12, Lightning's
     BackboneFinetuning), ending at update 40, with another ``optimizer`` or group ``clips``, as a config file."""
-    import yaml
-    case = Path(__file__).resolve().parents[1] / "conformance" / "cases" / "trajectory-adam-group-joins.yaml"
-    plan = yaml.safe_load(case.read_text(encoding="utf-8"))["plan"]
-    plan["total_steps"] = 40
-    if optimizer is not None:
-        plan["optimizer"] = optimizer
-    for g in plan["groups"]:
-        if clips and g["name"] in clips:
-            g["clip"] = clips[g["name"]]
-    path = tmp_path / "joins.yaml"
-    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
-    return path
+    from optbridge_conformance.cases import write_plan
+    return write_plan("trajectory-adam-group-joins", tmp_path / "joins.yaml", clips=clips, optimizer=optimizer,
+                      total_steps=40)
 
 
 class Holder(M.Module):

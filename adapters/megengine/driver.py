@@ -33,6 +33,7 @@ from optbridge import ir
 from optbridge.errors import ConfigError
 from optbridge.slots import Slot, fingerprint
 from optbridge.source import CHUNK, NotStepped, ValueSource
+from optbridge.state import saved_joins
 
 __all__ = ["PlanScheduler", "StepGuard", "NotStepped", "install_guard", "guard_native", "check_metrics"]
 
@@ -196,11 +197,9 @@ class PlanScheduler(mopt.LRScheduler):
 
         def load_state_dict(state: Any) -> None:
             saved = list(state.get("param_groups", ())) if isinstance(state, Mapping) else []
-            extra = saved[len(optimizer.param_groups):]
-            if extra and len(extra) <= len(self._joins) and all(
-                    len(g.get("params", ())) == len(gd["params"]) for g, (_, gd) in zip(extra, self._joins)):
-                for _ in extra:  # exactly the next joining groups: else nothing changes and MegEngine refuses
-                    optimizer.add_param_group(self._joins.pop(0)[1])
+            sizes = [len(gd["params"]) for _, gd in self._joins]
+            for _ in range(saved_joins(len(optimizer.param_groups), saved, sizes)):
+                optimizer.add_param_group(self._joins.pop(0)[1])
             load(state)
 
         optimizer.load_state_dict = load_state_dict

@@ -31,6 +31,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from optbridge.errors import ConfigError, EvaluationError
 from optbridge.slots import Slot, hyper_key
 from optbridge.source import CHUNK, NotStepped, PastHorizon, ValueSource
+from optbridge.state import saved_joins
 
 __all__ = ["PlanScheduler", "SetupScheduler", "Entry", "UpdateGuard", "Join", "SchedulerNotStepped",
            "MissingMetric", "AmbiguousOptimizer", "read_hyper", "write_hyper", "position_of"]
@@ -364,14 +365,11 @@ class UpdateGuard:
         those, with as many parameters each; otherwise nothing changes and torch refuses the state."""
         opt = self.optimizers[name]
         pending = [j for j in self.joins if j.optimizer == name and not j.joined]  # in the order they join
-        extra = list(saved[len(opt.param_groups):])
-        if not extra or len(extra) > len(pending) or any(
-                len(g.get("params", ())) != len(j.group["params"]) for g, j in zip(extra, pending)):
-            return
-        for j in pending[:len(extra)]:
+        n = saved_joins(len(opt.param_groups), saved, [len(j.group["params"]) for j in pending])
+        for j in pending[:n]:
             opt.add_param_group(j.group)
             j.joined = True
-        if self.refresh is not None:
+        if n and self.refresh is not None:
             self.refresh()
 
     def _hook(self, name: str) -> Callable[..., None]:

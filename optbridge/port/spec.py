@@ -65,8 +65,9 @@ class PortGroup:
     Attributes:
         name: Group name.
         optimizer: Index into :attr:`PortSpec.optimizers`.
-        index: Its ``param_groups`` index once it is in the optimizer: the groups of update 0
-            first, then the ones that join later in the order they join (plan order on a tie).
+        index: Its ``param_groups`` index once it is in the optimizer: its position among its
+            optimizer's groups (the plan puts groups that join later after the others, in the order
+            they join, so ``add_param_group`` appends them there).
         select: Selectors as plain data (``"rest"``, a glob, or a mapping of criteria).
         options: The group dict's options (``choice.group_keys``; lr is the base).
         frozen: ``None`` or ``"zero_lr"``.
@@ -203,10 +204,6 @@ def _optimizers(plan: Plan, framework: str, form: str, mode: str, backend: str
         defaults = OPTIMIZER_DEFAULTS[spec.type]
         if any(starts):
             _check_joins(framework, spec.type, built, starts, choice, mode, backend)
-        # param_groups order: torch and MegEngine add a late group when it joins (add_param_group), after the
-        # groups of update 0; optbridge's MindSpore classes take every group at construction
-        late_last = sorted(range(len(built)), key=lambda j: starts[j] if framework != "mindspore" else 0)
-        order = {j: i for i, j in enumerate(late_last)}
         for j, (g, o) in enumerate(zip(built, eff)):
             # an option the class does not take is fine only at torch's default (maximize: false)
             dropped = sorted(k for k in o if k not in choice.group_keys and k not in choice.ctor_keys
@@ -215,7 +212,7 @@ def _optimizers(plan: Plan, framework: str, form: str, mode: str, backend: str
                 raise UnsupportedError(f"groups.{g.name}.{dropped[0]}", backend,
                                        f"{choice.cls} has no option {dropped[0]!r} (it takes "
                                        f"{', '.join(choice.group_keys + choice.ctor_keys)})")
-            groups.append(PortGroup(g.name, oi, order[j], [_selector_to_dict(s) for s in g.select],
+            groups.append(PortGroup(g.name, oi, j, [_selector_to_dict(s) for s in g.select],
                                     {k: _json_value(o[k]) for k in choice.group_keys if k in o}, g.frozen,
                                     None if g.clip is None else _clip_to_dict(g.clip), starts[j]))
         ctor = {k: _json_value(eff[0][k]) for k in choice.ctor_keys if eff and k in eff[0]}

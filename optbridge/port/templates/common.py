@@ -139,6 +139,19 @@ def resolve(records: Iterable[Record]) -> tuple[dict[str, list[str]], list[str]]
     return {g["name"]: taken[g["name"]] for g in GROUPS}, [n for g in EXCLUDED for n in taken[g["name"]]]
 
 
+# ----------------------------------------------------------------------------- groups that join mid-run
+
+
+def saved_joins(current: int, saved: list[dict[str, Any]], pending: list[int]) -> int:
+    """How many of the groups still to join (``pending``: their parameter counts, in join order) a saved optimizer
+    state holds beyond the ``current`` groups: all its extra groups when they are exactly the next ones, else 0
+    (nothing changes, and the framework refuses the state). ``optbridge.state.saved_joins``, standalone."""
+    extra = list(saved[current:])
+    if len(extra) > len(pending) or any(len(g.get("params", ())) != n for g, n in zip(extra, pending)):
+        return 0
+    return len(extra)
+
+
 # ----------------------------------------------------------------------------- the tables
 
 

@@ -23,6 +23,7 @@ from optbridge.port.templates.common import (
     Record,
     Values,
     resolve,
+    saved_joins,
     slot_values,
     verify,
 )
@@ -75,11 +76,10 @@ class TableScheduler:
             def load_state_dict(state: dict[str, Any]) -> None:
                 """Add the joining groups the saved state holds (saved after they joined; only when they are
                 exactly the next ones, else nothing changes and MegEngine refuses the state), then load it."""
-                extra = list(state.get("param_groups", ()))[len(optimizer.param_groups):]
-                if extra and len(extra) <= len(self._joins) and all(
-                        len(g.get("params", ())) == len(d["params"]) for g, (_, d) in zip(extra, self._joins)):
-                    for _ in extra:
-                        optimizer.add_param_group(self._joins.pop(0)[1])
+                saved = list(state.get("param_groups", ()))
+                for _ in range(saved_joins(len(optimizer.param_groups), saved,
+                                           [len(d["params"]) for _, d in self._joins])):
+                    optimizer.add_param_group(self._joins.pop(0)[1])
                 load(state)
 
             optimizer.load_state_dict = load_state_dict

@@ -21,6 +21,7 @@ from optbridge.port.templates.common import (
     Record,
     Values,
     resolve,
+    saved_joins,
     slot_values,
     verify,
 )
@@ -75,11 +76,9 @@ class TableScheduler(torch.optim.lr_scheduler.LRScheduler):
     def _join_saved(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
         """Before ``optimizer.load_state_dict``: add the joining groups the saved state holds (saved after they
         joined); only when they are exactly the next ones, else nothing changes and torch refuses the state."""
-        extra = list(state_dict.get("param_groups", ()))[len(optimizer.param_groups):]
-        if extra and len(extra) <= len(self._joins) and all(
-                len(g.get("params", ())) == len(d["params"]) for g, (_, d) in zip(extra, self._joins)):
-            for _ in extra:
-                optimizer.add_param_group(self._joins.pop(0)[1])
+        saved = list(state_dict.get("param_groups", ()))
+        for _ in range(saved_joins(len(optimizer.param_groups), saved, [len(d["params"]) for _, d in self._joins])):
+            optimizer.add_param_group(self._joins.pop(0)[1])
 
     def _write(self, t: int) -> None:
         if HORIZON is not None and t >= HORIZON:
