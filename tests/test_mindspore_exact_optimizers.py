@@ -22,6 +22,9 @@ the ill-conditioned centered RMSprop with tiny gradients and a weight-decay sche
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +39,7 @@ from mindspore import Parameter, Tensor, nn, ops  # noqa: E402
 from mindspore.experimental import optim as mopt  # noqa: E402
 
 from optbridge.errors import ConfigError  # noqa: E402
+from optbridge_adapters.mindspore import kernels  # noqa: E402
 from optbridge_adapters.mindspore import optimizers as X  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -280,10 +284,11 @@ def test_static_and_dynamic_paths_agree_with_each_other():
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_kernel_path_is_the_composed_path_bit_for_bit(nesterov, mode):
-    """With dampening a constant 0 the update runs MindSpore's one-pass SGD kernel; with dampening a Parameter
-    (value 0) the composed ops. Both give the same float32 values, bit for bit, with momentum and weight decay
-    constant or driven per step (momentum switched on and off, as torch's branches; not with nesterov, which
-    needs momentum > 0), in PyNative and GRAPH mode."""
+    """Without optbridge's kernels (kernels=False): with dampening a constant 0 the update runs MindSpore's
+    one-pass SGD kernel; with dampening a Parameter (value 0) the composed ops. With them (kernels=True),
+    optbridge's one-pass kernel. All three give the same float32 values, bit for bit, with momentum and weight
+    decay constant or driven per step (momentum switched on and off, as torch's branches; not with nesterov,
+    which needs momentum > 0), in PyNative and GRAPH mode."""
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     try:
         opts = [{"momentum": 0.9, "weight_decay": 0.0, "nesterov": nesterov},
@@ -298,16 +303,51 @@ def test_sgd_kernel_path_is_the_composed_path_bit_for_bit(nesterov, mode):
                 if "weight_decay" in opt.scheduled:
                     ops.assign(opt.hyper(g, "weight_decay"), Tensor([0.0, 0.01][k % 2], ms.float64))
 
+        paths = [(("lr", "dampening"), False), (("lr",), False)] + [(("lr",), True)] * kernels.status()[0]
         for driven in [(), ("momentum",), ("momentum", "weight_decay")]:
             runs = []
-            for scheduled in (("lr", "dampening", *driven), ("lr", *driven)):
+            for scheduled, own in paths:
                 params = _ms_params(p0)
-                opt = X.SGD(_groups(opts, params), lr=0.1, scheduled=scheduled)
-                assert (opt._cfg[0][5] is None) == ("dampening" in scheduled)  # the composed ops / the kernel
+                opt = X.SGD(_groups(opts, params), lr=0.1, scheduled=(*scheduled, *driven), kernels=own)
+                assert opt.kernels == own
+                assert (opt._cfg[0][5] is None) == ("dampening" in scheduled)  # the composed ops / MindSpore's SGD
                 runs.append(_ms_run(opt, params, grads[:16], drive))
-            for a, b in zip(*runs):
-                for x, y in zip(a, b):
-                    np.testing.assert_array_max_ulp(x, y, maxulp=0)
+            for other in runs[1:]:
+                for a, b in zip(runs[0], other):
+                    for x, y in zip(a, b):
+                        np.testing.assert_array_max_ulp(x, y, maxulp=0)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def _needs_kernels() -> None:
+    ok, why = kernels.status()
+    if not ok:
+        pytest.skip(f"optbridge's MindSpore kernels are unavailable here: {why}")
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("kind", list(CASES))
+def test_one_pass_kernel_is_the_composed_update_bit_for_bit(kind, mode):
+    """Each optimizer's one-pass C++ kernel (kernels.cc) computes the composed ops' float32 values bit for bit,
+    on every option set of CASES, normal and tiny gradients: in PyNative with every hyperparameter a Parameter
+    (torch's branches taken per step), in GRAPH mode with constants (the branches taken statically)."""
+    _needs_kernels()
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        lr, opts = CASES[kind]
+        opts = opts + opts
+        p0, grads = _inputs(len(opts), seed=11)
+        runs = []
+        for own in (False, True):
+            params = _ms_params(p0)
+            opt = X.OPTIMIZERS[kind](_groups(opts, params), lr=lr, kernels=own,
+                                     scheduled=None if mode == "pynative" else ("lr",))
+            assert opt.kernels == own
+            runs.append(_ms_run(opt, params, grads[:12]))
+        for a, b in zip(*runs):
+            for x, y in zip(a, b):
+                np.testing.assert_array_max_ulp(x, y, maxulp=0)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
 
@@ -570,6 +610,7 @@ def test_native_equivalent_choices():
     (lambda p: X.SGD([p], scheduled=("betas",)), "scheduled"),
     (lambda p: X.exact_optimizer("LBFGS", [p]), "optimizer.type"),
     (lambda p: X.exact_optimizer("SGD", [p], nesterov_momentum=0.9), "optimizer"),
+    (lambda p: X.Adam([p], kernels="fast"), "kernels"),
 ])
 def test_bad_input_raises_config_error(make, path):
     p = Parameter(Tensor(np.zeros(2, np.float32)), name="bad")
@@ -590,3 +631,34 @@ def test_hyper_access_errors():
         opt.hyper(0, "betas")
     with pytest.raises(ConfigError):
         opt.state(p, "exp_avg")
+
+
+def test_without_the_kernels_the_composed_update_runs_and_kernels_true_says_why(tmp_path):
+    """OPTBRIDGE_MS_KERNELS=0 (or no compiler): the default is the composed ops, and kernels=True is a
+    ConfigError naming the reason; the kernels build into OPTBRIDGE_CACHE_DIR."""
+    script = (
+        "import numpy as np\n"
+        "from mindspore import Parameter, Tensor\n"
+        "from optbridge.errors import ConfigError\n"
+        "from optbridge_adapters.mindspore import kernels, optimizers as X\n"
+        "p = Parameter(Tensor(np.ones(3, np.float32)), name='w')\n"
+        "ok, why = kernels.status()\n"
+        "print('status', ok, why)\n"
+        "print('default', X.Adam([p]).kernels)\n"
+        "try:\n"
+        "    X.Adam([p], kernels=True)\n"
+        "    print('forced ok')\n"
+        "except ConfigError as exc:\n"
+        "    print('forced', exc.path, '|', exc)\n"
+    )
+    env = {**os.environ, "OPTBRIDGE_MS_KERNELS": "0", "OPTBRIDGE_CACHE_DIR": str(tmp_path)}
+    off = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "status False disabled by OPTBRIDGE_MS_KERNELS" in off.stdout, off.stderr[-2000:]
+    assert "default False" in off.stdout
+    assert "forced kernels |" in off.stdout and "OPTBRIDGE_MS_KERNELS" in off.stdout
+    assert not list(tmp_path.iterdir())
+    _needs_kernels()
+    env["OPTBRIDGE_MS_KERNELS"] = "1"
+    on = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "status True" in on.stdout and "default True" in on.stdout and "forced ok" in on.stdout, on.stderr[-2000:]
+    assert [f.suffix for f in tmp_path.iterdir()] == [".so"]     # built there, once, atomically renamed

@@ -76,6 +76,7 @@ from optbridge import ir
 from optbridge.errors import ConfigError
 
 # The measured native-vs-exact table is framework-free data (optbridge.lint reads it without MindSpore).
+from . import kernels as _kernels
 from .native import NATIVE, NativeEquivalence, native_equivalent
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
@@ -90,9 +91,21 @@ _AM = P.ApplyMomentum()           # accum = accum * momentum + grad; var -= lr *
 _ZERO64 = Tensor(0.0, F64)
 _ONE64 = Tensor(1.0, F64)
 _P96 = Tensor(0.96, F64)          # NAdam's momentum-cache base
+_ZERO32 = Tensor(0.0, F32)
+_ONE32 = Tensor(1.0, F32)
+_WD_MODE32 = (Tensor(0.0, F32), Tensor(1.0, F32), Tensor(2.0, F32))  # a weight decay mode as the kernels read it
+# The one-pass kernels (kernels.cc through ops.Custom), set by _load_kernels() before any graph uses them.
+_K_SGD: Any = None
+_K_ADAM: Any = None
+_K_RMSPROP: Any = None
+_K_ADAGRAD: Any = None
+_K_ADADELTA: Any = None
+_K_ADAMAX: Any = None
+_K_NADAM: Any = None
+_K_RADAM: Any = None
 
-# Positions in a group's static configuration tuple (graph constants).
-_MAXIMIZE, _WD, _OPT1, _OPT2, _OPT3, _OPT4 = 0, 1, 2, 3, 4, 5
+# Positions in a group's static configuration tuple (graph constants); the last is whether the kernel runs.
+_MAXIMIZE, _WD, _OPT1, _OPT2, _OPT3, _OPT4, _KERNEL = 0, 1, 2, 3, 4, 5, -1
 # Weight decay modes: torch skips weight decay when it is 0; a constant 0 skips it here too.
 _WD_OFF, _WD_L2, _WD_DECOUPLED = 0, 1, 2
 # Momentum modes (SGD, RMSprop): a constant 0, a constant non-zero, or a Parameter (any value, torch's branches).
@@ -102,6 +115,17 @@ _MOM_OFF, _MOM_CONST, _MOM_DYNAMIC = 0, 1, 2
 def _f32(x: Any) -> Any:
     """A float64 scalar rounded to float32, where torch's kernel takes a Python float."""
     return ops.cast(x, F32)
+
+
+def _flag(on: bool) -> Any:
+    """A static option as the kernels read it (float32 0 or 1)."""
+    return _ONE32 if on else _ZERO32
+
+
+def _load_kernels() -> None:
+    """Bind the kernels' ops.Custom primitives to the names the updates call (once available)."""
+    for name in _kernels.KERNELS:
+        globals()[f"_K_{name.upper()}"] = _kernels.op(name)
 
 
 def _tick(step: Any) -> Any:
@@ -171,6 +195,8 @@ def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: An
     """
     lr, mom, damp, wd = h
     mode = cfg[_OPT2]
+    if cfg[_KERNEL]:
+        return _sgd_kernel(cfg, h, param, grad, buf, ready)
     if mode != _MOM_OFF and cfg[_OPT4] is not None:
         g = _direction(cfg, wd, param, grad) if cfg[_OPT4] == 0.0 else grad
         P.SGD(0.0, cfg[_OPT4], cfg[_OPT1])(param, g, _f32(lr), buf, _f32(mom), stat)
@@ -208,20 +234,49 @@ def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: An
     return True
 
 
+def _sgd_kernel(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: Any) -> bool:
+    """The composed SGD update above as one pass of ``optbridge_sgd`` (kernels.cc): the same branches and roundings."""
+    lr, mom, damp, wd = h
+    mode = cfg[_OPT2]
+    if mode == _MOM_OFF:
+        on, a, c = _ZERO32, _ZERO64, _ONE64
+    elif mode == _MOM_CONST:
+        first = ready <= 0
+        on, a, c = _ONE32, ops.select(first, _ZERO64, mom), ops.select(first, _ONE64, 1 - damp)
+    else:
+        first = ready <= 0
+        on, a, c = ops.cast(mom != 0, F32), ops.select(first, _ZERO64, mom), ops.select(first, _ONE64, 1 - damp)
+    coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), on, _flag(cfg[_OPT1]), _flag(cfg[_OPT3]),
+                      _f32(wd), _f32(lr), _f32(a), _f32(c), _f32(mom)))
+    _K_SGD(param, grad, buf, coef)
+    if mode == _MOM_CONST:
+        ops.assign(ready, ops.ones_like(ready))
+    elif mode == _MOM_DYNAMIC:
+        ops.assign(ready, ops.select(mom != 0, ops.ones_like(ready), ready))
+    return True
+
+
 @_adam.register("Tuple", "Tuple", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _adam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_sq: Any,
                  step: Any) -> bool:
     """torch ``_single_tensor_adam`` (AdamW: decoupled weight decay). cfg: maximize, wd mode, amsgrad."""
     lr, beta1, beta2, eps, wd = h
     t = _tick(step)
-    _decay(cfg, lr, wd, param)
-    g = _direction(cfg, wd, param, grad)
-    _lerp(exp_avg, g, 1 - beta1)
-    _ema_sq(exp_avg_sq, g, beta2)
     bias_correction1 = 1 - ops.pow(beta1, t)
     bias_correction2 = 1 - ops.pow(beta2, t)
     step_size = lr / bias_correction1
     bias_correction2_sqrt = ops.sqrt(bias_correction2)
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
+        coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_OPT1]), _WD_MODE32[cfg[_WD]], decay, _f32(wd),
+                          _f32(1 - beta1), _f32(beta2), _f32(1 - beta2), _f32(bias_correction2_sqrt), _f32(eps),
+                          _f32(step_size)))
+        _K_ADAM(param, grad, exp_avg, exp_avg_sq, max_sq, coef)
+        return True
+    _decay(cfg, lr, wd, param)
+    g = _direction(cfg, wd, param, grad)
+    _lerp(exp_avg, g, 1 - beta1)
+    _ema_sq(exp_avg_sq, g, beta2)
     v = exp_avg_sq
     if cfg[_OPT1]:
         v = ops.maximum(max_sq, exp_avg_sq)
@@ -237,6 +292,13 @@ def _rmsprop_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: Any
     """torch ``_single_tensor_rmsprop``. cfg: maximize, wd mode, centered, momentum mode."""
     lr, alpha, eps, wd, mom = h
     _tick(step)
+    mode = cfg[_OPT2]
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        on = _ZERO32 if mode == _MOM_OFF else (_ONE32 if mode == _MOM_CONST else ops.cast(mom > 0, F32))
+        coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _flag(cfg[_OPT1]), on, _f32(wd),
+                          _f32(alpha), _f32(1 - alpha), _f32(eps), _f32(lr), _f32(mom)))
+        _K_RMSPROP(param, grad, square_avg, grad_avg, buf, coef)
+        return True
     g = _direction(cfg, wd, param, grad)
     _ema_sq(square_avg, g, alpha)
     if cfg[_OPT1]:
@@ -248,7 +310,6 @@ def _rmsprop_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: Any
     else:
         avg = ops.sqrt(square_avg)
     q = g / (avg + _f32(eps))
-    mode = cfg[_OPT2]
     if mode == _MOM_OFF:
         _descend(param, lr, q)                                  # param.addcdiv_(grad, avg, value=-lr)
     elif mode == _MOM_CONST:
@@ -266,8 +327,12 @@ def _adagrad_update(cfg: tuple, h: tuple, param: Any, grad: Any, state_sum: Any,
     """torch ``_single_tensor_adagrad`` (dense). cfg: maximize, wd mode."""
     lr, lr_decay, wd, eps = h
     t = _tick(step)
-    g = _direction(cfg, wd, param, grad)
     clr = lr / (1 + (t - 1) * lr_decay)
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        _K_ADAGRAD(param, grad, state_sum, ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd),
+                                                      _f32(clr), _f32(eps))))
+        return True
+    g = _direction(cfg, wd, param, grad)
     ops.assign_add(state_sum, g * g)                              # state_sum.addcmul_(grad, grad, value=1)
     std = ops.sqrt(state_sum) + _f32(eps)
     _descend(param, clr, g / std)                               # param.addcdiv_(grad, std, value=-clr)
@@ -280,6 +345,11 @@ def _adadelta_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: An
     """torch ``_single_tensor_adadelta``. cfg: maximize, wd mode."""
     lr, rho, eps, wd = h
     _tick(step)
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        _K_ADADELTA(param, grad, square_avg, acc_delta,
+                    ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd), _f32(rho), _f32(1 - rho),
+                               _f32(eps), _f32(lr))))
+        return True
     g = _direction(cfg, wd, param, grad)
     e = _f32(eps)
     _ema_sq(square_avg, g, rho)
@@ -295,10 +365,15 @@ def _adamax_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, ex
     """torch ``_single_tensor_adamax``. cfg: maximize, wd mode."""
     lr, beta1, beta2, eps, wd = h
     t = _tick(step)
+    clr = lr / (1 - ops.pow(beta1, t))
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        _K_ADAMAX(param, grad, exp_avg, exp_inf,
+                  ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd), _f32(1 - beta1),
+                             _f32(beta2), _f32(eps), _f32(clr))))
+        return True
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
     ops.assign(exp_inf, ops.maximum(exp_inf * _f32(beta2), ops.abs(g) + _f32(eps)))
-    clr = lr / (1 - ops.pow(beta1, t))
     _descend(param, clr, exp_avg / exp_inf)                     # param.addcdiv_(exp_avg, exp_inf, value=-clr)
     return True
 
@@ -310,19 +385,28 @@ def _nadam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
     lr, beta1, beta2, eps, wd, momentum_decay = h
     t = _tick(step)
     bias_correction2 = 1 - ops.pow(beta2, t)
-    _decay(cfg, lr, wd, param)
-    g = _direction(cfg, wd, param, grad)
     mu = beta1 * (1.0 - 0.5 * ops.pow(_P96, t * momentum_decay))
     mu_next = beta1 * (1.0 - 0.5 * ops.pow(_P96, (t + 1) * momentum_decay))
     mp = mu_product * _f32(mu)                                    # mu_product *= mu (float32 tensor)
     ops.assign(mu_product, mp)
+    mp64 = ops.cast(mp, F64)
+    mu_product_next = mp64 * mu_next
+    grad_step = -(-lr * (1.0 - mu) / (1.0 - mp64))
+    momentum_step = -((-lr * mu_next) / (1.0 - mu_product_next))
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
+        _K_NADAM(param, grad, exp_avg, exp_avg_sq,
+                 ops.stack((_flag(cfg[_MAXIMIZE]), _WD_MODE32[cfg[_WD]], decay, _f32(wd), _f32(1 - beta1),
+                            _f32(beta2), _f32(1 - beta2), _f32(bias_correction2), _f32(eps), _f32(grad_step),
+                            _f32(momentum_step))))
+        return True
+    _decay(cfg, lr, wd, param)
+    g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
     _ema_sq(exp_avg_sq, g, beta2)
     denom = ops.sqrt(exp_avg_sq / _f32(bias_correction2)) + _f32(eps)
-    mp64 = ops.cast(mp, F64)
-    mu_product_next = mp64 * mu_next
-    _descend(param, -(-lr * (1.0 - mu) / (1.0 - mp64)), g / denom)
-    _descend(param, -((-lr * mu_next) / (1.0 - mu_product_next)), exp_avg / denom)
+    _descend(param, grad_step, g / denom)
+    _descend(param, momentum_step, exp_avg / denom)
     return True
 
 
@@ -331,16 +415,23 @@ def _radam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
     """torch ``_single_tensor_radam`` (both branches of ``rho_t > 5``). cfg: maximize, wd mode."""
     lr, beta1, beta2, eps, wd = h
     t = _tick(step)
+    bias_correction1 = 1 - ops.pow(beta1, t)
+    bias_correction2 = 1 - ops.pow(beta2, t)
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * ops.pow(beta2, t) / bias_correction2
+    rect = ops.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
+        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
+        _K_RADAM(param, grad, exp_avg, exp_avg_sq,
+                 ops.stack((_flag(cfg[_MAXIMIZE]), ops.cast(rho_t > 5.0, F32), _WD_MODE32[cfg[_WD]], decay, _f32(wd),
+                            _f32(1 - beta1), _f32(beta2), _f32(1 - beta2), _f32(bias_correction1), _f32(lr),
+                            _f32(ops.sqrt(bias_correction2)), _f32(eps), _f32(ops.select(rho_t > 5.0, rect, _ONE64)))))
+        return True
     _decay(cfg, lr, wd, param)
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
     _ema_sq(exp_avg_sq, g, beta2)
-    bias_correction1 = 1 - ops.pow(beta1, t)
-    bias_correction2 = 1 - ops.pow(beta2, t)
     bias_corrected = exp_avg / _f32(bias_correction1)
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * t * ops.pow(beta2, t) / bias_correction2
-    rect = ops.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
     base = bias_corrected * _f32(lr)
     adaptive = _f32(ops.sqrt(bias_correction2)) / (ops.sqrt(exp_avg_sq) + _f32(eps))
     ops.assign_sub(param, ops.select(rho_t > 5.0, base * adaptive * _f32(rect), base))  # param.add_(.., alpha=-1.0)
@@ -391,6 +482,11 @@ class ExactOptimizer(nn.Optimizer):
     optimizer's ``k``-th call its parameters and state are left untouched, so its first update
     is a first update (Adam's step 1). The optimizer then counts its calls in an int32
     Parameter ``<prefix>.update`` (checkpointed with the state).
+
+    ``kernels=``: run each parameter's update as one pass of its C++ kernel in ``kernels.cc``
+    (:mod:`.kernels`; bit-identical to the composed ops, several times faster on large
+    tensors); ``None`` (default) where it can be built, ``False`` never, ``True`` or a
+    ConfigError saying why not. :attr:`kernels` is the choice made.
     """
 
     KIND: ClassVar[str] = ""
@@ -403,9 +499,12 @@ class ExactOptimizer(nn.Optimizer):
     #: per-parameter state: (torch's name, float32 shape "tensor" or "scalar", initial value or INIT key).
     STATES: ClassVar[tuple[tuple[str, str, Any], ...]] = ()
     UPDATE: ClassVar[Any] = None
+    #: the one-pass kernel in kernels.cc that does this update's tensor work (None: composed ops only).
+    KERNEL: ClassVar[str | None] = None
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *, scheduled: Iterable[str] | None = None,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         nn.Cell.__init__(self, auto_prefix=False)                 # a Cell; nn.Optimizer only for Model's type check
         self.prefix = prefix if prefix is not None else self.KIND.lower()
         names = {name for name, _ in self.HYPERS}
@@ -442,7 +541,8 @@ class ExactOptimizer(nn.Optimizer):
             hyper_tuples.append(tuple(h))
         self.hyper_parameters = ParameterTuple(hyper_params)
         self._h = tuple(hyper_tuples)
-        self._cfg = tuple(self._config(g) for g in groups)
+        self.kernels = self._use_kernels(kernels)
+        self._cfg = tuple(self._config(g) + (self.kernels,) for g in groups)  # cfg[_KERNEL]: the one-pass kernel
         self._state: dict[tuple[str, str], Parameter] = {}
         self._state_attrs = tuple(f"state_{name}" for name, _, _ in self.STATES)
         for attr, (name, shape, init) in zip(self._state_attrs, self.STATES):
@@ -568,6 +668,23 @@ class ExactOptimizer(nn.Optimizer):
     def _check_group(self, values: dict[str, float], flags: dict[str, bool], gpath: str) -> None:
         """Cross-option rules (SGD: nesterov); subclasses override."""
 
+    def _use_kernels(self, kernels: bool | None) -> bool:
+        """Whether the update runs the one-pass C++ kernel (:mod:`.kernels`): ``None`` where it is available."""
+        if kernels is None or kernels is False:
+            use = kernels is None and self.KERNEL is not None and _kernels.status()[0]
+            if use:
+                _load_kernels()
+            return use
+        if kernels is not True:
+            raise ConfigError("kernels", "must be True, False or None (use them where available)", kernels)
+        if self.KERNEL is None:
+            raise ConfigError("kernels", f"{self.KIND} has no one-pass kernel", kernels)
+        ok, why = _kernels.status()
+        if not ok:
+            raise ConfigError("kernels", f"the one-pass kernels are unavailable: {why}", kernels)
+        _load_kernels()
+        return True
+
     def _group_dict(self, params: list[Parameter], group: _Group) -> dict[str, Any]:
         d: dict[str, Any] = {"params": params[group.start:group.stop]}
         values = dict(group.values)
@@ -690,12 +807,15 @@ class SGD(ExactOptimizer):
     FLAGS = (("nesterov", False), ("maximize", False))
     STATES = (("momentum_buffer", "tensor", 0.0), ("has_momentum_buffer", "scalar", 0.0))
     UPDATE = _sgd
+    KERNEL = "sgd"
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
-                 scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize), scheduled=scheduled, prefix=prefix)
+                                      nesterov=nesterov, maximize=maximize),
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
     def _check_group(self, values: dict[str, float], flags: dict[str, bool], gpath: str) -> None:
         if flags["nesterov"] and (values["momentum"] <= 0 or values["dampening"] != 0):
@@ -726,7 +846,7 @@ class SGD(ExactOptimizer):
         stat = []
         for gi, g in enumerate(self._groups):
             for p in self.parameters[g.start:g.stop]:
-                if self._cfg[gi][_OPT4] is None:
+                if self._cfg[gi][_OPT4] is None or self.kernels:
                     stat.append(p)
                     continue
                 if tuple(p.shape) not in zeros:
@@ -748,14 +868,16 @@ class Adam(ExactOptimizer):
     STATES = (("exp_avg", "tensor", 0.0), ("exp_avg_sq", "tensor", 0.0), ("max_exp_avg_sq", "tensor", 0.0),
               ("step", "scalar", 0.0))
     UPDATE = _adam
+    KERNEL = "adam"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  decoupled_weight_decay: bool = False, scheduled: Iterable[str] | None = None,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, decoupled_weight_decay=decoupled_weight_decay),
-                         scheduled=scheduled, prefix=prefix)
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
     def _config(self, group: _Group) -> tuple:
         return super()._config(group) + (dict(group.flags)["amsgrad"],)
@@ -772,10 +894,11 @@ class AdamW(Adam):
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         ExactOptimizer.__init__(self, params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                                    amsgrad=amsgrad, maximize=maximize),
-                                scheduled=scheduled, prefix=prefix)
+                                scheduled=scheduled, prefix=prefix, kernels=kernels)
 
     def _config(self, group: _Group) -> tuple:
         flags = dict(group.flags)
@@ -796,12 +919,15 @@ class RMSprop(ExactOptimizer):
     STATES = (("square_avg", "tensor", 0.0), ("grad_avg", "tensor", 0.0), ("momentum_buffer", "tensor", 0.0),
               ("step", "scalar", 0.0))
     UPDATE = _rmsprop
+    KERNEL = "rmsprop"
 
     def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False, scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 maximize: bool = False, scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize), scheduled=scheduled, prefix=prefix)
+                                      centered=centered, maximize=maximize),
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
     def _config(self, group: _Group) -> tuple:
         return super()._config(group) + (dict(group.flags)["centered"], self._momentum_mode(group))
@@ -826,13 +952,15 @@ class Adagrad(ExactOptimizer):
     INIT = (("initial_accumulator_value", "nonneg"),)
     STATES = (("sum", "tensor", "initial_accumulator_value"), ("step", "scalar", 0.0))
     UPDATE = _adagrad
+    KERNEL = "adagrad"
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
-                 scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize), scheduled=scheduled, prefix=prefix)
+                                      maximize=maximize), scheduled=scheduled, prefix=prefix, kernels=kernels)
 
 
 class Adadelta(ExactOptimizer):
@@ -845,12 +973,14 @@ class Adadelta(ExactOptimizer):
     HYPERS = (("lr", "nonneg"), ("rho", "unit"), ("eps", "nonneg"), ("weight_decay", "nonneg"))
     STATES = (("square_avg", "tensor", 0.0), ("acc_delta", "tensor", 0.0), ("step", "scalar", 0.0))
     UPDATE = _adadelta
+    KERNEL = "adadelta"
 
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
                  *, maximize: bool = False, scheduled: Iterable[str] | None = None,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize),
-                         scheduled=scheduled, prefix=prefix)
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
 
 class Adamax(ExactOptimizer):
@@ -863,12 +993,14 @@ class Adamax(ExactOptimizer):
     HYPERS = (("lr", "nonneg"), ("beta1", "beta"), ("beta2", "beta"), ("eps", "nonneg"), ("weight_decay", "nonneg"))
     STATES = (("exp_avg", "tensor", 0.0), ("exp_inf", "tensor", 0.0), ("step", "scalar", 0.0))
     UPDATE = _adamax
+    KERNEL = "adamax"
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False, scheduled: Iterable[str] | None = None,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize),
-                         scheduled=scheduled, prefix=prefix)
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
 
 class NAdam(ExactOptimizer):
@@ -884,13 +1016,15 @@ class NAdam(ExactOptimizer):
     STATES = (("exp_avg", "tensor", 0.0), ("exp_avg_sq", "tensor", 0.0), ("mu_product", "scalar", 1.0),
               ("step", "scalar", 0.0))
     UPDATE = _nadam
+    KERNEL = "nadam"
 
     def __init__(self, params: Any, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False, scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 maximize: bool = False, scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize), scheduled=scheduled, prefix=prefix)
+                                      maximize=maximize), scheduled=scheduled, prefix=prefix, kernels=kernels)
 
 
 class RAdam(ExactOptimizer):
@@ -904,13 +1038,15 @@ class RAdam(ExactOptimizer):
     FLAGS = (("maximize", False), ("decoupled_weight_decay", False))
     STATES = (("exp_avg", "tensor", 0.0), ("exp_avg_sq", "tensor", 0.0), ("step", "scalar", 0.0))
     UPDATE = _radam
+    KERNEL = "radam"
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 scheduled: Iterable[str] | None = None, prefix: str | None = None) -> None:
+                 scheduled: Iterable[str] | None = None, prefix: str | None = None,
+                 kernels: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize),
-                         scheduled=scheduled, prefix=prefix)
+                         scheduled=scheduled, prefix=prefix, kernels=kernels)
 
 
 #: torch class name -> exact optimizer class.
