@@ -167,11 +167,28 @@ def build() -> dict[str, np.ndarray]:
     return out
 
 
+#: Trajectories (``*/traj``, float32 ``(steps, ...)``) are torch's arithmetic, which rounds differently on
+#: different CPUs (two AVX512 machines: up to 0.5 ulp of an update's largest parameter here, measured); a
+#: fresh run matches the committed one within this many float32 ulps of each update's largest |parameter|.
+TRAJ_ULPS = 2
+
+
 def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    """Whether ``b`` is ``a`` regenerated: exact, except trajectories within :data:`TRAJ_ULPS`."""
     if set(a) != set(b):
         return False
-    return all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and
-               (np.array_equal(a[k], b[k]) if a[k].dtype.kind in "fiu" else str(a[k]) == str(b[k])) for k in a)
+    for k in a:
+        x, y = a[k], b[k]
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        if k.endswith("/traj") and x.dtype == np.float32 and x.ndim >= 1:
+            axes = tuple(range(1, x.ndim))
+            scale = np.spacing(np.abs(x).max(axis=axes, keepdims=True)).astype(np.float64)
+            if not (np.abs(x.astype(np.float64) - y) <= TRAJ_ULPS * scale).all():
+                return False
+        elif not (np.array_equal(x, y) if x.dtype.kind in "fiu" else str(x) == str(y)):
+            return False
+    return True
 
 
 def main(argv: list[str]) -> int:

@@ -114,7 +114,7 @@ class Driver:
         self.clock = Parameter(Tensor(0, I32), name=f"optbridge_clock_{next(_IDS)}", requires_grad=False)
         self.assigner = Assigner(self.targets, self.clock)
         self.k = 0
-        self._write()
+        self._write(eager=True)
 
     # ------------------------------------------------------------------ values
 
@@ -143,12 +143,25 @@ class Driver:
         """The float64 values of every slot for updates ``start .. start + n - 1``: ``(len(slots), n)``."""
         return self.source.window(start, n)
 
-    def _write(self) -> None:
-        """Write update ``k``'s values and the clock ``k``; past the horizon only the clock ``-1``."""
-        if self.valid(self.k) and self.slots:
+    def _write(self, eager: bool = False) -> None:
+        """Write update ``k``'s values and the clock ``k``; past the horizon only the clock ``-1``.
+
+        ``eager``: one ``ops.assign`` per target from Python (~0.1-0.3 ms each) instead of
+        the compiled :class:`Assigner` (one call per update, but 0.1-0.4 s to compile):
+        for the writes made once (construction, :meth:`set_clock`), so a setup that
+        :meth:`step` never drives (a compiled trace writes its own values) compiles none.
+        """
+        valid = self.valid(self.k)
+        if eager:
+            if valid:
+                for t, v in zip(self.targets, self.source.row(self.k)):
+                    dtype = np.float32 if t.dtype == ms.float32 else np.float64  # the Assigner's cast, in numpy
+                    ops.assign(t, Tensor(np.asarray(v, dtype=np.float64).astype(dtype)))
+            ops.assign(self.clock, Tensor(self.k if valid else -1, I32))
+        elif valid and self.slots:
             self.assigner(Tensor(np.asarray(self.source.row(self.k), dtype=np.float64)), Tensor(self.k, I32))
         else:  # nothing to write (past the horizon, or a clock-only driver): only the clock, through ops.assign
-            self._clock_only(Tensor(self.k if self.valid(self.k) else -1, I32))
+            self._clock_only(Tensor(self.k if valid else -1, I32))
 
     def _clock_only(self, k: Tensor) -> None:
         if not hasattr(self, "_clock_setter"):
@@ -158,7 +171,7 @@ class Driver:
     def set_clock(self, k: int) -> None:
         """Move to update ``k`` without stepping (resume, or after a compiled run of many updates)."""
         self.k = int(k)
-        self._write()
+        self._write(eager=True)
 
     # ------------------------------------------------------------------ stepping
 
