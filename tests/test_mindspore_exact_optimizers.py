@@ -338,16 +338,20 @@ def test_one_pass_kernel_is_the_composed_update_bit_for_bit(kind, mode):
         lr, opts = CASES[kind]
         opts = opts + opts
         p0, grads = _inputs(len(opts), seed=11)
-        runs = []
+        runs, states = [], []
         for own in (False, True):
             params = _ms_params(p0)
             opt = X.OPTIMIZERS[kind](_groups(opts, params), lr=lr, kernels=own,
                                      scheduled=None if mode == "pynative" else ("lr",))
             assert opt.kernels == own
             runs.append(_ms_run(opt, params, grads[:12]))
+            states.append([(name, s.asnumpy()) for _, name, s in opt.states()])  # in parameter order
         for a, b in zip(*runs):
             for x, y in zip(a, b):
                 np.testing.assert_array_max_ulp(x, y, maxulp=0)
+        assert [n for n, _ in states[0]] == [n for n, _ in states[1]] and states[0]
+        for i, ((name, x), (_, y)) in enumerate(zip(*states)):  # moments, buffers, steps (Adam and Adagrad's
+            assert x.tobytes() == y.tobytes(), (kind, i, name)   # kernels count them)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
 

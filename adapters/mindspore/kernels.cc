@@ -1,16 +1,17 @@
 // One-pass float32 kernels for optbridge's torch-exact MindSpore optimizers (adapters/mindspore/optimizers.py),
 // one per torch optimizer: SGD, Adam (and AdamW), RMSprop, Adagrad, Adadelta, Adamax, NAdam, RAdam.
 //
-// MindSpore calls them through ops.Custom(func_type="aot") with its aot signature. Each kernel is the
-// per-element float32 tensor work of one optimizer's composed-ops update, in the same order, with the
-// same roundings: every scalar (bias corrections, step sizes, 1 - beta, the momentum branch) is
-// computed in the graph in float64 and arrives here rounded to float32, in `c` (the last input). The
-// kernel writes the parameter and its state in place (the op is marked side_effect_mem, so MindSpore
-// passes the Parameters' own memory and orders the op) and returns a 1-element float32 flag.
+// MindSpore calls them through ops.Custom(func_type="aot") with its aot signature. Each kernel is one
+// optimizer's composed-ops update of one parameter, in the same order, with the same roundings: its
+// scalars (the step, bias corrections, step sizes, 1 - beta, the momentum branch) computed in float64
+// from the group's hyperparameters (the last input) and rounded to float32 once, then the per-element
+// float32 tensor work. The kernel writes the parameter and its states in place (the op is marked
+// side_effect_mem, so MindSpore passes the Parameters' own memory and orders the op) and returns a
+// 1-element float32 flag.
 //
 // Exact by construction, on every CPU: compiled with -ffp-contract=off (no fused multiply-add), no
 // fast-math; + - * / and sqrt are IEEE-754 correctly rounded in every SIMD width, so vectorization and
-// the split across threads do not change a bit. tests/test_mindspore_exact_optimizers.py checks the
+// the split across threads do not change a bit; pow is the C library's, as in the graph and in torch. tests/test_mindspore_exact_optimizers.py checks the
 // kernels against the composed ops bit for bit.
 #include <sched.h>
 
@@ -276,36 +277,165 @@ int index(const float *c, int flags, bool mode) {
   return k;
 }
 
-// One update of one parameter: `tensors` inputs (param, grad, states), then the coefficients; the output flag last.
+// The scalars. Each kernel owns its optimizer's per-parameter float32 scalar states (torch's step, NAdam's
+// mu_product, SGD's "has a momentum buffer" flag) and computes every coefficient from them and from `h`, the
+// group's float64 values (its static flags, then its hyperparameters, as the graph holds them), exactly as
+// optimizers.py's composed update does in the graph: float64, torch's expressions in torch's order, std::pow (the
+// C library's pow, which MindSpore's float64 Pow and Python's ** call: the same bits, measured), rounded to float32
+// once where torch's kernel takes a Python float. So a parameter's update is one graph op where the composed
+// update's scalars take about twenty (each a launch, which dominates small tensors).
+// A prelude reads the scalar states `s`, puts their new values in `next`, fills `c`, and returns which states to
+// store after the loop (bit i: state i; a state SGD does not hold is a placeholder, the parameter itself).
+using Prelude = int (*)(const float *s, float *next, const double *h, float *c);
+
+// torch's float32 step tensor += 1, as a float64 Python number.
+inline double tick(const float *s, float *next) {
+  next[0] = s[0] + 1.0f;
+  return next[0];
+}
+
+inline float f32(double x) { return static_cast<float>(x); }
+
+// SGD. s = [has_momentum_buffer]; h = [maximize, L2, nesterov, dampening scale, momentum mode (0 off, 1 constant,
+// 2 scheduled), weight_decay, lr, momentum, dampening]; c as sgd_loop's.
+int sgd_prelude(const float *s, float *next, const double *h, float *c) {
+  const double wd = h[5], lr = h[6], mom = h[7], damp = h[8];
+  const int mode = static_cast<int>(h[4]);
+  const bool first = s[0] <= 0.0f;  // no momentum_buffer yet: buf = grad (0 * momentum + grad)
+  double on = 0.0, a = 0.0, g = 1.0;
+  next[0] = s[0];
+  if (mode != 0) {
+    on = mode == 1 ? 1.0 : (mom != 0.0 ? 1.0 : 0.0);
+    a = first ? 0.0 : mom;
+    g = first ? 1.0 : 1.0 - damp;
+    if (on != 0.0) next[0] = 1.0f;
+  }
+  const double v[] = {h[0], h[1], on, h[2], h[3], wd, lr, a, g, mom};
+  for (int i = 0; i < 10; ++i) c[i] = f32(v[i]);
+  return mode != 0 ? 1 : 0;
+}
+
+// Adam, AdamW. s = [step]; h = [maximize, amsgrad, weight decay mode, lr, beta1, beta2, eps, weight_decay].
+int adam_prelude(const float *s, float *next, const double *h, float *c) {
+  const double t = tick(s, next), lr = h[3], beta1 = h[4], beta2 = h[5], eps = h[6], wd = h[7];
+  const double bias_correction1 = 1.0 - std::pow(beta1, t);
+  const double bias_correction2 = 1.0 - std::pow(beta2, t);
+  const double step_size = lr / bias_correction1;
+  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  const double v[] = {h[0], h[1], h[2], h[2] == 2.0 ? 1.0 - lr * wd : 1.0, wd, 1.0 - beta1, beta2, 1.0 - beta2,
+                      bias_correction2_sqrt, eps, step_size};
+  for (int i = 0; i < 11; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// RMSprop. s = [step]; h = [maximize, L2, centered, momentum mode, lr, alpha, eps, weight_decay, momentum].
+int rmsprop_prelude(const float *s, float *next, const double *h, float *c) {
+  tick(s, next);
+  const double lr = h[4], alpha = h[5], eps = h[6], wd = h[7], mom = h[8];
+  const double on = h[3] == 0.0 ? 0.0 : (h[3] == 1.0 ? 1.0 : (mom > 0.0 ? 1.0 : 0.0));
+  const double v[] = {h[0], h[1], h[2], on, wd, alpha, 1.0 - alpha, eps, lr, mom};
+  for (int i = 0; i < 10; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// Adagrad. s = [step]; h = [maximize, L2, lr, lr_decay, weight_decay, eps].
+int adagrad_prelude(const float *s, float *next, const double *h, float *c) {
+  const double t = tick(s, next), lr = h[2], lr_decay = h[3], wd = h[4], eps = h[5];
+  const double clr = lr / (1.0 + (t - 1.0) * lr_decay);
+  const double v[] = {h[0], h[1], wd, clr, eps};
+  for (int i = 0; i < 5; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// Adadelta. s = [step]; h = [maximize, L2, lr, rho, eps, weight_decay].
+int adadelta_prelude(const float *s, float *next, const double *h, float *c) {
+  tick(s, next);
+  const double lr = h[2], rho = h[3], eps = h[4], wd = h[5];
+  const double v[] = {h[0], h[1], wd, rho, 1.0 - rho, eps, lr};
+  for (int i = 0; i < 7; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// Adamax. s = [step]; h = [maximize, L2, lr, beta1, beta2, eps, weight_decay].
+int adamax_prelude(const float *s, float *next, const double *h, float *c) {
+  const double t = tick(s, next), lr = h[2], beta1 = h[3], beta2 = h[4], eps = h[5], wd = h[6];
+  const double clr = lr / (1.0 - std::pow(beta1, t));
+  const double v[] = {h[0], h[1], wd, 1.0 - beta1, beta2, eps, clr};
+  for (int i = 0; i < 7; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// NAdam. s = [step, mu_product]; h = [maximize, weight decay mode, lr, beta1, beta2, eps, weight_decay,
+// momentum_decay].
+int nadam_prelude(const float *s, float *next, const double *h, float *c) {
+  const double t = tick(s, next), lr = h[2], beta1 = h[3], beta2 = h[4], eps = h[5], wd = h[6], psi = h[7];
+  const double bias_correction2 = 1.0 - std::pow(beta2, t);
+  const double mu = beta1 * (1.0 - 0.5 * std::pow(0.96, t * psi));
+  const double mu_next = beta1 * (1.0 - 0.5 * std::pow(0.96, (t + 1.0) * psi));
+  next[1] = s[1] * f32(mu);  // mu_product *= mu (a float32 tensor)
+  const double mp = next[1];
+  const double mu_product_next = mp * mu_next;
+  const double grad_step = -(-lr * (1.0 - mu) / (1.0 - mp));
+  const double momentum_step = -((-lr * mu_next) / (1.0 - mu_product_next));
+  const double v[] = {h[0], h[1], h[1] == 2.0 ? 1.0 - lr * wd : 1.0, wd, 1.0 - beta1, beta2, 1.0 - beta2,
+                      bias_correction2, eps, grad_step, momentum_step};
+  for (int i = 0; i < 11; ++i) c[i] = f32(v[i]);
+  return 3;
+}
+
+// RAdam. s = [step]; h = [maximize, weight decay mode, lr, beta1, beta2, eps, weight_decay].
+int radam_prelude(const float *s, float *next, const double *h, float *c) {
+  const double t = tick(s, next), lr = h[2], beta1 = h[3], beta2 = h[4], eps = h[5], wd = h[6];
+  const double bias_correction1 = 1.0 - std::pow(beta1, t);
+  const double bias_correction2 = 1.0 - std::pow(beta2, t);
+  const double rho_inf = 2.0 / (1.0 - beta2) - 1.0;
+  const double rho_t = rho_inf - 2.0 * t * std::pow(beta2, t) / bias_correction2;
+  const bool rectified = rho_t > 5.0;
+  const double rect = rectified ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                            ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                                : 1.0;
+  const double v[] = {h[0], rectified ? 1.0 : 0.0, h[1], h[1] == 2.0 ? 1.0 - lr * wd : 1.0, wd, 1.0 - beta1, beta2,
+                      1.0 - beta2, bias_correction1, lr, std::sqrt(bias_correction2), eps, rect};
+  for (int i = 0; i < 13; ++i) c[i] = f32(v[i]);
+  return 1;
+}
+
+// One update of one parameter. Inputs: `tensors` (param, grad, tensor states), `scalars` float32 0-d states, the
+// float64 `h`; the output flag last. The scalar states are written after the tensors (a failure writes nothing).
 template <std::size_t N>
-int launch(const std::array<Loop, N> &table, int flags, bool mode, int tensors, int nparam, void **params,
-           int *ndims, int64_t **shapes) {
-  if (nparam != tensors + 2) return 1;
-  const float *c = static_cast<const float *>(params[tensors]);
+int launch(const std::array<Loop, N> &table, Prelude prelude, int flags, bool mode, int tensors, int scalars,
+           int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != tensors + scalars + 2) return 1;
+  float s[2], next[2], c[16];
+  for (int i = 0; i < scalars; ++i) s[i] = static_cast<const float *>(params[tensors + i])[0];
+  const int store = prelude(s, next, static_cast<const double *>(params[tensors + scalars]), c);
   const int k = index(c, flags, mode);
   if (k < 0 || static_cast<std::size_t>(k) >= N) return 1;
   const Loop loop = table[k];
   float *t[8];
   for (int i = 0; i < tensors; ++i) t[i] = static_cast<float *>(params[i]);
   parallel_for(numel(ndims[0], shapes[0]), [&](int64_t b, int64_t e) { loop(b, e, t, c); });
-  static_cast<float *>(params[tensors + 1])[0] = 1.0f;
+  for (int i = 0; i < scalars; ++i) {
+    if (store & (1 << i)) static_cast<float *>(params[tensors + i])[0] = next[i];
+  }
+  static_cast<float *>(params[nparam - 1])[0] = 1.0f;
   return 0;
 }
 
 }  // namespace
 
-#define OPTBRIDGE_KERNEL(name, table, flags, mode, tensors)                                                     \
+#define OPTBRIDGE_KERNEL(name, table, flags, mode, tensors, scalars)                                            \
   extern "C" int optbridge_##name(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, \
                                   void *) {                                                                     \
     static constexpr auto kTable = table;                                                                       \
-    return launch(kTable, flags, mode, tensors, nparam, params, ndims, shapes);                                 \
+    return launch(kTable, name##_prelude, flags, mode, tensors, scalars, nparam, params, ndims, shapes);        \
   }
 
-OPTBRIDGE_KERNEL(sgd, sgd_table(std::make_index_sequence<32>()), 5, false, 3)
-OPTBRIDGE_KERNEL(adam, adam_table(std::make_index_sequence<12>()), 2, true, 5)
-OPTBRIDGE_KERNEL(rmsprop, rmsprop_table(std::make_index_sequence<16>()), 4, false, 5)
-OPTBRIDGE_KERNEL(adagrad, table2<Adagrad>(std::make_index_sequence<4>()), 2, false, 3)
-OPTBRIDGE_KERNEL(adadelta, table2<Adadelta>(std::make_index_sequence<4>()), 2, false, 4)
-OPTBRIDGE_KERNEL(adamax, table2<Adamax>(std::make_index_sequence<4>()), 2, false, 4)
-OPTBRIDGE_KERNEL(nadam, nadam_table(std::make_index_sequence<6>()), 1, true, 4)
-OPTBRIDGE_KERNEL(radam, radam_table(std::make_index_sequence<12>()), 2, true, 4)
+OPTBRIDGE_KERNEL(sgd, sgd_table(std::make_index_sequence<32>()), 5, false, 3, 1)
+OPTBRIDGE_KERNEL(adam, adam_table(std::make_index_sequence<12>()), 2, true, 5, 1)
+OPTBRIDGE_KERNEL(rmsprop, rmsprop_table(std::make_index_sequence<16>()), 4, false, 5, 1)
+OPTBRIDGE_KERNEL(adagrad, table2<Adagrad>(std::make_index_sequence<4>()), 2, false, 3, 1)
+OPTBRIDGE_KERNEL(adadelta, table2<Adadelta>(std::make_index_sequence<4>()), 2, false, 4, 1)
+OPTBRIDGE_KERNEL(adamax, table2<Adamax>(std::make_index_sequence<4>()), 2, false, 4, 1)
+OPTBRIDGE_KERNEL(nadam, nadam_table(std::make_index_sequence<6>()), 1, true, 4, 2)
+OPTBRIDGE_KERNEL(radam, radam_table(std::make_index_sequence<12>()), 2, true, 4, 1)

@@ -42,12 +42,20 @@ takes on CPU):
   ``ApplyGradientDescent(x, a, d)`` (``x - a*d``, two roundings) for
   ``x.add_(d, alpha=-a)`` and for ``lerp_`` (``m - w*(m - g)``), and ``ApplyMomentum``
   (``accum*mu + grad``, then ``var - lr*accum``) for momentum buffers (SGD, RMSprop);
-  SGD with momentum and a constant dampening of 0 runs the whole update in MindSpore's
-  one-pass ``SGD`` kernel (weight decay, buffer, nesterov, descent), bit-identical to
-  those ops (tests/test_mindspore_exact_optimizers.py); everything else is ops + ``ops.assign``. Centered RMSprop's
+  everything else is ops + ``ops.assign``. Centered RMSprop's
   ``square_avg.addcmul(grad_avg, grad_avg, value=-1)`` is one fused multiply-add in
   torch's kernel and cancels: it is computed in float64 from the float32 values and
   rounded once, as the FMA rounds.
+* **One pass** (``kernels=None``, the default, when :mod:`.kernels` is available): the
+  tensor lines of each update run as one C++ loop (``kernels.cc`` through
+  ``ops.Custom(func_type="aot")``) with the same operations in the same order and
+  roundings, compiled without FMA contraction or fast-math, so the parameters and states
+  are the composed ops', bit for bit, on every CPU (tested for every kind and flag set);
+  the scalars above are computed as before and passed as float32 coefficients.
+  ``kernels=False`` runs the composed ops (so does a machine without a C++ compiler);
+  ``kernels=True`` raises ``ConfigError`` saying why the kernels are unavailable. Without
+  kernels, SGD with momentum and a constant dampening of 0 runs MindSpore's one-pass
+  ``SGD`` kernel, bit-identical to the composed ops too.
 
 What remains is float32 rounding: torch's AVX kernels fuse multiply-adds (``lerp``,
 ``add(alpha=)``, ``addcmul``) and its ``addcdiv`` is ``(value*t1)/t2 + p`` where
@@ -91,9 +99,7 @@ _AM = P.ApplyMomentum()           # accum = accum * momentum + grad; var -= lr *
 _ZERO64 = Tensor(0.0, F64)
 _ONE64 = Tensor(1.0, F64)
 _P96 = Tensor(0.96, F64)          # NAdam's momentum-cache base
-_ZERO32 = Tensor(0.0, F32)
-_ONE32 = Tensor(1.0, F32)
-_WD_MODE32 = (Tensor(0.0, F32), Tensor(1.0, F32), Tensor(2.0, F32))  # a weight decay mode as the kernels read it
+_MODE64 = (_ZERO64, _ONE64, Tensor(2.0, F64))    # a weight decay or momentum mode as the kernels read it
 # The one-pass kernels (kernels.cc through ops.Custom), set by _load_kernels() before any graph uses them.
 _K_SGD: Any = None
 _K_ADAM: Any = None
@@ -117,9 +123,9 @@ def _f32(x: Any) -> Any:
     return ops.cast(x, F32)
 
 
-def _flag(on: bool) -> Any:
-    """A static option as the kernels read it (float32 0 or 1)."""
-    return _ONE32 if on else _ZERO32
+def _flag64(on: bool) -> Any:
+    """A static option as the kernels read it (float64 0 or 1, before the group's hyperparameters)."""
+    return _ONE64 if on else _ZERO64
 
 
 def _load_kernels() -> None:
@@ -235,24 +241,12 @@ def _sgd_update(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: An
 
 
 def _sgd_kernel(cfg: tuple, h: tuple, param: Any, grad: Any, buf: Any, ready: Any) -> bool:
-    """The composed SGD update above as one pass of ``optbridge_sgd`` (kernels.cc): the same branches and roundings."""
+    """The composed SGD update above as one op, ``optbridge_sgd`` (kernels.cc): the same branches and roundings,
+    the buffer factors and ``ready`` computed in the kernel from the group's values."""
     lr, mom, damp, wd = h
-    mode = cfg[_OPT2]
-    if mode == _MOM_OFF:
-        on, a, c = _ZERO32, _ZERO64, _ONE64
-    elif mode == _MOM_CONST:
-        first = ready <= 0
-        on, a, c = _ONE32, ops.select(first, _ZERO64, mom), ops.select(first, _ONE64, 1 - damp)
-    else:
-        first = ready <= 0
-        on, a, c = ops.cast(mom != 0, F32), ops.select(first, _ZERO64, mom), ops.select(first, _ONE64, 1 - damp)
-    coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), on, _flag(cfg[_OPT1]), _flag(cfg[_OPT3]),
-                      _f32(wd), _f32(lr), _f32(a), _f32(c), _f32(mom)))
-    _K_SGD(param, grad, buf, coef)
-    if mode == _MOM_CONST:
-        ops.assign(ready, ops.ones_like(ready))
-    elif mode == _MOM_DYNAMIC:
-        ops.assign(ready, ops.select(mom != 0, ops.ones_like(ready), ready))
+    _K_SGD(param, grad, buf, ready, ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_WD] == _WD_L2),
+                                              _flag64(cfg[_OPT1]), _flag64(cfg[_OPT3]), _MODE64[cfg[_OPT2]], wd, lr,
+                                              mom, damp)))
     return True
 
 
@@ -261,18 +255,15 @@ def _adam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp_
                  step: Any) -> bool:
     """torch ``_single_tensor_adam`` (AdamW: decoupled weight decay). cfg: maximize, wd mode, amsgrad."""
     lr, beta1, beta2, eps, wd = h
+    if cfg[_KERNEL]:                   # the step, the scalars below and the tensor lines as one op (kernels.cc)
+        _K_ADAM(param, grad, exp_avg, exp_avg_sq, max_sq, step,
+                ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_OPT1]), _MODE64[cfg[_WD]], lr, beta1, beta2, eps, wd)))
+        return True
     t = _tick(step)
     bias_correction1 = 1 - ops.pow(beta1, t)
     bias_correction2 = 1 - ops.pow(beta2, t)
     step_size = lr / bias_correction1
     bias_correction2_sqrt = ops.sqrt(bias_correction2)
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
-        coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_OPT1]), _WD_MODE32[cfg[_WD]], decay, _f32(wd),
-                          _f32(1 - beta1), _f32(beta2), _f32(1 - beta2), _f32(bias_correction2_sqrt), _f32(eps),
-                          _f32(step_size)))
-        _K_ADAM(param, grad, exp_avg, exp_avg_sq, max_sq, coef)
-        return True
     _decay(cfg, lr, wd, param)
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
@@ -291,14 +282,13 @@ def _rmsprop_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: Any
                     step: Any) -> bool:
     """torch ``_single_tensor_rmsprop``. cfg: maximize, wd mode, centered, momentum mode."""
     lr, alpha, eps, wd, mom = h
-    _tick(step)
     mode = cfg[_OPT2]
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        on = _ZERO32 if mode == _MOM_OFF else (_ONE32 if mode == _MOM_CONST else ops.cast(mom > 0, F32))
-        coef = ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _flag(cfg[_OPT1]), on, _f32(wd),
-                          _f32(alpha), _f32(1 - alpha), _f32(eps), _f32(lr), _f32(mom)))
-        _K_RMSPROP(param, grad, square_avg, grad_avg, buf, coef)
+    if cfg[_KERNEL]:                   # the step and the lines below as one op (kernels.cc)
+        _K_RMSPROP(param, grad, square_avg, grad_avg, buf, step,
+                   ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_WD] == _WD_L2), _flag64(cfg[_OPT1]), _MODE64[mode],
+                              lr, alpha, eps, wd, mom)))
         return True
+    _tick(step)
     g = _direction(cfg, wd, param, grad)
     _ema_sq(square_avg, g, alpha)
     if cfg[_OPT1]:
@@ -326,12 +316,12 @@ def _rmsprop_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: Any
 def _adagrad_update(cfg: tuple, h: tuple, param: Any, grad: Any, state_sum: Any, step: Any) -> bool:
     """torch ``_single_tensor_adagrad`` (dense). cfg: maximize, wd mode."""
     lr, lr_decay, wd, eps = h
+    if cfg[_KERNEL]:                   # the step, clr and the tensor lines as one op (kernels.cc)
+        _K_ADAGRAD(param, grad, state_sum, step,
+                   ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_WD] == _WD_L2), lr, lr_decay, wd, eps)))
+        return True
     t = _tick(step)
     clr = lr / (1 + (t - 1) * lr_decay)
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        _K_ADAGRAD(param, grad, state_sum, ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd),
-                                                      _f32(clr), _f32(eps))))
-        return True
     g = _direction(cfg, wd, param, grad)
     ops.assign_add(state_sum, g * g)                              # state_sum.addcmul_(grad, grad, value=1)
     std = ops.sqrt(state_sum) + _f32(eps)
@@ -344,12 +334,11 @@ def _adadelta_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: An
                      step: Any) -> bool:
     """torch ``_single_tensor_adadelta``. cfg: maximize, wd mode."""
     lr, rho, eps, wd = h
-    _tick(step)
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        _K_ADADELTA(param, grad, square_avg, acc_delta,
-                    ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd), _f32(rho), _f32(1 - rho),
-                               _f32(eps), _f32(lr))))
+    if cfg[_KERNEL]:                   # the step and the lines below as one op (kernels.cc)
+        _K_ADADELTA(param, grad, square_avg, acc_delta, step,
+                    ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_WD] == _WD_L2), lr, rho, eps, wd)))
         return True
+    _tick(step)
     g = _direction(cfg, wd, param, grad)
     e = _f32(eps)
     _ema_sq(square_avg, g, rho)
@@ -364,13 +353,12 @@ def _adadelta_update(cfg: tuple, h: tuple, param: Any, grad: Any, square_avg: An
 def _adamax_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp_inf: Any, step: Any) -> bool:
     """torch ``_single_tensor_adamax``. cfg: maximize, wd mode."""
     lr, beta1, beta2, eps, wd = h
+    if cfg[_KERNEL]:                   # the step, clr and the lines below as one op (kernels.cc)
+        _K_ADAMAX(param, grad, exp_avg, exp_inf, step,
+                  ops.stack((_flag64(cfg[_MAXIMIZE]), _flag64(cfg[_WD] == _WD_L2), lr, beta1, beta2, eps, wd)))
+        return True
     t = _tick(step)
     clr = lr / (1 - ops.pow(beta1, t))
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        _K_ADAMAX(param, grad, exp_avg, exp_inf,
-                  ops.stack((_flag(cfg[_MAXIMIZE]), _flag(cfg[_WD] == _WD_L2), _f32(wd), _f32(1 - beta1),
-                             _f32(beta2), _f32(eps), _f32(clr))))
-        return True
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
     ops.assign(exp_inf, ops.maximum(exp_inf * _f32(beta2), ops.abs(g) + _f32(eps)))
@@ -383,6 +371,10 @@ def _nadam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
                   step: Any) -> bool:
     """torch ``_single_tensor_nadam``. cfg: maximize, wd mode (L2 or decoupled)."""
     lr, beta1, beta2, eps, wd, momentum_decay = h
+    if cfg[_KERNEL]:                   # the step, mu_product, the scalars below and the tensor lines as one op
+        _K_NADAM(param, grad, exp_avg, exp_avg_sq, step, mu_product,
+                 ops.stack((_flag64(cfg[_MAXIMIZE]), _MODE64[cfg[_WD]], lr, beta1, beta2, eps, wd, momentum_decay)))
+        return True
     t = _tick(step)
     bias_correction2 = 1 - ops.pow(beta2, t)
     mu = beta1 * (1.0 - 0.5 * ops.pow(_P96, t * momentum_decay))
@@ -393,13 +385,6 @@ def _nadam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
     mu_product_next = mp64 * mu_next
     grad_step = -(-lr * (1.0 - mu) / (1.0 - mp64))
     momentum_step = -((-lr * mu_next) / (1.0 - mu_product_next))
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
-        _K_NADAM(param, grad, exp_avg, exp_avg_sq,
-                 ops.stack((_flag(cfg[_MAXIMIZE]), _WD_MODE32[cfg[_WD]], decay, _f32(wd), _f32(1 - beta1),
-                            _f32(beta2), _f32(1 - beta2), _f32(bias_correction2), _f32(eps), _f32(grad_step),
-                            _f32(momentum_step))))
-        return True
     _decay(cfg, lr, wd, param)
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
@@ -414,19 +399,16 @@ def _nadam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp
 def _radam_update(cfg: tuple, h: tuple, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: Any) -> bool:
     """torch ``_single_tensor_radam`` (both branches of ``rho_t > 5``). cfg: maximize, wd mode."""
     lr, beta1, beta2, eps, wd = h
+    if cfg[_KERNEL]:                   # the step, the scalars below and the tensor lines as one op (kernels.cc)
+        _K_RADAM(param, grad, exp_avg, exp_avg_sq, step,
+                 ops.stack((_flag64(cfg[_MAXIMIZE]), _MODE64[cfg[_WD]], lr, beta1, beta2, eps, wd)))
+        return True
     t = _tick(step)
     bias_correction1 = 1 - ops.pow(beta1, t)
     bias_correction2 = 1 - ops.pow(beta2, t)
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * t * ops.pow(beta2, t) / bias_correction2
     rect = ops.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-    if cfg[_KERNEL]:                                              # the lines below as one pass (kernels.cc)
-        decay = _f32(1 - lr * wd) if cfg[_WD] == _WD_DECOUPLED else _ONE32
-        _K_RADAM(param, grad, exp_avg, exp_avg_sq,
-                 ops.stack((_flag(cfg[_MAXIMIZE]), ops.cast(rho_t > 5.0, F32), _WD_MODE32[cfg[_WD]], decay, _f32(wd),
-                            _f32(1 - beta1), _f32(beta2), _f32(1 - beta2), _f32(bias_correction1), _f32(lr),
-                            _f32(ops.sqrt(bias_correction2)), _f32(eps), _f32(ops.select(rho_t > 5.0, rect, _ONE64)))))
-        return True
     _decay(cfg, lr, wd, param)
     g = _direction(cfg, wd, param, grad)
     _lerp(exp_avg, g, 1 - beta1)
