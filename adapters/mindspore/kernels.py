@@ -4,8 +4,10 @@ MindSpore's CPU backend runs a composed update op by op: torch's Adam is about a
 passes over every parameter where MindSpore's fused ``nn.Adam`` kernel makes one (10.9x on
 a 10M-parameter MLP). ``kernels.cc`` (next to this file) holds the float32 tensor work of
 each exact optimizer (:mod:`.optimizers`: SGD, Adam/AdamW, RMSprop, Adagrad, Adadelta, Adamax,
-NAdam, RAdam) as one loop, in the composed update's order and roundings; every scalar
-(bias corrections, step sizes, torch's per-step branches) stays in the graph, in float64.
+NAdam, RAdam) as one op per parameter: the scalars (the step, bias corrections, step sizes,
+torch's per-step branches) computed from the group's float64 hyperparameters as the graph
+computes them (torch's expressions, the C library's ``pow``), then one loop over the
+elements, in the composed update's order and roundings.
 MindSpore runs them through its own custom-op mechanism, ``ops.Custom(func_type="aot")``,
 marked ``side_effect_mem`` (it passes the Parameters' memory, orders the op among the
 graph's side effects and never prunes it).

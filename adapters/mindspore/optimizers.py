@@ -46,12 +46,14 @@ takes on CPU):
   ``square_avg.addcmul(grad_avg, grad_avg, value=-1)`` is one fused multiply-add in
   torch's kernel and cancels: it is computed in float64 from the float32 values and
   rounded once, as the FMA rounds.
-* **One pass** (``kernels=None``, the default, when :mod:`.kernels` is available): the
-  tensor lines of each update run as one C++ loop (``kernels.cc`` through
-  ``ops.Custom(func_type="aot")``) with the same operations in the same order and
-  roundings, compiled without FMA contraction or fast-math, so the parameters and states
-  are the composed ops', bit for bit, on every CPU (tested for every kind and flag set);
-  the scalars above are computed as before and passed as float32 coefficients.
+* **One op per parameter** (``kernels=None``, the default, when :mod:`.kernels` is
+  available): each parameter's update runs as one C++ kernel (``kernels.cc`` through
+  ``ops.Custom(func_type="aot")``) that computes the scalars above from the group's
+  float64 hyperparameters and the parameter's scalar states with the same float64
+  expressions (the C library's ``pow``, as MindSpore's 0-d ``Pow`` and Python's ``**``),
+  then the tensor lines with the same operations in the same order and roundings,
+  compiled without FMA contraction or fast-math: the parameters and states are the
+  composed ops', bit for bit, on every CPU (tested for every kind and flag set).
   ``kernels=False`` runs the composed ops (so does a machine without a C++ compiler);
   ``kernels=True`` raises ``ConfigError`` saying why the kernels are unavailable. Without
   kernels, SGD with momentum and a constant dampening of 0 runs MindSpore's one-pass
