@@ -74,6 +74,19 @@ inline float direction(float g, float p, float wd) {
   return d;
 }
 
+// The Adam family's first lines (Adam, NAdam, RAdam): the parameter after decoupled weight decay, the gradient
+// torch's update uses, exp_avg.lerp_(d, 1 - beta1) (m - w1 (m - d): the composed ops' two roundings) and
+// exp_avg_sq * beta2 + ((1 - beta2) d) d.
+struct Moments {
+  float x, d, m, v;
+};
+template <bool kMax, int kWd>
+inline Moments moments(float p, float g, float m, float v, float decay, float wd, float w1, float b2, float omb2) {
+  const float x = kWd == 2 ? p * decay : p;
+  const float d = direction<kMax, kWd>(g, x, wd);
+  return {x, d, m - w1 * (m - d), v * b2 + (d * omb2) * d};
+}
+
 // SGD. t = [param, grad, momentum_buffer]. Flags: maximize, L2, momentum on (this step), nesterov, dampening.
 // c = [flags..., weight_decay, lr, buffer factor (0 on the first step), grad factor (1 - dampening; 1 first),
 //      momentum]
@@ -101,18 +114,15 @@ OPTBRIDGE_LOOP adam_loop(int64_t b, int64_t e, float *const *t, const float *c) 
   float *p = t[0], *g = t[1], *m = t[2], *v = t[3], *vmax = t[4];
   const float decay = c[3], wd = c[4], w1 = c[5], b2 = c[6], omb2 = c[7], bc2s = c[8], eps = c[9], ss = c[10];
   for (int64_t i = b; i < e; ++i) {
-    const float x = kWd == 2 ? p[i] * decay : p[i];
-    const float d = direction<kMax, kWd>(g[i], x, wd);
-    const float mi = m[i] - w1 * (m[i] - d);
-    const float vi = v[i] * b2 + (d * omb2) * d;
-    m[i] = mi;
-    v[i] = vi;
-    float vv = vi;
+    const Moments s = moments<kMax, kWd>(p[i], g[i], m[i], v[i], decay, wd, w1, b2, omb2);
+    m[i] = s.m;
+    v[i] = s.v;
+    float vv = s.v;
     if (kAms) {
-      vv = maximum(vmax[i], vi);
+      vv = maximum(vmax[i], s.v);
       vmax[i] = vv;
     }
-    p[i] = x - ss * (mi / (std::sqrt(vv) / bc2s + eps));
+    p[i] = s.x - ss * (s.m / (std::sqrt(vv) / bc2s + eps));
   }
 }
 
@@ -200,15 +210,12 @@ OPTBRIDGE_LOOP nadam_loop(int64_t b, int64_t e, float *const *t, const float *c)
   const float decay = c[2], wd = c[3], w1 = c[4], b2 = c[5], omb2 = c[6], bc2 = c[7], eps = c[8], c1 = c[9],
               c2 = c[10];
   for (int64_t i = b; i < e; ++i) {
-    const float x = kWd == 2 ? p[i] * decay : p[i];
-    const float d = direction<kMax, kWd>(g[i], x, wd);
-    const float mi = m[i] - w1 * (m[i] - d);
-    const float vi = v[i] * b2 + (d * omb2) * d;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = std::sqrt(vi / bc2) + eps;
-    const float y = x - c1 * (d / denom);
-    p[i] = y - c2 * (mi / denom);
+    const Moments s = moments<kMax, kWd>(p[i], g[i], m[i], v[i], decay, wd, w1, b2, omb2);
+    m[i] = s.m;
+    v[i] = s.v;
+    const float denom = std::sqrt(s.v / bc2) + eps;
+    const float y = s.x - c1 * (s.d / denom);
+    p[i] = y - c2 * (s.m / denom);
   }
 }
 
@@ -221,14 +228,11 @@ OPTBRIDGE_LOOP radam_loop(int64_t b, int64_t e, float *const *t, const float *c)
   const float decay = c[3], wd = c[4], w1 = c[5], b2 = c[6], omb2 = c[7], bc1 = c[8], lr = c[9], bc2s = c[10],
               eps = c[11], rect = c[12];
   for (int64_t i = b; i < e; ++i) {
-    const float x = kWd == 2 ? p[i] * decay : p[i];
-    const float d = direction<kMax, kWd>(g[i], x, wd);
-    const float mi = m[i] - w1 * (m[i] - d);
-    const float vi = v[i] * b2 + (d * omb2) * d;
-    m[i] = mi;
-    v[i] = vi;
-    const float base = mi / bc1 * lr;
-    p[i] = x - (kRect ? base * (bc2s / (std::sqrt(vi) + eps)) * rect : base);
+    const Moments s = moments<kMax, kWd>(p[i], g[i], m[i], v[i], decay, wd, w1, b2, omb2);
+    m[i] = s.m;
+    v[i] = s.v;
+    const float base = s.m / bc1 * lr;
+    p[i] = s.x - (kRect ? base * (bc2s / (std::sqrt(s.v) + eps)) * rect : base);
   }
 }
 
