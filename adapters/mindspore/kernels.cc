@@ -411,7 +411,10 @@ int launch(const std::array<Loop, N> &table, Prelude prelude, int flags, bool mo
            int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != tensors + scalars + 2) return 1;
   float s[2], next[2], c[16];
-  for (int i = 0; i < scalars; ++i) s[i] = static_cast<const float *>(params[tensors + i])[0];
+  for (int i = 0; i < scalars; ++i) {  // a placeholder (SGD without momentum: the parameter) may be empty
+    const bool held = numel(ndims[tensors + i], shapes[tensors + i]) > 0;
+    s[i] = held ? static_cast<const float *>(params[tensors + i])[0] : 0.0f;
+  }
   const int store = prelude(s, next, static_cast<const double *>(params[tensors + scalars]), c);
   const int k = index(c, flags, mode);
   if (k < 0 || static_cast<std::size_t>(k) >= N) return 1;
@@ -420,7 +423,8 @@ int launch(const std::array<Loop, N> &table, Prelude prelude, int flags, bool mo
   for (int i = 0; i < tensors; ++i) t[i] = static_cast<float *>(params[i]);
   parallel_for(numel(ndims[0], shapes[0]), [&](int64_t b, int64_t e) { loop(b, e, t, c); });
   for (int i = 0; i < scalars; ++i) {
-    if (store & (1 << i)) static_cast<float *>(params[tensors + i])[0] = next[i];
+    if ((store & (1 << i)) && numel(ndims[tensors + i], shapes[tensors + i]) > 0)
+      static_cast<float *>(params[tensors + i])[0] = next[i];
   }
   static_cast<float *>(params[nparam - 1])[0] = 1.0f;
   return 0;
