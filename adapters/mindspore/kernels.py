@@ -14,10 +14,10 @@ graph's side effects and never prunes it).
 
 The library is compiled once per source and flags with the system's C++ compiler
 (``$CXX``, else ``g++``) into ``$OPTBRIDGE_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/optbridge``, else ``~/.cache/optbridge``), about 1 s, and reused by every
-later process. Without a compiler (or with ``OPTBRIDGE_MS_KERNELS=0``) the optimizers use
-the composed ops: the same values, bit for bit (tests/test_mindspore_exact_optimizers.py),
-only slower. :func:`status` says which, and why.
+``$XDG_CACHE_HOME/optbridge``, else ``~/.cache/optbridge``), about 6 s here (``-O3``, three
+ISA clones of every instantiation), and reused by every later process. Without a compiler
+(or with ``OPTBRIDGE_MS_KERNELS=0``) the optimizers use the composed ops: the same values,
+bit for bit (tests/test_mindspore_exact_optimizers.py), only slower. :func:`status` says which, and why.
 """
 
 from __future__ import annotations
