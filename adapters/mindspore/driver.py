@@ -146,26 +146,21 @@ class Driver:
     def _write(self, eager: bool = False) -> None:
         """Write update ``k``'s values and the clock ``k``; past the horizon only the clock ``-1``.
 
-        ``eager``: one ``ops.assign`` per target from Python (~0.1-0.3 ms each) instead of
-        the compiled :class:`Assigner` (one call per update, but 0.1-0.4 s to compile):
-        for the writes made once (construction, :meth:`set_clock`), so a setup that
-        :meth:`step` never drives (a compiled trace writes its own values) compiles none.
+        The compiled :class:`Assigner` writes every target and the clock in one call (per
+        :meth:`step`); ``eager`` writes them with one ``ops.assign`` each from Python (~0.1-0.3
+        ms each, no 0.1-0.4 s compile): for the writes made once (construction,
+        :meth:`set_clock`), so a setup that :meth:`step` never drives (a compiled trace writes
+        its own values) compiles none. The clock alone is always one eager ``ops.assign``.
         """
         valid = self.valid(self.k)
-        if eager:
-            if valid:
-                for t, v in zip(self.targets, self.source.row(self.k)):
-                    dtype = np.float32 if t.dtype == ms.float32 else np.float64  # the Assigner's cast, in numpy
-                    ops.assign(t, Tensor(np.asarray(v, dtype=np.float64).astype(dtype)))
-            ops.assign(self.clock, Tensor(self.k if valid else -1, I32))
-        elif valid and self.slots:
+        if valid and self.slots and not eager:
             self.assigner(Tensor(np.asarray(self.source.row(self.k), dtype=np.float64)), Tensor(self.k, I32))
-        else:  # nothing to write (past the horizon, or a clock-only driver): only the clock, through ops.assign
-            self._clock_only(Tensor(self.k if valid else -1, I32))
-
-    def _clock_only(self, k: Tensor) -> None:
-        """One eager ``ops.assign`` (a compiled Assigner of the clock alone is one op too, plus its compile)."""
-        ops.assign(self.clock, k)
+            return
+        if valid:
+            for t, v in zip(self.targets, self.source.row(self.k)):
+                dtype = np.float32 if t.dtype == ms.float32 else np.float64  # the Assigner's cast, in numpy
+                ops.assign(t, Tensor(np.asarray(v, dtype=np.float64).astype(dtype)))
+        ops.assign(self.clock, Tensor(self.k if valid else -1, I32))
 
     def set_clock(self, k: int) -> None:
         """Move to update ``k`` without stepping (resume, or after a compiled run of many updates)."""

@@ -67,17 +67,21 @@ def _library() -> tuple[Path | None, str]:
     target = cache_dir() / f"optbridge_ms_kernels-{key}.so"
     if target.is_file():
         return target, f"compiled kernels {target}"
+    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         done = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            os.unlink(tmp)
             return None, f"{cxx} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
         os.replace(tmp, target)                                    # atomic: concurrent builders agree
+        tmp = None
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"cannot build the kernels in {target.parent}: {exc}"
+    finally:
+        if tmp is not None and os.path.exists(tmp):               # a failed or timed-out build leaves nothing
+            os.unlink(tmp)
     return target, f"compiled kernels {target}"
 
 

@@ -654,18 +654,15 @@ class ExactOptimizer(nn.Optimizer):
 
     def _use_kernels(self, kernels: bool | None) -> bool:
         """Whether the update runs the one-pass C++ kernel (:mod:`.kernels`): ``None`` where it is available."""
-        if kernels is None or kernels is False:
-            use = kernels is None and self.KERNEL is not None and _kernels.status()[0]
-            if use:
-                _load_kernels()
-            return use
-        if kernels is not True:
+        if kernels is not None and kernels is not True and kernels is not False:
             raise ConfigError("kernels", "must be True, False or None (use them where available)", kernels)
-        if self.KERNEL is None:
-            raise ConfigError("kernels", f"{self.KIND} has no one-pass kernel", kernels)
-        ok, why = _kernels.status()
+        if kernels is False:
+            return False
+        ok, why = (False, f"{self.KIND} has no one-pass kernel") if self.KERNEL is None else _kernels.status()
         if not ok:
-            raise ConfigError("kernels", f"the one-pass kernels are unavailable: {why}", kernels)
+            if kernels:
+                raise ConfigError("kernels", f"the one-pass kernels are unavailable: {why}", kernels)
+            return False
         _load_kernels()
         return True
 
