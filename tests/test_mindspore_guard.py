@@ -215,3 +215,27 @@ def test_two_optimizers_one_driver() -> None:
     for o in setup.optimizers:
         with pytest.raises(PastHorizon):
             o(_grads(o))
+
+
+def test_driver_writes_the_same_values_eagerly_then_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver writes eagerly (one ops.assign per target) for its first EAGER_WRITES writes, then through its
+    compiled Assigner: every update holds the reference rounded to the target's dtype either way (here the switch comes after update 3)."""
+    from optbridge_adapters.mindspore import driver as drv
+    plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1, "momentum": 0.9}),),
+                schedule={"lr": ir.Cosine(steps=10), "momentum": ir.Linear(start_factor=0.5, steps=10)},
+                total_steps=10)
+    ref = optbridge.trace(plan, 10)
+    setup = optbridge.to_mindspore(plan, One(), form="experimental", scheduler="driver")
+    d = setup.driver
+    assert d is not None and len(d.targets) == 2
+    monkeypatch.setattr(drv, "EAGER_WRITES", 3 * (len(d.targets) + 1))
+    got: dict[str, list[float]] = {s.hyper: [] for s in d.slots}
+    assert set(got) == {"lr", "momentum"}
+    for k in range(10):
+        for s, t in zip(d.slots, d.targets):
+            got[s.hyper].append(float(t.asnumpy()))
+        assert (d._eager >= drv.EAGER_WRITES) == (k >= 3), k  # updates 1-3 written eagerly, 4-9 compiled
+        _run(setup, 1)
+    for s, t in zip(d.slots, d.targets):
+        dtype = np.float32 if t.dtype == ms.float32 else np.float64
+        assert got[s.hyper] == ref[s.hyper][0].astype(dtype).tolist(), s.hyper

@@ -34,11 +34,17 @@ from optbridge.errors import ConfigError
 from optbridge.slots import Slot, fingerprint
 from optbridge.source import PastHorizon, ValueSource
 
-__all__ = ["Assigner", "Driver", "as_metric"]
+__all__ = ["Assigner", "Driver", "as_metric", "EAGER_WRITES"]
 
 I32 = ms.int32
 F64 = ms.float64
 _IDS = itertools.count()
+#: Writes (one per target and the clock, per update) the driver makes eagerly before it compiles its
+#: :class:`Assigner` (ski rental). Measured: an eager ``ops.assign`` of a 0-d Parameter costs ~0.05-0.15 ms;
+#: compiling the Assigner 0.2 s (1 target) to 1.2 s (32 targets), a call of it 0.2-2 ms. Below ~16 targets
+#: the eager writes are as cheap per update; above, the compile pays for itself after ~1000 updates. A
+#: conformance trace (60 experimental updates) compiles none.
+EAGER_WRITES = 20_000
 
 
 def as_metric(metric: Any) -> float | None:
@@ -114,6 +120,7 @@ class Driver:
         self.clock = Parameter(Tensor(0, I32), name=f"optbridge_clock_{next(_IDS)}", requires_grad=False)
         self.assigner = Assigner(self.targets, self.clock)
         self.k = 0
+        self._eager = 0  # writes made eagerly by step() (EAGER_WRITES)
         self._write(eager=True)
 
     # ------------------------------------------------------------------ values
@@ -146,17 +153,20 @@ class Driver:
     def _write(self, eager: bool = False) -> None:
         """Write update ``k``'s values and the clock ``k``; past the horizon only the clock ``-1``.
 
-        The compiled :class:`Assigner` writes every target and the clock in one call (per
-        :meth:`step`); ``eager`` writes them with one ``ops.assign`` each from Python (~0.1-0.3
-        ms each, no 0.1-0.4 s compile): for the writes made once (construction,
-        :meth:`set_clock`), so a setup that :meth:`step` never drives (a compiled trace writes
-        its own values) compiles none. The clock alone is always one eager ``ops.assign``.
+        Eagerly (one ``ops.assign`` per target from Python) for the writes made once
+        (construction, :meth:`set_clock`) and for the first :data:`EAGER_WRITES` writes of
+        :meth:`step`; then the compiled :class:`Assigner` writes every target and the clock in one
+        call. A setup that :meth:`step` never drives (a compiled trace writes its own values), or
+        drives for a short run, compiles none. The clock alone is always one eager ``ops.assign``.
+        Both write the same values: float64 rounded once to each target's dtype.
         """
         valid = self.valid(self.k)
-        if valid and self.slots and not eager:
+        if valid and self.slots and not eager and self._eager >= EAGER_WRITES:
             self.assigner(Tensor(np.asarray(self.source.row(self.k), dtype=np.float64)), Tensor(self.k, I32))
             return
         if valid:
+            if not eager:
+                self._eager += len(self.targets) + 1
             for t, v in zip(self.targets, self.source.row(self.k)):
                 dtype = np.float32 if t.dtype == ms.float32 else np.float64  # the Assigner's cast, in numpy
                 ops.assign(t, Tensor(np.asarray(v, dtype=np.float64).astype(dtype)))
