@@ -219,7 +219,8 @@ def test_two_optimizers_one_driver() -> None:
 
 def test_driver_writes_the_same_values_eagerly_then_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver writes eagerly (one ops.assign per target) for its first EAGER_WRITES writes, then through its
-    compiled Assigner: every update holds the reference rounded to the target's dtype either way (here the switch comes after update 3)."""
+    compiled Assigner: every update holds the reference rounded to the target's dtype either way (here the switch
+    comes after update 3)."""
     from optbridge_adapters.mindspore import driver as drv
     plan = Plan(optimizers=(OptimizerSpec(type="SGD", options={"lr": 0.1, "momentum": 0.9}),),
                 schedule={"lr": ir.Cosine(steps=10), "momentum": ir.Linear(start_factor=0.5, steps=10)},

@@ -130,3 +130,62 @@ def test_compiled_scheduler_steps_as_in_python(name: str) -> None:
         return out
 
     assert lrs(True) == lrs(False)
+
+
+def _with_values(end: float, gamma: float, high: float) -> Plan:
+    """MIXED's structure (optimizers, groups, bases, steps) with other schedule values."""
+    return Plan(optimizers=(
+        OptimizerSpec(type="SGD", name="sgd", options={"lr": 0.1, "momentum": 0.9}, groups=(
+            Group(name="s0"), Group(name="s1", options={"lr": 0.05}, schedule={"lr": ir.Exponential(gamma=gamma)}))),
+        OptimizerSpec(type="AdamW", name="adamw", options={"lr": 1e-3}, groups=(Group(name="w0"),)),
+        OptimizerSpec(type="Adam", name="adam", options={"lr": 2e-3}, groups=(Group(name="a0"),))),
+        schedule={"lr": ir.Cosine(steps=N, end=end), "beta1": ir.Cyclic(low=0.8, high=high, step_size_up=5)},
+        total_steps=N)
+
+
+@pytest.mark.parametrize("backend,options", [("mindspore-list", {}),
+                                             ("mindspore-experimental", {"scheduler": "driver"})])
+def test_reused_runner_gives_the_trace_a_new_one_gives(monkeypatch: pytest.MonkeyPatch, compiled: str, backend: str,
+                                                        options: dict) -> None:
+    """Two plans of one structure share a compiled runner (reuse.Pool): the second trace runs on the first's graph
+    with its own Parameter values copied in, and equals, bit for bit, its trace on a new runner."""
+    from optbridge_adapters.mindspore import reuse
+    pool = reuse.Pool()
+    monkeypatch.setattr(tracing, "POOL", pool)
+    a, b = _with_values(0.0, 0.9, 0.95), _with_values(1e-4, 0.5, 0.99)
+    first = optbridge.trace(a, N, backend=backend, fast=True, **options)
+    second = optbridge.trace(b, N, backend=backend, fast=True, **options)
+    assert (pool.hits, pool.misses) == (1, 1)
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
+    new = optbridge.trace(b, N, backend=backend, fast=True, **options)
+    assert (pool.hits, pool.misses) == (1, 1)
+    assert not np.array_equal(first.applied["lr"], new.applied["lr"])  # a stale graph or stale values would show
+    np.testing.assert_array_equal(second.applied["lr"], new.applied["lr"])
+    np.testing.assert_array_equal(second.applied["lr"], optbridge.trace(b, N)["lr"].astype(np.float32))
+    for h in new.data:
+        np.testing.assert_array_equal(second[h], new[h], err_msg=h)
+
+
+def test_structure_counts_constants_and_refuses_unknown_objects() -> None:
+    """The key differs when a constant the graph bakes in differs (a Tensor, a scalar); it is the same when only a
+    Parameter's value differs; an attribute the walk does not know (a function) makes the runner not reusable."""
+    from optbridge_adapters.mindspore.reuse import structure
+
+    class Cell(nn.Cell):
+        def __init__(self, value: float, limit: int, scale: float) -> None:
+            super().__init__()
+            self.p = Parameter(Tensor(np.float32(value)), name="p")
+            self.limit = Tensor(limit, ms.int32)
+            self.scale = scale
+
+        def construct(self):
+            return self.p * self.scale
+
+    key = structure(Cell(1.0, 5, 2.0))
+    assert key is not None and len(key[1]) == 1
+    assert structure(Cell(3.0, 5, 2.0))[0] == key[0]  # type: ignore[index]
+    assert structure(Cell(1.0, 6, 2.0))[0] != key[0]  # type: ignore[index]
+    assert structure(Cell(1.0, 5, 2.5))[0] != key[0]  # type: ignore[index]
+    odd = Cell(1.0, 5, 2.0)
+    odd.f = lambda x: x  # type: ignore[attr-defined]
+    assert structure(odd) is None

@@ -41,6 +41,7 @@ from optbridge.source import CHUNK
 from optbridge.tracing import Trace, nan_before_joins
 
 from .build import build
+from .reuse import POOL, reuse_enabled
 from .runner import COMPILED_SCHEDULERS, STEPPER_STEPS, Runner, Stepper
 from .setup import MindSporeSetup
 
@@ -150,6 +151,8 @@ def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
     kind = Stepper if steps <= STEPPER_STEPS else Runner
     runner = kind(setup.optimizers, [probes[n][0] for n in names], targets, driver.clock if driver else None,
                   [p for _, p in watched], [st.scheduler for st in compiled], [st.every for st in compiled], per_call)
+    if not python and reuse_enabled():  # lr_schedulers stepped from Python move this setup's Parameters
+        runner = POOL.take(runner)
     k = 0
     while k < steps:
         n = min(per_call, steps - k)
