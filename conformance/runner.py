@@ -149,9 +149,20 @@ def cpu_shares(jobs: int) -> list[set[int] | None]:
     return [set(cpus[j::jobs]) for j in range(jobs)]
 
 
-def _pin(cpus: set[int] | None) -> None:
-    """Worker initializer: run on ``cpus`` (see :func:`cpu_shares`)."""
+#: Environment of the worker processes, set before they import a framework. ``MS_DEV_LAUNCH_BLOCKING=1``:
+#: MindSpore launches each op and graph in the calling thread instead of handing it to its runtime threads.
+#: On a worker pinned to one core every handoff waits for a context switch: an eager ``ops.assign`` then
+#: ``asnumpy()`` took 1.5 ms pinned and 0.06 ms with it (0.05 ms unpinned); 33 list/cell/experimental traces
+#: pinned to one core 33.8 -> 25.0 s (measured 2026-12-06). It changes when kernels run, not what they compute
+#: (tests/test_mindspore_trace.py compares traces with and without it bit for bit).
+WORKER_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1"}
+
+
+def _worker_init(cpus: set[int] | None) -> None:
+    """Worker initializer: :data:`WORKER_ENV`, and run on ``cpus`` (see :func:`cpu_shares`)."""
     import os
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)
@@ -160,13 +171,14 @@ def _pin(cpus: set[int] | None) -> None:
 
 
 def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
-    """Run the batches in ``jobs`` spawned processes, each kept to few backends (:func:`pick`) and pinned to its
-    share of the CPUs (:func:`cpu_shares`)."""
+    """Run the batches in ``jobs`` spawned processes, each kept to few backends (:func:`pick`), pinned to its
+    share of the CPUs (:func:`cpu_shares`) and with :data:`WORKER_ENV` set."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     ctx = mp.get_context("spawn")
     shares = cpu_shares(jobs)
-    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_pin, initargs=(shares[j],))
+    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(shares[j],))
              for j in range(jobs)]
     seen: list[set[str]] = [set() for _ in range(jobs)]
     pending = list(work)
@@ -191,7 +203,7 @@ def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
                     results = [Result(t.case.id, t.backend, "error", steps=t.steps, message=why,
                                       case_steps=t.case.steps, budget=t.budget) for t in batch]
                     pools[j].shutdown(wait=False, cancel_futures=True)
-                    pools[j] = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_pin,
+                    pools[j] = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
                                                    initargs=(shares[j],))
                     seen[j] = set()
                 yield from results
