@@ -214,3 +214,24 @@ def test_launch_blocking_changes_no_value(tmp_path) -> None:
     for name, want in (("list", a.applied["lr"]), ("list_lr", a["lr"]), ("exp", b.applied["lr"]),
                        ("exp_lr", b["lr"])):
         np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
+def test_fast_none_takes_the_cheaper_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fast=None: in PyNative the loop for short experimental traces, and for every form up to ONE_CPU_LOOP_STEPS in
+    a process on one CPU with MS_DEV_LAUNCH_BLOCKING=1 (a conformance worker); the compiled calls otherwise."""
+    import os
+    assert not tracing.use_fast("experimental", "pynative", tracing.LOOP_STEPS, False)
+    assert tracing.use_fast("experimental", "pynative", tracing.LOOP_STEPS + 1, False)
+    assert tracing.use_fast("list", "pynative", 60, False) and tracing.use_fast("cell", "pynative", 60, False)
+    assert not tracing.use_fast("cell", "pynative", tracing.ONE_CPU_LOOP_STEPS, True)
+    assert tracing.use_fast("list", "pynative", tracing.ONE_CPU_LOOP_STEPS + 1, True)
+    assert tracing.use_fast("list", "graph", 10, True) and tracing.use_fast("experimental", "graph", 10, False)
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setenv("MS_DEV_LAUNCH_BLOCKING", "1")
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        assert tracing.one_cpu_blocking()
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+        assert not tracing.one_cpu_blocking()
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        monkeypatch.delenv("MS_DEV_LAUNCH_BLOCKING")
+        assert not tracing.one_cpu_blocking()

@@ -16,8 +16,10 @@ Two paths, the same verdicts (tests/test_mindspore_trace.py compares them):
 * ``fast=False``: a training loop as a user writes it, one update at a time
   (PyNative: ``optimizer(grads)``; GRAPH: ``nn.TrainOneStepCell``), then
   ``setup.step(metric)``;
-* ``fast=None`` (default): the cheaper of the two, measured: the loop for the
-  experimental form in PyNative up to :data:`LOOP_STEPS` updates, else the compiled calls.
+* ``fast=None`` (default): the cheaper of the two, measured (:func:`use_fast`): in PyNative, the
+  loop for the experimental form up to :data:`LOOP_STEPS` updates, and for every form up to
+  :data:`ONE_CPU_LOOP_STEPS` in a process on one CPU with ``MS_DEV_LAUNCH_BLOCKING=1`` (a
+  conformance worker); else the compiled calls.
 
 Options: ``mode`` (``"pynative"`` or ``"graph"``), ``scheduler`` (``"native"`` or
 ``"driver"``), ``optimizer`` (``"auto"``, ``"native"``, ``"exact"``), ``fast``.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +48,7 @@ from .reuse import POOL, reuse_enabled
 from .runner import COMPILED_SCHEDULERS, STEPPER_STEPS, Runner, Stepper
 from .setup import MindSporeSetup
 
-__all__ = ["trace_list", "trace_cell", "trace_experimental"]
+__all__ = ["trace_list", "trace_cell", "trace_experimental", "use_fast", "one_cpu_blocking"]
 
 _RUNS = itertools.count()
 #: ``fast=None`` (default) runs the experimental form in PyNative one update at a time up to this many updates:
@@ -53,6 +56,13 @@ _RUNS = itertools.count()
 #: against 15.2 s; the list and cell forms' nn optimizers compile their own graph in the loop too, so they gain
 #: nothing from it).
 LOOP_STEPS = 100
+#: In a process on one CPU with ``MS_DEV_LAUNCH_BLOCKING=1`` (MindSpore launching in the calling thread: a
+#: conformance worker), ``fast=None`` runs every form's loop up to this many updates: there an eager op costs
+#: ~0.05 ms and compiling the runner (which needs a second core to overlap its threads) costs most. Measured
+#: 2026-12-06 on the conformance cases (147 list-form traces of up to 400 updates, one core): 80 s for the loop
+#: against 112 s for the compiled calls with runner reuse; cell form 103 s (loop); on two free cores and without
+#: the variable the compiled calls win (30 list traces: 9.4 s against 15.7 s).
+ONE_CPU_LOOP_STEPS = 400
 _OPTIONS = ("scheduler", "optimizer", "fast")
 
 
@@ -102,8 +112,8 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
     if fast is not None and not isinstance(fast, bool):
         raise ConfigError("fast", "must be True, False or None (choose by cost)", fast)
     steps = int(steps)
-    if fast is None:  # compiling the runner costs ~0.5-1 s; the experimental form's PyNative loop ~5-20 ms an update
-        fast = not (form == "experimental" and mode == "pynative" and steps <= LOOP_STEPS)
+    if fast is None:
+        fast = use_fast(form, mode, steps, one_cpu_blocking())
     backend = f"mindspore-{form}"
     prev = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
@@ -118,6 +128,28 @@ def _trace(plan: Plan, steps: int, form: str, metrics: Sequence[float] | None, m
         return (_fast if fast else _loop)(plan, steps, setup, probes, metrics, mode, backend)
     finally:
         ms.set_context(mode=prev)
+
+
+def one_cpu_blocking() -> bool:
+    """Whether this process runs on one CPU and MindSpore launches in the calling thread (MS_DEV_LAUNCH_BLOCKING)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        cpus = os.cpu_count() or 1
+    return cpus == 1 and os.environ.get("MS_DEV_LAUNCH_BLOCKING") == "1"
+
+
+def use_fast(form: str, mode: str, steps: int, one_cpu: bool) -> bool:
+    """``fast=None``'s choice: the compiled calls (True) or the training loop (False), whichever costs less.
+
+    In PyNative the loop wins for the experimental form up to :data:`LOOP_STEPS` updates (compiling the runner
+    costs 0.5-1 s, an update of the loop 5-20 ms), and for every form up to :data:`ONE_CPU_LOOP_STEPS` when
+    ``one_cpu`` (:func:`one_cpu_blocking`); GRAPH mode's loop compiles a training cell per optimizer, never cheaper.
+    """
+    if mode != "pynative":
+        return True
+    limit = ONE_CPU_LOOP_STEPS if one_cpu else (LOOP_STEPS if form == "experimental" else 0)
+    return steps > limit
 
 
 def _layout(plan: Plan, setup: MindSporeSetup, steps: int) -> tuple[list[str], dict[str, np.ndarray]]:
