@@ -76,8 +76,9 @@ def budget_caps() -> dict[str, tuple[int, str]]:
 
 
 def estimated_seconds(backend: str, steps: int) -> float:
-    """A rough cost of one trace (``budget.yaml`` ``cost``), to start the expensive runs first."""
-    c = (((_budget_doc().get("caps") or {}).get(backend) or {}).get("cost")) or {}
+    """A rough cost of one trace (``budget.yaml``: a cap's ``cost``, else ``costs``), to balance the batches."""
+    doc = _budget_doc()
+    c = (((doc.get("caps") or {}).get(backend) or {}).get("cost")) or (doc.get("costs") or {}).get(backend) or {}
     return float(c.get("trace_s", 0.05)) + float(c.get("update_ms", 0.3)) * steps / 1e3
 
 

@@ -613,6 +613,25 @@ def test_batches_hold_one_backend_and_start_with_the_most_expensive() -> None:
     assert costs == sorted(costs, reverse=True) and len(out) > 2
 
 
+def test_the_suite_is_cut_into_balanced_batches() -> None:
+    """The whole suite with --jobs 2 (the run CI makes): the reference's long horizons are estimated as the seconds
+    they take (budget.yaml `costs`), so no backend's estimate dwarfs the others; every MindSpore backend is cut into
+    several batches of about equal estimated time, and no batch of one backend's cases is much longer than the
+    target, so the two processes finish together (before: every backend was one batch, one process idled 30 s)."""
+    from optbridge_conformance.cases import estimated_seconds
+    from optbridge_conformance.runner import BATCHES_PER_JOB, batches, plan_tasks
+    from optbridge_conformance.results import BackendInfo
+    infos = [BackendInfo(b, True, "") for b in ALL_BACKENDS]
+    tasks, _ = plan_tasks(load_cases(), infos, {}, max_steps=None, budget=True, plot=False)
+    ref = sum(t.cost for t in tasks if t.backend == "reference")
+    assert ref < 10 and estimated_seconds("reference", 16_777_300) < 2
+    out = batches(tasks, jobs=2)
+    target = sum(t.cost for t in tasks) / (2 * BATCHES_PER_JOB)
+    for b in ("mindspore-list", "mindspore-cell", "mindspore-experimental"):
+        assert len([x for x in out if x[0].backend == b]) >= 3, b
+    assert max(sum(t.cost for t in x) for x in out if len(x) > 1) <= 1.5 * target
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="the platform cannot pin processes to CPUs")
 def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     """--jobs N pins each worker process to its share of this process's CPUs (MindSpore's busy runtime threads
