@@ -35,8 +35,10 @@ from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Resul
 __all__ = ["ALL_BACKENDS", "Result", "Run", "BackendInfo", "run", "run_one", "FAILING", "STATUSES", "plan_tasks",
            "batches", "pick"]
 
-#: Batches per worker process (more: better balance at the end of a run; fewer: less overhead).
-BATCHES_PER_JOB = 6
+#: Batches per worker process (more: better balance at the end of a run; fewer: less overhead). With 6, the
+#: suite's batches were ~30 s each and a misestimated last one left the other process idle for 45 s (measured
+#: 2026-12-06); a batch costs ~0.1 s of overhead (its tasks and results cross the process boundary).
+BATCHES_PER_JOB = 16
 
 
 def _select(cases: Sequence[str] | Sequence[Case], random: int, seed: int, random_steps: int,
@@ -191,7 +193,7 @@ def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
                     others = set().union(*(seen[i] for i in busy))
                     batch = pending.pop(pick(pending, seen[j], others))
                     seen[j].add(batch[0].backend)
-                    running[pools[j].submit(run_batch, batch)] = (j, batch)
+                    running[pools[j].submit(run_batch, batch, True)] = (j, batch)
                     busy.add(j)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:

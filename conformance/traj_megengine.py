@@ -31,7 +31,7 @@ import numpy as np
 
 from .drive import MetricFeed
 
-__all__ = ["trajectory", "serve", "run_here", "TIMEOUT"]
+__all__ = ["trajectory", "serve", "run_here", "TIMEOUT", "shutdown_servers"]
 
 #: Seconds one trajectory may take in the server (start-up included).
 TIMEOUT = 300.0
@@ -162,7 +162,8 @@ def _server(python: str) -> _Server:
 
 
 @atexit.register
-def _shutdown() -> None:
+def shutdown_servers() -> None:
+    """Stop the trajectory servers this process started (also run at exit)."""
     for s in list(_SERVERS.values()):
         s.close()
     _SERVERS.clear()

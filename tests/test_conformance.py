@@ -880,3 +880,29 @@ def test_the_megengine_trajectory_server_keeps_errors_and_one_process() -> None:
     b = traj_megengine.trajectory(case.plan, 5, ins.init, ins.grads[:5])
     assert next(iter(traj_megengine._SERVERS.values())).proc.pid == pid
     assert str(a.dtype) == str(b.dtype) == "float32" and (a == b).all()
+
+
+def test_a_worker_process_stops_its_megengine_interpreters_after_a_batch() -> None:
+    """An idle MegEngine interpreter keeps ~25% of a core busy (its CompNodeSync thread polls every 10 us): a --jobs
+    worker stops the interpreters its MegEngine batch started (run_batch(release=True)), so the next batch on the same
+    pinned core has it to itself; without release they stay (one interpreter serves a whole in-process run)."""
+    if not probe_backend("megengine").available:
+        pytest.skip("megengine: " + probe_backend("megengine").message)
+    from optbridge_adapters.megengine.backend import megengine_python, runs_here
+    if runs_here():
+        pytest.skip("megengine runs in this process: no interpreter to stop")
+    from optbridge_adapters import worker
+    from optbridge_conformance import traj_megengine
+    from optbridge_conformance.execute import Task, run_batch
+    cases = {c.id: c for c in load_cases()}
+    tasks = [Task(0, cases["cosine-clamped"], "megengine", 20, []),
+             Task(1, cases["trajectory-adagrad-warmup-cosine"], "megengine", 5, [])]
+    python = megengine_python()
+    assert [r.status for r in run_batch(tasks)] == ["pass", "pass"]
+    pids = (worker.worker_pid(python, "megengine"), [s.proc.pid for s in traj_megengine._SERVERS.values()])
+    assert pids[0] is not None and len(pids[1]) == 1
+    assert [r.status for r in run_batch(tasks, release=True)] == ["pass", "pass"]
+    assert worker.worker_pid(python, "megengine") is None and not traj_megengine._SERVERS
+    for pid in (pids[0], *pids[1]):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
