@@ -15,6 +15,7 @@ so hypothesis shrinks a disagreement to a minimal plan.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import strategies as st
@@ -40,6 +41,7 @@ def _f(lo: float, hi: float) -> st.SearchStrategy[float]:
 frac = _f(0.0, 1.0).map(lambda x: round(x, 6))
 
 
+@functools.lru_cache(maxsize=None)
 def _leaf(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     """Leaf nodes whose counter stays below ``h`` (the horizon in the node's own unit at most)."""
     span = st.integers(1, max(1, h))
@@ -81,6 +83,7 @@ def _leaf(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@functools.lru_cache(maxsize=None)
 def _one_cycle(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     """A one_cycle whose total_steps covers the trace (it raises past its end, as torch does)."""
     if hyper in ("momentum", "beta1"):
@@ -93,6 +96,7 @@ def _one_cycle(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
                      st.sampled_from(["cos", "linear"]), st.booleans(), vals)
 
 
+@functools.lru_cache(maxsize=None)
 def node_docs(h: int, hyper: str = "lr", depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     """Schedule nodes (as documents) valid for ``h`` counter steps, at most ``depth`` combinators deep."""
     leaf = _leaf(h, hyper)
