@@ -41,7 +41,9 @@ def _f(lo: float, hi: float) -> st.SearchStrategy[float]:
 frac = _f(0.0, 1.0).map(lambda x: round(x, 6))
 
 
-@functools.lru_cache(maxsize=None)
+# The strategies below are built once per (horizon, hyperparameter, depth): building them is most of the cost of
+# drawing a plan (random_cases(20): 9.5 s uncached, 0.95 s cached; the same plans either way).
+@functools.cache
 def _leaf(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     """Leaf nodes whose counter stays below ``h`` (the horizon in the node's own unit at most)."""
     span = st.integers(1, max(1, h))
@@ -83,7 +85,7 @@ def _leaf(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _one_cycle(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
     """A one_cycle whose total_steps covers the trace (it raises past its end, as torch does)."""
     if hyper in ("momentum", "beta1"):
@@ -96,7 +98,7 @@ def _one_cycle(h: int, hyper: str) -> st.SearchStrategy[dict[str, Any]]:
                      st.sampled_from(["cos", "linear"]), st.booleans(), vals)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def node_docs(h: int, hyper: str = "lr", depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     """Schedule nodes (as documents) valid for ``h`` counter steps, at most ``depth`` combinators deep."""
     leaf = _leaf(h, hyper)
