@@ -342,6 +342,26 @@ def test_shutdown_stops_every_worker(test_python: str) -> None:
     assert not _alive(pid) and worker.worker_pid(test_python, "sleepy") is None
 
 
+def test_an_idle_worker_is_stopped_and_the_next_call_starts_a_fresh_one(test_python: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker idle for IDLE_SECONDS is stopped (an idle MegEngine interpreter keeps ~25% of a core busy); one
+    serving a request longer than that is not; the next call starts a fresh worker and gets the same values."""
+    monkeypatch.setattr(worker, "IDLE_SECONDS", 0.5)
+    ref = optbridge.trace(RICH, 5, metrics=METRICS)["lr"]
+    worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
+    pid = worker.worker_pid(test_python, "sleepy")
+    tr = worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS, seconds=1.5)  # busy for 3 idle spans
+    assert worker.worker_pid(test_python, "sleepy") == pid
+    np.testing.assert_array_equal(tr["lr"], ref)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid) and worker.worker_pid(test_python, "sleepy") is None
+    tr = worker.run_in_worker(test_python, "sleepy", RICH, 5, metrics=METRICS)
+    assert worker.worker_pid(test_python, "sleepy") not in (None, pid)
+    np.testing.assert_array_equal(tr["lr"], ref)
+
+
 def test_frames_round_trip_and_refuse_garbage() -> None:
     buf = io.BytesIO()
     doc = {"protocol": 1, "x": [1.5, None, "é"], "nan": float("nan")}
