@@ -157,13 +157,13 @@ def cpu_shares(jobs: int) -> list[set[int] | None]:
 #: ``asnumpy()`` took 1.5 ms pinned and 0.06 ms with it (0.05 ms unpinned); 33 list/cell/experimental traces
 #: pinned to one core 33.8 -> 25.0 s (measured 2026-12-06). It changes when kernels run, not what they compute
 #: (tests/test_mindspore_trace.py compares traces with and without it bit for bit).
-WORKER_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1"}
+PROCESS_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1"}
 
 
 def _worker_init(cpus: set[int] | None) -> None:
-    """Worker initializer: :data:`WORKER_ENV`, and run on ``cpus`` (see :func:`cpu_shares`)."""
+    """Worker initializer: :data:`PROCESS_ENV`, and run on ``cpus`` (see :func:`cpu_shares`)."""
     import os
-    for k, v in WORKER_ENV.items():
+    for k, v in PROCESS_ENV.items():
         os.environ.setdefault(k, v)
     if cpus:
         try:
@@ -174,7 +174,7 @@ def _worker_init(cpus: set[int] | None) -> None:
 
 def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
     """Run the batches in ``jobs`` spawned processes, each kept to few backends (:func:`pick`), pinned to its
-    share of the CPUs (:func:`cpu_shares`) and with :data:`WORKER_ENV` set."""
+    share of the CPUs (:func:`cpu_shares`) and with :data:`PROCESS_ENV` set."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     ctx = mp.get_context("spawn")

@@ -636,14 +636,14 @@ def test_the_suite_is_cut_into_balanced_batches() -> None:
 def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     """--jobs N pins each worker process to its share of this process's CPUs (MindSpore's busy runtime threads
     slow an unpinned neighbour down); no pinning with one job or fewer CPUs than jobs. The initializer also sets
-    WORKER_ENV (MindSpore launches in the calling thread), unless the user set those variables."""
-    from optbridge_conformance.runner import WORKER_ENV, _worker_init, cpu_shares
+    PROCESS_ENV (MindSpore launches in the calling thread), unless the user set those variables."""
+    from optbridge_conformance.runner import PROCESS_ENV, _worker_init, cpu_shares
     cpus = sorted(os.sched_getaffinity(0))
     shares = cpu_shares(2)
     if len(cpus) >= 2:
         assert all(shares) and set().union(*shares) == set(cpus) and not shares[0] & shares[1]
     assert cpu_shares(1) == [None] and cpu_shares(len(cpus) + 1) == [None] * (len(cpus) + 1)
-    assert WORKER_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1"}
+    assert PROCESS_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1"}
     monkeypatch.delenv("MS_DEV_LAUNCH_BLOCKING", raising=False)
     _worker_init(None)
     assert sorted(os.sched_getaffinity(0)) == cpus and os.environ["MS_DEV_LAUNCH_BLOCKING"] == "1"

@@ -192,7 +192,7 @@ def test_structure_counts_constants_and_refuses_unknown_objects() -> None:
 
 
 def test_launch_blocking_changes_no_value(tmp_path) -> None:
-    """The conformance workers run MindSpore with MS_DEV_LAUNCH_BLOCKING=1 (runner.WORKER_ENV: each op launched in
+    """The conformance workers run MindSpore with MS_DEV_LAUNCH_BLOCKING=1 (runner.PROCESS_ENV: each op launched in
     the calling thread, 7-25x cheaper on a worker pinned to one core). A trace in a process with the other setting
     than this one equals, bit for bit, the trace here: the compiled path (list form) and the PyNative loop
     (experimental form)."""

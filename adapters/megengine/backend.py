@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from optbridge.errors import BackendUnavailable
 
+from ..worker import WORKER_ENV  # set in a worker process: one that cannot import megengine spawns no other
+
 if TYPE_CHECKING:  # pragma: no cover
     from optbridge.plan import Plan
     from optbridge.tracing import Trace
@@ -53,8 +55,6 @@ SETUP_HINT = (
     "Python 3.10 interpreter that has MegEngine 1.13 and optbridge installed "
     "(pip install 'MegEngine==1.13.0' 'numpy<2' && pip install -e <optbridge checkout>)")
 
-#: Set in the worker process: a worker that cannot import megengine must not spawn another worker.
-WORKER_ENV = "OPTBRIDGE_WORKER"
 
 
 def megengine_importable() -> bool:

@@ -151,10 +151,6 @@ class Pool:
             ops.assign(dst, src)
         return old
 
-    def clear(self) -> None:
-        """Forget every kept runner."""
-        self._kept.clear()
-
 
 #: The pool the trace backends use (per process).
 POOL = Pool()
