@@ -151,13 +151,18 @@ def cpu_shares(jobs: int) -> list[set[int] | None]:
     return [set(cpus[j::jobs]) for j in range(jobs)]
 
 
-#: Environment of the worker processes, set before they import a framework. ``MS_DEV_LAUNCH_BLOCKING=1``:
-#: MindSpore launches each op and graph in the calling thread instead of handing it to its runtime threads.
-#: On a worker pinned to one core every handoff waits for a context switch: an eager ``ops.assign`` then
-#: ``asnumpy()`` took 1.5 ms pinned and 0.06 ms with it (0.05 ms unpinned); 33 list/cell/experimental traces
-#: pinned to one core 33.8 -> 25.0 s (measured 2026-12-06). It changes when kernels run, not what they compute
-#: (tests/test_mindspore_trace.py compares traces with and without it bit for bit).
-PROCESS_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1"}
+#: Environment of the worker processes, set before they import a framework. Both variables change when
+#: MindSpore's kernels run, not what they compute (tests/test_mindspore_trace.py compares traces with and without
+#: them bit for bit):
+#:
+#: * ``MS_DEV_LAUNCH_BLOCKING=1``: MindSpore launches each op in the calling thread instead of handing it to its
+#:   runtime threads. On a worker pinned to one core every handoff waits for a context switch: an eager
+#:   ``ops.assign`` then ``asnumpy()`` took 1.5 ms pinned and 0.06 ms with it (measured 2026-12-06).
+#: * ``MS_DEV_HOST_BLOCKING_RUN=1``: a compiled graph (an optimizer's jit ``construct``) runs in the calling thread
+#:   too. Without it every optimizer call hands the graph to the runtime's pipeline threads: pinned to one core, a
+#:   training-loop update of a 2-group nn.SGD (two probe resets, the call, two reads) took 1.65 ms, with it
+#:   0.57 ms; the list-form conformance traces on one core 210 -> 125 s (measured 2026-12-07).
+PROCESS_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1", "MS_DEV_HOST_BLOCKING_RUN": "1"}
 
 
 def _worker_init(cpus: set[int] | None) -> None:

@@ -643,13 +643,15 @@ def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> Non
     if len(cpus) >= 2:
         assert all(shares) and set().union(*shares) == set(cpus) and not shares[0] & shares[1]
     assert cpu_shares(1) == [None] and cpu_shares(len(cpus) + 1) == [None] * (len(cpus) + 1)
-    assert PROCESS_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1"}
-    monkeypatch.delenv("MS_DEV_LAUNCH_BLOCKING", raising=False)
+    assert PROCESS_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1", "MS_DEV_HOST_BLOCKING_RUN": "1"}
+    for k in PROCESS_ENV:
+        monkeypatch.delenv(k, raising=False)
     _worker_init(None)
-    assert sorted(os.sched_getaffinity(0)) == cpus and os.environ["MS_DEV_LAUNCH_BLOCKING"] == "1"
+    assert sorted(os.sched_getaffinity(0)) == cpus and all(os.environ[k] == "1" for k in PROCESS_ENV)
     monkeypatch.setenv("MS_DEV_LAUNCH_BLOCKING", "0")
+    monkeypatch.setenv("MS_DEV_HOST_BLOCKING_RUN", "0")
     _worker_init(None)
-    assert os.environ["MS_DEV_LAUNCH_BLOCKING"] == "0"
+    assert os.environ["MS_DEV_LAUNCH_BLOCKING"] == "0" and os.environ["MS_DEV_HOST_BLOCKING_RUN"] == "0"
 
 
 # --------------------------------------------------------------------------- conformance for users

@@ -191,32 +191,37 @@ def test_structure_counts_constants_and_refuses_unknown_objects() -> None:
     assert structure(odd) is None
 
 
-def test_launch_blocking_changes_no_value(tmp_path) -> None:
-    """The conformance workers run MindSpore with MS_DEV_LAUNCH_BLOCKING=1 (runner.PROCESS_ENV: each op launched in
-    the calling thread, 7-25x cheaper on a worker pinned to one core). A trace in a process with the other setting
-    than this one equals, bit for bit, the trace here: the compiled path (list form) and the PyNative loop
-    (experimental form)."""
+def test_worker_environment_changes_no_value(tmp_path) -> None:
+    """The conformance workers run MindSpore with runner.PROCESS_ENV (MS_DEV_LAUNCH_BLOCKING=1 and
+    MS_DEV_HOST_BLOCKING_RUN=1: ops and compiled graphs run in the calling thread, 3-25x cheaper on a worker pinned
+    to one core). A trace in a process with the other setting of each variable than this one equals, bit for bit,
+    the trace here: the compiled path and the training loop (list form: the nn optimizer's jit graph called per
+    update) and the experimental loop."""
     import os
     import subprocess
     import sys
+
+    from optbridge_conformance.runner import PROCESS_ENV
     out = tmp_path / "other.npz"
     code = ("import sys, numpy as np, optbridge; sys.path.insert(0, {tests!r}); "
             "from test_mindspore_trace import MIXED, N; "
             "a = optbridge.trace(MIXED, N, backend='mindspore-list', fast=True); "
+            "c = optbridge.trace(MIXED, N, backend='mindspore-list', fast=False); "
             "b = optbridge.trace(MIXED, N, backend='mindspore-experimental', fast=False); "
-            "np.savez({out!r}, list=a.applied['lr'], list_lr=a['lr'], exp=b.applied['lr'], exp_lr=b['lr'])"
-            ).format(tests=os.path.dirname(__file__), out=str(out))
-    here = os.environ.get("MS_DEV_LAUNCH_BLOCKING") == "1"
-    env = {k: v for k, v in os.environ.items() if k != "MS_DEV_LAUNCH_BLOCKING"}
+            "np.savez({out!r}, list=a.applied['lr'], list_lr=a['lr'], loop=c.applied['lr'], exp=b.applied['lr'], "
+            "exp_lr=b['lr'])").format(tests=os.path.dirname(__file__), out=str(out))
+    env = {k: v for k, v in os.environ.items() if k not in PROCESS_ENV}
     env["GLOG_v"] = "3"
-    if not here:
-        env["MS_DEV_LAUNCH_BLOCKING"] = "1"
+    for k, v in PROCESS_ENV.items():
+        if os.environ.get(k) != v:
+            env[k] = v
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=300)
     got = np.load(out)
     a = optbridge.trace(MIXED, N, backend="mindspore-list", fast=True)
+    c = optbridge.trace(MIXED, N, backend="mindspore-list", fast=False)
     b = optbridge.trace(MIXED, N, backend="mindspore-experimental", fast=False)
-    for name, want in (("list", a.applied["lr"]), ("list_lr", a["lr"]), ("exp", b.applied["lr"]),
-                       ("exp_lr", b["lr"])):
+    for name, want in (("list", a.applied["lr"]), ("list_lr", a["lr"]), ("loop", c.applied["lr"]),
+                       ("exp", b.applied["lr"]), ("exp_lr", b["lr"])):
         np.testing.assert_array_equal(got[name], want, err_msg=name)
 
 
