@@ -166,6 +166,105 @@ def test_reused_runner_gives_the_trace_a_new_one_gives(monkeypatch: pytest.Monke
         np.testing.assert_array_equal(second[h], new[h], err_msg=h)
 
 
+def _native(scale: float, gamma: float) -> Plan:
+    """Plain SGD groups whose lr schedules MindSpore's experimental lr_schedulers run (native), other values per
+    argument: a cosine, an epoch-clock stair, a sequence (SequentialLR holds schedulers in a list)."""
+    nodes = {"cos": ir.Cosine(steps=10, end=0.1 * scale),
+             "step_epoch": ir.Exponential(gamma=gamma, every=2, stair=True, unit="epoch"),
+             "seq": ir.Sequence(parts=(ir.Linear(start_factor=scale, steps=4), ir.Cosine(steps=10)), boundaries=(4,))}
+    return Plan(optimizers=tuple(OptimizerSpec(type="SGD", name=k, options={"lr": 0.1}, groups=(
+        Group(name=k, schedule={"lr": v}),)) for k, v in nodes.items()), steps_per_epoch=3, total_steps=N)
+
+
+@pytest.mark.parametrize("backend,options", [("mindspore-list", {}), ("mindspore-experimental", {}),
+                                             ("mindspore-experimental", {"scheduler": "driver"}),
+                                             ("native-schedulers", {})])
+def test_reused_optimizers_give_the_trace_new_ones_give(monkeypatch: pytest.MonkeyPatch, backend: str,
+                                                         options: dict) -> None:
+    """The training loop (fast=False) of a plan whose optimizers have the structure of an earlier trace's runs on
+    those optimizers (reuse.Setups: their compiled graphs), with its own state copied in and its probes, holders,
+    driver and lr_schedulers pointed at them; it equals, bit for bit, the trace on its own optimizers. The
+    experimental form's horizon (total_steps) differs too: a trace holds it in a Parameter."""
+    import dataclasses
+
+    from optbridge_adapters.mindspore import reuse
+    setups = reuse.Setups()
+    monkeypatch.setattr(tracing, "SETUPS", setups)
+    a, b = _with_values(0.0, 0.9, 0.95), _with_values(1e-4, 0.5, 0.99)
+    if backend == "native-schedulers":
+        backend, (a, b) = "mindspore-experimental", (_native(0.1, 0.5), _native(0.3, 0.7))
+    if backend == "mindspore-experimental":
+        b = dataclasses.replace(b, total_steps=N + 7)
+    first = optbridge.trace(a, N, backend=backend, fast=False, **options)
+    second = optbridge.trace(b, N, backend=backend, fast=False, **options)
+    assert (setups.hits, setups.misses) == (1, 1)
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
+    new = optbridge.trace(b, N, backend=backend, fast=False, **options)
+    assert (setups.hits, setups.misses) == (1, 1)
+    assert not np.array_equal(first.applied["lr"], new.applied["lr"])  # stale values would show
+    np.testing.assert_array_equal(second.applied["lr"], new.applied["lr"])
+    for h in new.data:
+        np.testing.assert_array_equal(second[h], new[h], err_msg=h)
+    assert second.fidelity == new.fidelity
+    if options == {} and a.optimizers[0].name == "cos":
+        assert {f.form for f in new.fidelity} == {"native"}
+
+
+def test_reuse_refuses_optimizers_whose_python_state_it_cannot_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adoption re-walks the kept optimizers after restoring their state: Python state it does not know how to
+    restore (here an attribute added after their trace) changes the key, and the new optimizers are used (and
+    kept) instead."""
+    from optbridge_adapters.mindspore import reuse
+    setups = reuse.Setups()
+    monkeypatch.setattr(tracing, "SETUPS", setups)
+    a, b = _with_values(0.0, 0.9, 0.95), _with_values(1e-4, 0.5, 0.99)
+    optbridge.trace(a, N, backend="mindspore-list", fast=False)
+    (kept, _), = setups._kept.values()
+    kept[0].optbridge_stale = 1.0
+    second = optbridge.trace(b, N, backend="mindspore-list", fast=False)
+    assert (setups.hits, setups.misses) == (0, 2)
+    (now, _), = setups._kept.values()
+    assert now[0] is not kept[0]
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
+    np.testing.assert_array_equal(second.applied["lr"],
+                                  optbridge.trace(b, N, backend="mindspore-list", fast=False).applied["lr"])
+
+
+def test_structure_leaves_out_what_only_python_reads() -> None:
+    """Only Python reads an exact optimizer's param_groups and parsed groups (construction values of scheduled
+    hyperparameters), an experimental optimizer's defaults and an lr_scheduler's initial_lr: optimizers differing
+    there share a key. A constant the update bakes in (an unscheduled momentum) still counts, and so does a
+    guard's horizon unless it is movable (a trace's)."""
+    from optbridge.source import ValueSource
+    from optbridge_adapters.mindspore.guard import Guard, install
+    from optbridge_adapters.mindspore.optimizers import SGD
+    from optbridge_adapters.mindspore.reuse import python_side, structure
+
+    def exact(lr: float, momentum: float) -> object:
+        p = Parameter(Tensor(np.zeros(1, np.float32)), name="w")
+        return SGD([p], lr=lr, momentum=momentum, scheduled=["lr"])
+
+    assert python_side(exact(0.1, 0.9)) == {"param_groups", "_groups"}
+    assert structure(exact(0.1, 0.9))[0] == structure(exact(0.3, 0.9))[0]  # type: ignore[index]
+    assert structure(exact(0.1, 0.9))[0] != structure(exact(0.1, 0.8))[0]  # type: ignore[index]
+
+    def experimental(lr: float, epochs: int) -> object:
+        p = Parameter(Tensor(np.zeros(1, np.float32)), name="w")
+        opt = mopt.SGD([p], lr=lr)
+        mopt.lr_scheduler.StepLR(opt, step_size=epochs)
+        return opt
+
+    assert "defaults" in python_side(experimental(0.1, 2))
+    assert structure(experimental(0.1, 2))[0] == structure(experimental(0.2, 3))[0]  # type: ignore[index]
+
+    def guarded(horizon: int, movable: bool) -> object:
+        guard = Guard("optimizer", ValueSource([], total_steps=horizon), None)
+        return install(exact(0.1, 0.9), guard, movable_horizon=movable)
+
+    assert structure(guarded(10, True))[0] == structure(guarded(20, True))[0]  # type: ignore[index]
+    assert structure(guarded(10, False))[0] != structure(guarded(20, False))[0]  # type: ignore[index]
+
+
 def test_structure_counts_constants_and_refuses_unknown_objects() -> None:
     """The key differs when a constant the graph bakes in differs (a Tensor, a scalar); it is the same when only a
     Parameter's value differs; an attribute the walk does not know (a function) makes the runner not reusable."""

@@ -331,7 +331,8 @@ def build(plan: Plan, params: Mapping[str, list[Any]], *, total_steps: int | Non
                 if (own or total is not None) else None
             guard = Guard(spec.name, source, driver if i in parts.stepped else None, bounded,
                           [g for g, j in owners.items() if j == i])
-            install(optimizers[i], guard, () if plain else _clips(plan, spec, optimizers[i], params))
+            install(optimizers[i], guard, () if plain else _clips(plan, spec, optimizers[i], params),
+                    movable_horizon=plain)
     if not plain:
         _option_notes(choices, plan, report)
         if driver is not None:

@@ -22,7 +22,7 @@ update writes nothing; the update that would use a value there raises
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mindspore as ms
@@ -122,6 +122,13 @@ class Driver:
         self.k = 0
         self._eager = 0  # writes made eagerly by step() (EAGER_WRITES)
         self._write(eager=True)
+
+    def rebind(self, mapping: Mapping[int, Any]) -> None:
+        """Write into other Parameters from now on: ``mapping`` is ``id(Parameter) -> Parameter`` (the equal
+        Parameters of a reused optimizer, :mod:`.reuse`); targets and the clock it does not name stay."""
+        self.targets = tuple(mapping.get(id(t), t) for t in self.targets)
+        self.clock = mapping.get(id(self.clock), self.clock)
+        self.assigner = Assigner(self.targets, self.clock)
 
     # ------------------------------------------------------------------ values
 

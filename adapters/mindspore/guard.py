@@ -203,13 +203,20 @@ def _guarded_class(base: type) -> type:
     return Guarded
 
 
-def install(optimizer: Any, guard: Guard, clips: Sequence[ClipGroup] = ()) -> Any:
-    """Make ``optimizer`` check ``guard`` (and clip ``clips``) on every update; returns it (same object)."""
+def install(optimizer: Any, guard: Guard, clips: Sequence[ClipGroup] = (), *, movable_horizon: bool = False) -> Any:
+    """Make ``optimizer`` check ``guard`` (and clip ``clips``) on every update; returns it (same object).
+
+    ``movable_horizon`` (traces) holds the horizon the graph checks in a Parameter instead of a compile-time
+    constant, so that one compiled optimizer serves traces of every length (:mod:`.reuse`); a built setup keeps
+    it a constant (a checkpoint must not carry it).
+    """
     n = next(_IDS)
     h = guard.static_horizon()
     optimizer.optbridge_guard = guard
     optimizer.optbridge_updates = Parameter(Tensor(0, I32), name=f"optbridge_updates_{n}", requires_grad=False)
-    optimizer.optbridge_horizon = Tensor(INT32_MAX if h is None else min(int(h), INT32_MAX), I32)
+    horizon = Tensor(INT32_MAX if h is None else min(int(h), INT32_MAX), I32)
+    optimizer.optbridge_horizon = (Parameter(horizon, name=f"optbridge_horizon_{n}", requires_grad=False)
+                                   if movable_horizon else horizon)
     optimizer.optbridge_stepped = guard.driver is not None
     optimizer.optbridge_clock = guard.driver.clock if guard.driver is not None else Tensor(0, I32)
     optimizer.optbridge_clips = tuple((c.indices, float(c.clip.max_norm or 0.0), float(c.clip.norm_type),

@@ -485,6 +485,10 @@ class ExactOptimizer(nn.Optimizer):
     UPDATE: ClassVar[Any] = None
     #: the one-pass kernel in kernels.cc that does this update's tensor work (None: composed ops only).
     KERNEL: ClassVar[str | None] = None
+    #: attributes only Python reads, never the compiled update: the torch-style group view and the parsed groups
+    #: (construction values; the update reads ``_spans``, ``_h``, ``_cfg``, ``_joins`` and the Parameters). A trace
+    #: reusing a compiled optimizer (:mod:`.reuse`) leaves them out of the graph's key and copies them over.
+    PYTHON_SIDE: ClassVar[frozenset[str]] = frozenset({"param_groups", "_groups"})
 
     def __init__(self, params: Any, defaults: Mapping[str, Any], *, scheduled: Iterable[str] | None = None,
                  prefix: str | None = None,
@@ -509,6 +513,7 @@ class ExactOptimizer(nn.Optimizer):
         self.param_groups = [self._group_dict(params_list, g) for g in groups]
         self.parameters = ParameterTuple(params_list)
         self._groups = tuple(groups)
+        self._spans = tuple((g.start, g.stop) for g in groups)  # what the update reads of the groups
         self._hyper: dict[tuple[int, str], Parameter] = {}
         hyper_tuples = []
         hyper_params: list[Parameter] = []
@@ -712,7 +717,7 @@ class ExactOptimizer(nn.Optimizer):
     # --------------------------------------------------------------------- update
 
     def _update_group(self, gi: int, grads: tuple) -> tuple:
-        start, stop = self._groups[gi].start, self._groups[gi].stop
+        start, stop = self._spans[gi]
         return self.hyper_map(ops.partial(self.UPDATE, self._cfg[gi], self._h[gi]),
                               self.parameters[start:stop], grads[start:stop],
                               *[getattr(self, attr)[start:stop] for attr in self._state_attrs],

@@ -44,7 +44,7 @@ from optbridge.source import CHUNK
 from optbridge.tracing import Trace, nan_before_joins
 
 from .build import build
-from .reuse import POOL, reuse_enabled
+from .reuse import POOL, SETUPS, reuse_enabled
 from .runner import COMPILED_SCHEDULERS, STEPPER_STEPS, Runner, Stepper
 from .setup import MindSporeSetup
 
@@ -216,6 +216,8 @@ def _fast(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
 def _loop(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[Any]],
           metrics: Sequence[float] | None, mode: str, backend: str) -> Trace:
     """One update at a time, as a training loop (the reference path the fast one is checked against)."""
+    if mode == "pynative" and reuse_enabled():  # the optimizers' graphs of an earlier trace of this structure
+        setup, probes = SETUPS.adopt(setup, probes)
     names, data = _layout(plan, setup, steps)
     row = {n: i for i, n in enumerate(names)}
     applied = np.zeros((len(names), steps))
