@@ -12,7 +12,10 @@ MegEngine worker included) exactly as the CLI does, then prints:
   included in its first case), the suite's own overhead (expected values and
   comparisons), the updates it stepped, the cost per update, and its slowest cases;
 * the split between families (long horizons, trajectories, random plans, the rest);
-* how busy the worker processes were (work / (wall x jobs)).
+* how busy the worker processes were (work / (wall x jobs));
+* per backend, ``budget.yaml``'s cost estimate fitted to this run (least squares of each result's seconds
+  over its updates: seconds per trace plus milliseconds per update), to refit the estimates the runner cuts
+  its batches by when a backend's speed changed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,22 @@ from optbridge_conformance.command import Progress  # noqa: E402
 from optbridge_conformance.runner import ALL_BACKENDS, run  # noqa: E402
 
 GOAL_SECONDS = 120.0
+
+
+def fit_cost(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares ``seconds = trace_s + updates * update_ms / 1000`` over ``(updates, seconds)`` points."""
+    n = len(points)
+    if n == 0:
+        return 0.0, 0.0
+    sx = sum(x for x, _ in points)
+    sy = sum(y for _, y in points)
+    sxx = sum(x * x for x, _ in points)
+    sxy = sum(x * y for x, y in points)
+    den = n * sxx - sx * sx
+    if den == 0:
+        return sy / n, 0.0
+    slope = (n * sxy - sx * sy) / den
+    return (sy - slope * sx) / n, 1e3 * slope
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "trajectory_seconds": share("trajectory"), "random_seconds": share("random"),
                                    "import_seconds": b.import_seconds, "counts": r.counts(b.name),
                                    "slowest": [(x.case, x.seconds, x.steps) for x in slow]}
+        trace_cost, update_ms = fit_cost([(x.steps, x.seconds + x.overhead) for x in rs])
+        out["backends"][b.name]["cost_fit"] = {"trace_s": trace_cost, "update_ms": update_ms}
+    print("budget.yaml cost fitted to this run (seconds per trace + ms per update): " + ", ".join(
+        f"{n} {v['cost_fit']['trace_s']:.3f} s + {v['cost_fit']['update_ms']:.4f} ms"
+        for n, v in out["backends"].items()))
     busy = work / (wall * max(1, a.jobs)) if wall else 0.0
     out["busy"] = busy
     print(f"work in backends and comparisons: {work:.1f} s; the {a.jobs} process(es) were busy {100 * busy:.0f}% "
