@@ -39,7 +39,9 @@ GOAL_SECONDS = 120.0
 
 
 def fit_cost(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least squares ``seconds = trace_s + updates * update_ms / 1000`` over ``(updates, seconds)`` points."""
+    """Least squares ``seconds = trace_s + updates * update_ms / 1000`` over ``(updates, seconds)`` points, the slope
+    kept non-negative (when most traces run the cap, per-trace costs that differ, a reused optimizer against a
+    compiled one, can tilt it below 0: then ``update_ms`` is 0 and ``trace_s`` the mean)."""
     n = len(points)
     if n == 0:
         return 0.0, 0.0
@@ -51,6 +53,8 @@ def fit_cost(points: list[tuple[int, float]]) -> tuple[float, float]:
     if den == 0:
         return sy / n, 0.0
     slope = (n * sxy - sx * sy) / den
+    if slope < 0:
+        return sy / n, 0.0
     return (sy - slope * sx) / n, 1e3 * slope
 
 
