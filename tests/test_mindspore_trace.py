@@ -263,6 +263,9 @@ def test_structure_leaves_out_what_only_python_reads() -> None:
 
     assert structure(guarded(10, True))[0] == structure(guarded(20, True))[0]  # type: ignore[index]
     assert structure(guarded(10, False))[0] != structure(guarded(20, False))[0]  # type: ignore[index]
+    # the compiled runners' pool keeps the strict key: Python-side values and a trace's horizon count there
+    assert structure(exact(0.1, 0.9), strict=True)[0] != structure(exact(0.3, 0.9), strict=True)[0]  # type: ignore[index]
+    assert structure(guarded(10, True), strict=True)[0] != structure(guarded(20, True), strict=True)[0]  # type: ignore[index]
 
 
 def test_structure_counts_constants_and_refuses_unknown_objects() -> None:

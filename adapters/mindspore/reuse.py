@@ -73,7 +73,8 @@ class _NotReusable(Exception):
     pass
 
 
-def _walk(o: Any, out: list[str], params: list[Parameter], memo: dict[int, tuple[int, Any]]) -> None:
+def _walk(o: Any, out: list[str], params: list[Parameter], memo: dict[int, tuple[int, Any]],
+          strict: bool = False) -> None:
     if isinstance(o, _SCALARS):
         out.append(f"{type(o).__name__}:{o!r}")
         return
@@ -85,6 +86,8 @@ def _walk(o: Any, out: list[str], params: list[Parameter], memo: dict[int, tuple
         if o.has_init:
             o.init_data()
         out.append(f"P{tuple(o.shape)}{o.dtype}{o.requires_grad}")
+        if strict and o.name.startswith("optbridge_horizon"):  # strict: a trace's horizon counts by its value
+            out.append(o.asnumpy().tobytes().hex())
         params.append(o)
     elif isinstance(o, Tensor):
         a = o.asnumpy()
@@ -96,20 +99,20 @@ def _walk(o: Any, out: list[str], params: list[Parameter], memo: dict[int, tuple
     elif isinstance(o, (tuple, list)):
         out.append(f"{type(o).__qualname__}[")
         for x in o:
-            _walk(x, out, params, memo)
+            _walk(x, out, params, memo, strict)
         out.append("]")
     elif isinstance(o, dict):
         out.append(f"{type(o).__qualname__}{{")
         for k, x in o.items():
-            _walk(k, out, params, memo)
-            _walk(x, out, params, memo)
+            _walk(k, out, params, memo, strict)
+            _walk(x, out, params, memo, strict)
         out.append("}")
     elif isinstance(o, (set, frozenset)) and all(isinstance(x, _SCALARS) for x in o):
         out.append(f"{type(o).__qualname__}{sorted(map(repr, o))}")
     elif isinstance(o, _OBJECTS) or (dataclasses.is_dataclass(o) and not isinstance(o, type)):
         t = type(o)
         out.append(f"{t.__module__}.{t.__qualname__}(")
-        skip = SKIP | python_side(o)
+        skip = SKIP if strict else SKIP | python_side(o)
         for k, x in vars(o).items():
             if k in skip:
                 continue
@@ -118,10 +121,10 @@ def _walk(o: Any, out: list[str], params: list[Parameter], memo: dict[int, tuple
                 x = list(x.values()) if isinstance(x, dict) else list(x)
             elif k.startswith("_lazy_") and not x:  # hooks: None until the first call, then empty
                 x = None
-            elif k == "param_groups" and isinstance(x, list):
+            elif k == "param_groups" and isinstance(x, list) and not strict:
                 x = [{n: v for n, v in g.items() if n not in _GROUP_PYTHON_SIDE} if isinstance(g, dict) else g
                      for g in x]
-            _walk(x, out, params, memo)
+            _walk(x, out, params, memo, strict)
         out.append(")")
     else:
         raise _NotReusable(type(o).__qualname__)
@@ -136,12 +139,18 @@ def python_side(o: Any) -> frozenset[str]:
     return names
 
 
-def structure(runner: Any) -> tuple[str, list[Parameter]] | None:
-    """The key of ``runner``'s graph and its Parameters in walk order (None: not reusable, see the module doc)."""
+def structure(runner: Any, strict: bool = False) -> tuple[str, list[Parameter]] | None:
+    """The key of ``runner``'s graph and its Parameters in walk order (None: not reusable, see the module doc).
+
+    ``strict`` (the compiled runners' :class:`Pool`) also counts what only Python reads (:func:`python_side`,
+    ``initial_lr``) and a trace's movable guard horizon by its value: the runners' pool keeps the key it had
+    before the training loop's optimizers were reused (one unexplained mismatch of a random plan on the cell form
+    was seen with the relaxed key, 2026-12-07, not reproduced; see docs/mindspore.md).
+    """
     out: list[str] = [str(ms.get_context("mode"))]
     params: list[Parameter] = []
     try:
-        _walk(runner, out, params, {})
+        _walk(runner, out, params, {}, strict)
     except _NotReusable:
         return None
     return "|".join(out), params
@@ -153,6 +162,9 @@ class Pool:
     Args:
         size: How many runners to keep.
     """
+
+    #: Whether the key is :func:`structure`'s strict one.
+    strict = True
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
@@ -168,7 +180,7 @@ class Pool:
     def _match(self, obj: Any) -> tuple[Any, dict[int, Parameter], str, list[Parameter]] | None:
         """The kept object of ``obj``'s key with ``obj``'s Parameter values copied in, ``id(obj's Parameter) -> kept
         Parameter``, the key and ``obj``'s Parameters; None when ``obj`` is kept (or not reusable)."""
-        found = structure(obj)
+        found = structure(obj, self.strict)
         if found is None:
             self.misses += 1
             return None
@@ -234,6 +246,8 @@ class Setups(Pool):
     exactly as it would have moved its own (tests/test_mindspore_trace.py compares traces bit for bit).
     """
 
+    strict = False
+
     def adopt(self, setup: MindSporeSetup, probes: Mapping[str, list[Parameter]]
               ) -> tuple[MindSporeSetup, dict[str, list[Parameter]]]:
         """``setup`` and ``probes`` on kept optimizers of the same structure, or as they are (the new ones kept)."""
@@ -254,7 +268,7 @@ class Setups(Pool):
                 for dk, df in zip(k.param_groups, f.param_groups):
                     dk.clear()
                     dk.update(_rebind(df, mapping, set()))
-        again = structure(kept)
+        again = structure(kept, self.strict)
         if again is None or again[0] != key:  # Python state the walk sees was not restored: keep the new ones
             self.hits, self.misses = self.hits - 1, self.misses + 1
             self._keep(key, new, params)
