@@ -144,8 +144,7 @@ def structure(runner: Any, strict: bool = False) -> tuple[str, list[Parameter]] 
 
     ``strict`` (the compiled runners' :class:`Pool`) also counts what only Python reads (:func:`python_side`,
     ``initial_lr``) and a trace's movable guard horizon by its value: the runners' pool keeps the key it had
-    before the training loop's optimizers were reused (one unexplained mismatch of a random plan on the cell form
-    was seen with the relaxed key, 2026-12-07, not reproduced; see docs/mindspore.md).
+    before the training loop's optimizers were reused (only the loop's reuse re-walks the kept objects).
     """
     out: list[str] = [str(ms.get_context("mode"))]
     params: list[Parameter] = []
