@@ -143,6 +143,20 @@ def _with_values(end: float, gamma: float, high: float) -> Plan:
         total_steps=N)
 
 
+def _reused_and_new(monkeypatch: pytest.MonkeyPatch, pool: object, a: Plan, b: Plan, backend: str, fast: bool,
+                    options: dict) -> tuple:
+    """Trace ``a`` (kept in ``pool``), then ``b`` (one hit), then ``b`` without reuse (no pool change): the three
+    traces; ``a``'s and ``b``'s applied lrs differ, so stale values or a stale graph would show."""
+    first = optbridge.trace(a, N, backend=backend, fast=fast, **options)
+    second = optbridge.trace(b, N, backend=backend, fast=fast, **options)
+    assert (pool.hits, pool.misses) == (1, 1)  # type: ignore[attr-defined]
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
+    new = optbridge.trace(b, N, backend=backend, fast=fast, **options)
+    assert (pool.hits, pool.misses) == (1, 1)  # type: ignore[attr-defined]
+    assert not np.array_equal(first.applied["lr"], new.applied["lr"])
+    return first, second, new
+
+
 @pytest.mark.parametrize("backend,options", [("mindspore-list", {}),
                                              ("mindspore-experimental", {"scheduler": "driver"})])
 def test_reused_runner_gives_the_trace_a_new_one_gives(monkeypatch: pytest.MonkeyPatch, compiled: str, backend: str,
@@ -153,13 +167,7 @@ def test_reused_runner_gives_the_trace_a_new_one_gives(monkeypatch: pytest.Monke
     pool = reuse.Pool()
     monkeypatch.setattr(tracing, "POOL", pool)
     a, b = _with_values(0.0, 0.9, 0.95), _with_values(1e-4, 0.5, 0.99)
-    first = optbridge.trace(a, N, backend=backend, fast=True, **options)
-    second = optbridge.trace(b, N, backend=backend, fast=True, **options)
-    assert (pool.hits, pool.misses) == (1, 1)
-    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
-    new = optbridge.trace(b, N, backend=backend, fast=True, **options)
-    assert (pool.hits, pool.misses) == (1, 1)
-    assert not np.array_equal(first.applied["lr"], new.applied["lr"])  # a stale graph or stale values would show
+    first, second, new = _reused_and_new(monkeypatch, pool, a, b, backend, True, options)
     np.testing.assert_array_equal(second.applied["lr"], new.applied["lr"])
     np.testing.assert_array_equal(second.applied["lr"], optbridge.trace(b, N)["lr"].astype(np.float32))
     for h in new.data:
@@ -195,13 +203,7 @@ def test_reused_optimizers_give_the_trace_new_ones_give(monkeypatch: pytest.Monk
         backend, (a, b) = "mindspore-experimental", (_native(0.1, 0.5), _native(0.3, 0.7))
     if backend == "mindspore-experimental":
         b = dataclasses.replace(b, total_steps=N + 7)
-    first = optbridge.trace(a, N, backend=backend, fast=False, **options)
-    second = optbridge.trace(b, N, backend=backend, fast=False, **options)
-    assert (setups.hits, setups.misses) == (1, 1)
-    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
-    new = optbridge.trace(b, N, backend=backend, fast=False, **options)
-    assert (setups.hits, setups.misses) == (1, 1)
-    assert not np.array_equal(first.applied["lr"], new.applied["lr"])  # stale values would show
+    first, second, new = _reused_and_new(monkeypatch, setups, a, b, backend, False, options)
     np.testing.assert_array_equal(second.applied["lr"], new.applied["lr"])
     for h in new.data:
         np.testing.assert_array_equal(second[h], new[h], err_msg=h)
