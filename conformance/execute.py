@@ -6,13 +6,17 @@ update with torch's (:mod:`optbridge_conformance.trajectory`). Expected values a
 computed once per process and case: the reference trace only as long as the
 backend's run needs (a long-horizon case is not evaluated to its end for a
 backend that runs its first 20000 updates), and the reference backend's own trace
-is that trace (no second evaluation).
+is that trace (no second evaluation). The torch oracle of a trajectory case is
+computed once per run: the worker processes share it through the directory
+:data:`SHARED_DIR` names (``.npy`` files, read without pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
 import traceback
 import warnings
@@ -28,7 +32,7 @@ from .cases import Case, Deviation
 from .judge import check_pins, judge
 from .results import Budget, Result
 
-__all__ = ["Task", "run_one", "run_batch", "PLOT_POINTS", "PLOT_WINDOW", "clear_cache"]
+__all__ = ["Task", "run_one", "run_batch", "PLOT_POINTS", "PLOT_WINDOW", "clear_cache", "SHARED_DIR"]
 
 #: Points of the overview kept per series for plots, and steps kept on each side of a divergence.
 PLOT_POINTS = 600
@@ -72,6 +76,30 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
         _CACHE[key] = value
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
+    return value
+
+
+#: Environment variable: a directory the worker processes of one run share the torch oracle's trajectories through
+#: (the runner sets it for ``--jobs N``). Without it each backend's process computed every oracle again: 37
+#: trajectory cases x 5 backends.
+SHARED_DIR = "OPTBRIDGE_CONFORMANCE_SHARED"
+
+
+def _shared(key: tuple[Any, ...], make: Any) -> Any:
+    """``make()`` (a float32 array), computed once per run: read from :data:`SHARED_DIR` if a process of this run
+    wrote it, else made and written there (to a temporary name, then renamed: a reader sees a whole file or none)."""
+    import numpy as np
+    folder = os.environ.get(SHARED_DIR)
+    if not folder:
+        return make()
+    path = Path(folder) / (hashlib.sha256(repr(key).encode()).hexdigest() + ".npy")
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    value = make()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(value), allow_pickle=False)
+    os.replace(tmp, path)
     return value
 
 
@@ -219,8 +247,9 @@ def _trajectory(case: Case, backend: str, res: Result, keep_plot: bool) -> str |
     t_ref = time.perf_counter()
     try:
         ins = T.inputs(case, case.steps)
-        want = _cached((*_key(case), "oracle", res.steps),
-                       lambda: T.run_backend(T.oracle(), case.plan, res.steps, ins, case.metrics))
+        key = (*_key(case), "oracle", res.steps)
+        want = _cached(key, lambda: _shared(key, lambda: T.run_backend(T.oracle(), case.plan, res.steps, ins,
+                                                                       case.metrics)))
     except Exception as e:
         res.status, res.message = "error", f"torch oracle: {_error_text(e)}"
         return None

@@ -22,13 +22,15 @@ Exit status: 0, or 1 on any fail / xpass / error (and unavailable with ``--requi
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from optbridge.errors import ConfigError
 
 from .cases import Case, Deviation, load_cases, load_deviations, select_cases
-from .execute import Task, clear_cache, run_batch, run_one
+from .execute import SHARED_DIR, Task, clear_cache, run_batch, run_one
 from .probe import probe_backend
 from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Result, Run
 
@@ -165,11 +167,13 @@ def cpu_shares(jobs: int) -> list[set[int] | None]:
 PROCESS_ENV = {"MS_DEV_LAUNCH_BLOCKING": "1", "MS_DEV_HOST_BLOCKING_RUN": "1"}
 
 
-def _worker_init(cpus: set[int] | None) -> None:
-    """Worker initializer: :data:`PROCESS_ENV`, and run on ``cpus`` (see :func:`cpu_shares`)."""
+def _worker_init(cpus: set[int] | None, shared: str) -> None:
+    """Worker initializer: :data:`PROCESS_ENV`, the run's shared directory (:data:`.execute.SHARED_DIR`), and run
+    on ``cpus`` (see :func:`cpu_shares`)."""
     import os
     for k, v in PROCESS_ENV.items():
         os.environ.setdefault(k, v)
+    os.environ[SHARED_DIR] = shared
     if cpus:
         try:
             os.sched_setaffinity(0, cpus)
@@ -177,20 +181,63 @@ def _worker_init(cpus: set[int] | None) -> None:
             pass
 
 
-def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
-    """Run the batches in ``jobs`` spawned processes, each kept to few backends (:func:`pick`), pinned to its
-    share of the CPUs (:func:`cpu_shares`) and with :data:`PROCESS_ENV` set."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-    ctx = mp.get_context("spawn")
-    shares = cpu_shares(jobs)
-    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(shares[j],))
-             for j in range(jobs)]
-    seen: list[set[str]] = [set() for _ in range(jobs)]
-    pending = list(work)
-    running: dict[Future[list[Result]], tuple[int, list[Task]]] = {}
-    try:
+#: What a worker traces while the parent probes the backends (:func:`_warm`).
+_WARM_PLAN = {"optbridge": 1, "optimizer": {"type": "SGD", "lr": 0.1}, "schedule": {"lr": {"kind": "cosine",
+                                                                                          "steps": 4}}}
+
+
+def _warm(backends: Sequence[str]) -> None:
+    """A worker's first task, while the parent probes the backends: import each backend and trace two updates
+    of :data:`_WARM_PLAN` (the imports a first trace makes: torch's dynamo, MindSpore's compile pipeline; ~4 and
+    ~3 s, measured). Not MegEngine's: its worker interpreter would idle until its batch, burning CPU."""
+    import optbridge
+    for name in backends:
+        try:
+            if probe_backend(name).available and name not in ("reference", "megengine"):
+                optbridge.trace(optbridge.load(_WARM_PLAN), 2, backend=name)
+        except Exception:  # noqa: BLE001 - the parent's probe and the batches report what fails
+            pass
+
+
+class _Workers:
+    """The ``jobs`` spawned worker processes of a run.
+
+    Started when the run has loaded its cases, each first imports the run's backends and traces a tiny plan
+    on each (:func:`_warm`: ~7 s of imports the parent's probes no longer wait for). Each is pinned to its share of
+    the CPUs (:func:`cpu_shares`), runs with :data:`PROCESS_ENV` set, and shares the torch oracle's
+    trajectories with the others through a temporary directory (:data:`.execute.SHARED_DIR`).
+    """
+
+    def __init__(self, jobs: int, backends: Sequence[str]) -> None:
+        import multiprocessing as mp
+        self.jobs = jobs
+        self._ctx = mp.get_context("spawn")
+        self._shares = cpu_shares(jobs)
+        self._shared = tempfile.TemporaryDirectory(prefix="optbridge-conform-")
+        self._pools = [self._start(j) for j in range(jobs)]
+        for pool in self._pools:
+            pool.submit(_warm, tuple(backends))
+
+    def _start(self, j: int) -> Any:
+        from concurrent.futures import ProcessPoolExecutor
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._ctx, initializer=_worker_init,
+                                   initargs=(self._shares[j], self._shared.name))
+
+    def _submit(self, j: int, batch: list[Task]) -> Any:
+        from concurrent.futures import BrokenExecutor
+        try:
+            return self._pools[j].submit(run_batch, batch, True)
+        except BrokenExecutor:  # the process died before this batch (while importing): a new one takes it
+            self._pools[j] = self._start(j)
+            return self._pools[j].submit(run_batch, batch, True)
+
+    def run(self, work: list[list[Task]]) -> Iterator[Result]:
+        """Run the batches, each process kept to few backends (:func:`pick`)."""
+        from concurrent.futures import FIRST_COMPLETED, Future, wait
+        jobs = self.jobs
+        seen: list[set[str]] = [set() for _ in range(jobs)]
+        pending = list(work)
+        running: dict[Future[list[Result]], tuple[int, list[Task]]] = {}
         while pending or running:
             busy = {j for j, _ in running.values()}
             for j in range(jobs):
@@ -198,7 +245,7 @@ def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
                     others = set().union(*(seen[i] for i in busy))
                     batch = pending.pop(pick(pending, seen[j], others))
                     seen[j].add(batch[0].backend)
-                    running[pools[j].submit(run_batch, batch, True)] = (j, batch)
+                    running[self._submit(j, batch)] = (j, batch)
                     busy.add(j)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
@@ -209,14 +256,15 @@ def _in_processes(work: list[list[Task]], jobs: int) -> Iterator[Result]:
                     why = f"the worker process failed: {type(e).__name__}: {' '.join(str(e).split())}"
                     results = [Result(t.case.id, t.backend, "error", steps=t.steps, message=why,
                                       case_steps=t.case.steps, budget=t.budget) for t in batch]
-                    pools[j].shutdown(wait=False, cancel_futures=True)
-                    pools[j] = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init,
-                                                   initargs=(shares[j],))
+                    self._pools[j].shutdown(wait=False, cancel_futures=True)
+                    self._pools[j] = self._start(j)
                     seen[j] = set()
                 yield from results
-    finally:
-        for p in pools:
+
+    def close(self) -> None:
+        for p in self._pools:
             p.shutdown(wait=True, cancel_futures=True)
+        self._shared.cleanup()
 
 
 def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] | None = None,
@@ -244,48 +292,54 @@ def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] |
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    names = list(backends) if backends else list(ALL_BACKENDS)
     selected = _select(cases, random, seed, random_steps, steps, metrics)
     devs = _deviations(xfail_files)
     known = {c.id for c in load_cases()} | {c.id for c in selected}
     stale = [f"{d.source}: {d.label()} names no case" for ds in devs.values() for d in ds if d.case not in known]
     timings["load"] = time.perf_counter() - t_start
-    names = list(backends) if backends else list(ALL_BACKENDS)
-    t0 = time.perf_counter()
-    infos = [probe_backend(b) for b in names]
-    timings["probe"] = time.perf_counter() - t0
-    tasks, results = plan_tasks(selected, infos, devs, max_steps=max_steps, budget=budget, plot=plot)
-    total, done = len(tasks), 0
+    # the worker processes start importing the frameworks now, while this process probes the backends
+    workers = _Workers(jobs, names) if jobs > 1 and len(selected) * len(names) > 1 else None
+    try:
+        t0 = time.perf_counter()
+        infos = [probe_backend(b) for b in names]
+        timings["probe"] = time.perf_counter() - t0
+        tasks, results = plan_tasks(selected, infos, devs, max_steps=max_steps, budget=budget, plot=plot)
+        total, done = len(tasks), 0
 
-    def tick(r: Result) -> None:
-        nonlocal done
-        done += 1
-        results[(r.case, r.backend)] = r
-        if progress:
-            progress(done, total, f"{r.case} @ {r.backend}: {r.status}")
+        def tick(r: Result) -> None:
+            nonlocal done
+            done += 1
+            results[(r.case, r.backend)] = r
+            if progress:
+                progress(done, total, f"{r.case} @ {r.backend}: {r.status}")
 
-    t0 = time.perf_counter()
-    work = batches(tasks, jobs)
-    if jobs <= 1 or len(work) <= 1:
-        for b in work:
-            for t in b:
-                tick(run_batch([t])[0])
-        clear_cache()
-    else:
-        for r in _in_processes(work, jobs):
-            tick(r)
-    timings["run"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    from .advice import check_advice
-    check_advice(selected, results)
-    timings["advice"] = time.perf_counter() - t0
-    order = {c.id: i for i, c in enumerate(selected)}
-    results = dict(sorted(results.items(), key=lambda kv: (order[kv[0][0]], names.index(kv[0][1]))))
-    return Run(cases=selected, backends=infos, results=results, seconds=time.perf_counter() - t_start,
-               started=time.strftime("%Y-%m-%d %H:%M:%S"), stale=stale, timings=timings,
-               options={"backends": names, "jobs": jobs, "max_steps": max_steps, "require_all": require_all,
-                        "strict_unsupported": strict_unsupported, "random": random, "seed": seed,
-                        "random_steps": random_steps, "xfail_files": list(xfail_files or []), "budget": budget,
-                        "plot": plot, "steps": steps})
+        t0 = time.perf_counter()
+        work = batches(tasks, jobs)
+        if workers is None or len(work) <= 1:
+            for b in work:
+                for t in b:
+                    tick(run_batch([t])[0])
+            clear_cache()
+        else:
+            for r in workers.run(work):
+                tick(r)
+        timings["run"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        from .advice import check_advice
+        check_advice(selected, results)
+        timings["advice"] = time.perf_counter() - t0
+        order = {c.id: i for i, c in enumerate(selected)}
+        results = dict(sorted(results.items(), key=lambda kv: (order[kv[0][0]], names.index(kv[0][1]))))
+        return Run(cases=selected, backends=infos, results=results, seconds=time.perf_counter() - t_start,
+                   started=time.strftime("%Y-%m-%d %H:%M:%S"), stale=stale, timings=timings,
+                   options={"backends": names, "jobs": jobs, "max_steps": max_steps,
+                            "require_all": require_all, "strict_unsupported": strict_unsupported, "random": random,
+                            "seed": seed, "random_steps": random_steps, "xfail_files": list(xfail_files or []),
+                            "budget": budget, "plot": plot, "steps": steps})
+    finally:
+        if workers is not None:
+            workers.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -647,7 +647,9 @@ def test_the_suite_is_cut_into_balanced_batches() -> None:
 def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     """--jobs N pins each worker process to its share of this process's CPUs (MindSpore's busy runtime threads
     slow an unpinned neighbour down); no pinning with one job or fewer CPUs than jobs. The initializer also sets
-    PROCESS_ENV (MindSpore launches in the calling thread), unless the user set those variables."""
+    PROCESS_ENV (MindSpore launches in the calling thread), unless the user set those variables, and the run's
+    shared directory."""
+    from optbridge_conformance.execute import SHARED_DIR
     from optbridge_conformance.runner import PROCESS_ENV, _worker_init, cpu_shares
     cpus = sorted(os.sched_getaffinity(0))
     shares = cpu_shares(2)
@@ -655,14 +657,40 @@ def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> Non
         assert all(shares) and set().union(*shares) == set(cpus) and not shares[0] & shares[1]
     assert cpu_shares(1) == [None] and cpu_shares(len(cpus) + 1) == [None] * (len(cpus) + 1)
     assert PROCESS_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1", "MS_DEV_HOST_BLOCKING_RUN": "1"}
-    for k in PROCESS_ENV:
+    for k in [*PROCESS_ENV, SHARED_DIR]:
         monkeypatch.delenv(k, raising=False)
-    _worker_init(None)
+    _worker_init(None, "/run/dir")
     assert sorted(os.sched_getaffinity(0)) == cpus and all(os.environ[k] == "1" for k in PROCESS_ENV)
+    assert os.environ[SHARED_DIR] == "/run/dir"
     monkeypatch.setenv("MS_DEV_LAUNCH_BLOCKING", "0")
     monkeypatch.setenv("MS_DEV_HOST_BLOCKING_RUN", "0")
-    _worker_init(None)
+    _worker_init(None, "/run/dir")
     assert os.environ["MS_DEV_LAUNCH_BLOCKING"] == "0" and os.environ["MS_DEV_HOST_BLOCKING_RUN"] == "0"
+
+
+def test_worker_processes_share_each_oracle_trajectory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The torch oracle of a trajectory case is computed once per run: the first process writes it into the run's
+    shared directory (whole, under a temporary name first), the others read the same float32 values back
+    without pickle; without the directory every call computes it."""
+    import numpy as np
+
+    from optbridge_conformance import execute
+    made: list[int] = []
+
+    def make() -> np.ndarray:
+        made.append(1)
+        return np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    key = ("case", "cases/x.yaml", "", "oracle", 3)
+    monkeypatch.delenv(execute.SHARED_DIR, raising=False)
+    execute._shared(key, make), execute._shared(key, make)
+    assert len(made) == 2 and not list(tmp_path.iterdir())
+    monkeypatch.setenv(execute.SHARED_DIR, str(tmp_path))
+    first = execute._shared(key, make)
+    again = execute._shared(key, make)
+    other = execute._shared((*key[:-1], 4), make)
+    assert len(made) == 4  # the second call read the file; another step count is another trajectory
+    assert again.dtype == np.float32 and np.array_equal(again, first) and np.array_equal(other, first)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npy", ".npy"]
 
 
 # --------------------------------------------------------------------------- conformance for users

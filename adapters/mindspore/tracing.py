@@ -233,8 +233,8 @@ def _loop(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
             data[key[1]][row[key[0]]] = v
     params = [(key, h.obj) for key, h in setup.holders.items() if h.kind == "param"]
     for k in range(steps):
-        for key, p in params:
-            data[key[1]][row[key[0]], k] = float(np.asarray(p.asnumpy()).reshape(()))
+        for key, p in params:  # item(): the same value as asnumpy() without a numpy array (0.3 against 10 us)
+            data[key[1]][row[key[0]], k] = float(p.item())
         for p in plist:
             if mode == "graph":
                 ops.assign(p, zero)
@@ -247,7 +247,7 @@ def _loop(plan: Plan, steps: int, setup: MindSporeSetup, probes: dict[str, list[
             for o, gr in zip(setup.optimizers, grads):
                 o(gr)
         for i, p in enumerate(plist):
-            applied[i, k] = 0.0 - float(p.asnumpy()[0])  # +0.0 for a zero lr
+            applied[i, k] = 0.0 - float(p.item())  # +0.0 for a zero lr
         if k + 1 < steps:
             setup.step()  # plateau metrics were given to the setup up front
     nan_before_joins(plan, names, [*data.values(), applied])

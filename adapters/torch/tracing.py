@@ -114,7 +114,7 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, nat
             o.step()
         for i, p in enumerate(probes_sgd):
             if k >= starts[i]:
-                applied[i, k] = -float(p.detach()[0])
+                applied[i, k] = -p.item()
         if k < steps - 1:
             setup.scheduler.step()
             sgd.scheduler.step()
