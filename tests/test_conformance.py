@@ -537,6 +537,9 @@ def test_mindspore_dialect_documents_evaluated_in_mindspore_agree_with_the_refer
 def test_the_whole_suite_on_an_available_backend(backend: str) -> None:
     """Every case at CI size (the first CI_STEPS[backend] updates); the full run is `optbridge conform`.
 
+    As `optbridge conform --jobs 2` runs them: in two worker processes (pinned, PROCESS_ENV set, the oracle
+    trajectories shared); MindSpore's default mode runs in this process in the other tests (random plans, traces).
+
     A backend that cannot run here (framework or worker interpreter missing) skips with the reason and the
     set-up command; one that is here but fails to run fails (its results are errors)."""
     info = probe_backend(backend)
@@ -546,7 +549,8 @@ def test_the_whole_suite_on_an_available_backend(backend: str) -> None:
     if not FULL:  # the schedule cases (every CI_SAMPLE-th on costly backends) and every TRAJ_SAMPLE-th trajectory
         cases = ([c for c in cases if c.trajectory is None][::CI_SAMPLE.get(backend, 1)]
                  + [c for c in cases if c.trajectory is not None][::TRAJ_SAMPLE])
-    r = run(cases, backends=[backend], max_steps=None if FULL else CI_STEPS[backend], strict_unsupported=True)
+    r = run(cases, backends=[backend], jobs=2, max_steps=None if FULL else CI_STEPS[backend],
+            strict_unsupported=True)
     from optbridge_conformance.report import terminal
     assert r.exit_code == 0, terminal(r, full=False)
 
@@ -657,8 +661,9 @@ def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> Non
         assert all(shares) and set().union(*shares) == set(cpus) and not shares[0] & shares[1]
     assert cpu_shares(1) == [None] and cpu_shares(len(cpus) + 1) == [None] * (len(cpus) + 1)
     assert PROCESS_ENV == {"MS_DEV_LAUNCH_BLOCKING": "1", "MS_DEV_HOST_BLOCKING_RUN": "1"}
-    for k in [*PROCESS_ENV, SHARED_DIR]:
-        monkeypatch.delenv(k, raising=False)
+    for k in [*PROCESS_ENV, SHARED_DIR]:  # set, then deleted: monkeypatch restores what was there before
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     _worker_init(None, "/run/dir")
     assert sorted(os.sched_getaffinity(0)) == cpus and all(os.environ[k] == "1" for k in PROCESS_ENV)
     assert os.environ[SHARED_DIR] == "/run/dir"
@@ -671,7 +676,7 @@ def test_workers_get_disjoint_cpu_shares(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_worker_processes_share_each_oracle_trajectory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The torch oracle of a trajectory case is computed once per run: the first process writes it into the run's
     shared directory (whole, under a temporary name first), the others read the same float32 values back
-    without pickle; without the directory every call computes it."""
+    without pickle; without the directory (or where it cannot write) every call computes it."""
     import numpy as np
 
     from optbridge_conformance import execute
@@ -691,6 +696,8 @@ def test_worker_processes_share_each_oracle_trajectory(monkeypatch: pytest.Monke
     assert len(made) == 4  # the second call read the file; another step count is another trajectory
     assert again.dtype == np.float32 and np.array_equal(again, first) and np.array_equal(other, first)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npy", ".npy"]
+    monkeypatch.setenv(execute.SHARED_DIR, str(tmp_path / "gone"))  # a directory that cannot take the file
+    assert np.array_equal(execute._shared(key, make), first) and len(made) == 5
 
 
 # --------------------------------------------------------------------------- conformance for users
@@ -923,10 +930,11 @@ def test_the_megengine_trajectory_server_keeps_errors_and_one_process() -> None:
     assert str(a.dtype) == str(b.dtype) == "float32" and (a == b).all()
 
 
-def test_a_worker_process_stops_its_megengine_interpreters_after_a_batch() -> None:
+def test_a_worker_process_stops_its_megengine_interpreters_before_another_backend() -> None:
     """An idle MegEngine interpreter keeps ~25% of a core busy (its CompNodeSync thread polls every 10 us): a --jobs
-    worker stops the interpreters its MegEngine batch started (run_batch(release=True)), so the next batch on the same
-    pinned core has it to itself; without release they stay (one interpreter serves a whole in-process run)."""
+    worker stops the interpreters a MegEngine batch started before it runs a batch of another backend
+    (run_batch(release=True)), so that batch has the pinned core to itself; the next MegEngine batch keeps them
+    (a restart costs ~1.5 s), and without release they stay (one interpreter serves a whole in-process run)."""
     if not probe_backend("megengine").available:
         pytest.skip("megengine: " + probe_backend("megengine").message)
     from optbridge_adapters.megengine.backend import megengine_python, runs_here
@@ -939,11 +947,17 @@ def test_a_worker_process_stops_its_megengine_interpreters_after_a_batch() -> No
     tasks = [Task(0, cases["cosine-clamped"], "megengine", 20, []),
              Task(1, cases["trajectory-adagrad-warmup-cosine"], "megengine", 5, [])]
     python = megengine_python()
+
+    def pids() -> tuple[int | None, list[int]]:
+        return worker.worker_pid(python, "megengine"), [s.proc.pid for s in traj_megengine._SERVERS.values()]
     assert [r.status for r in run_batch(tasks)] == ["pass", "pass"]
-    pids = (worker.worker_pid(python, "megengine"), [s.proc.pid for s in traj_megengine._SERVERS.values()])
-    assert pids[0] is not None and len(pids[1]) == 1
+    first = pids()
+    assert first[0] is not None and len(first[1]) == 1
     assert [r.status for r in run_batch(tasks, release=True)] == ["pass", "pass"]
+    assert pids() == first  # another MegEngine batch: the same interpreters
+    assert [r.status for r in run_batch([Task(0, cases["cosine-clamped"], "reference", 20, [])], release=True)
+            ] == ["pass"]
     assert worker.worker_pid(python, "megengine") is None and not traj_megengine._SERVERS
-    for pid in (pids[0], *pids[1]):
+    for pid in (first[0], *first[1]):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
