@@ -4,6 +4,13 @@ The contract is in :mod:`optbridge_conformance.trajectory`. The net holds one
 float32 ``Parameter`` per group (``<group>.w``, in a sub-cell named after the
 group); each update calls every optimizer with the gradients of its parameters
 (PyNative), then ``setup.step()`` (not after the last update).
+
+A setup whose optimizers have the structure of an earlier trajectory's runs on the
+kept ones (:class:`~optbridge_adapters.mindspore.reuse.Setups`, as the training-loop
+traces do: their Parameter values and Python state copied in, the setup pointed at
+them), so their graphs are not compiled again (~0.45 s per trajectory, most of its
+cost); ``OPTBRIDGE_MS_REUSE=0`` turns it off. tests/test_conformance.py compares
+trajectories with and without it bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +26,21 @@ from .drive import MetricFeed
 __all__ = ["trajectory_list", "trajectory_cell", "trajectory_experimental"]
 
 _RUNS = itertools.count()
+#: The optimizers kept across trajectories (per process; apart from the traces' own, so neither evicts the other).
+_KEPT: Any = None
+
+
+def _reused(setup: Any, names: list[str], params: list[Any]) -> tuple[Any, list[Any]]:
+    """``setup`` on kept optimizers of an earlier trajectory of the same structure, with the Parameters to read
+    (the kept ones, holding the new ones' values); or both as they are."""
+    global _KEPT
+    from optbridge_adapters.mindspore.reuse import Setups, reuse_enabled
+    if not reuse_enabled():
+        return setup, params
+    if _KEPT is None:
+        _KEPT = Setups()
+    out, kept = _KEPT.adopt(setup, {n: [p] for n, p in zip(names, params)})
+    return out, [kept[n][0] for n in names]
 
 
 def _net(init: Mapping[str, np.ndarray]) -> Any:
@@ -61,12 +83,13 @@ def _run(plan: Any, steps: int, init: Mapping[str, np.ndarray], grads: np.ndarra
         sizes = np.cumsum([0] + [int(np.asarray(v).size) for v in init.values()])
         col = {n: slice(int(sizes[i]), int(sizes[i + 1])) for i, n in enumerate(names)}
         by_name = {p.name: p for p in net.trainable_params()}
-        params = [by_name[n] for n in names]
+        setup, params = _reused(setup, names, [by_name[n] for n in names])
+        cols = {id(p): col[n] for n, p in zip(names, params)}  # kept Parameters may have other names
         g32 = np.ascontiguousarray(grads, dtype=np.float32)
         out = np.empty((steps, int(sizes[-1])), dtype=np.float32)
         for k in range(steps):
             for o in setup.optimizers:
-                o(ms.mutable(tuple(Tensor(g32[k, col[p.name]]) for p in o.parameters)))
+                o(ms.mutable(tuple(Tensor(g32[k, cols[id(p)]]) for p in o.parameters)))
             out[k] = np.concatenate([p.asnumpy().reshape(-1) for p in params])
             if k + 1 < steps:
                 setup.step(feed.after(k))

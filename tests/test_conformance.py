@@ -867,6 +867,36 @@ def test_the_trajectory_oracle_is_torch_itself() -> None:
     assert ins.grads.dtype == np.float32 and np.abs(ins.grads[:, 1::3]).max() < 1e-5  # the 1e-7 scale is there
 
 
+@pytest.mark.parametrize("form", ["list", "cell", "experimental"])
+def test_mindspore_trajectories_on_reused_optimizers_are_the_new_ones_bit_for_bit(
+        form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MindSpore trajectory whose optimizers have the structure of an earlier one's runs on the kept ones
+    (their graphs compiled once): every parameter after every update equals the run on new optimizers
+    (OPTBRIDGE_MS_REUSE=0), bit for bit, and the third case of one optimizer reuses an earlier case's."""
+    if not probe_backend(f"mindspore-{form}").available:
+        pytest.skip(f"mindspore-{form}: " + probe_backend(f"mindspore-{form}").message)
+    import numpy as np
+
+    from optbridge_adapters.mindspore.reuse import Setups
+    from optbridge_conformance import traj_mindspore as TM
+    from optbridge_conformance import trajectory as T
+    cases = {c.id: c for c in load_cases()}
+    ids = ["trajectory-adagrad-one-cycle", "trajectory-adagrad-plateau", "trajectory-adagrad-warmup-cosine"]
+    fn = getattr(TM, f"trajectory_{form}")
+
+    def runs() -> list[np.ndarray]:
+        return [T.run_backend(fn, cases[i].plan, 12, T.inputs(cases[i], 12), cases[i].metrics) for i in ids]
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "0")
+    new = runs()
+    monkeypatch.setenv("OPTBRIDGE_MS_REUSE", "1")
+    kept = Setups()
+    monkeypatch.setattr(TM, "_KEPT", kept)
+    again = runs()
+    assert kept.hits >= 1 and kept.misses >= 1
+    for i, a, b in zip(ids, new, again):
+        assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes(), i
+
+
 def test_a_wrong_trajectory_is_caught_at_the_right_update_and_parameter() -> None:
     import numpy as np
 
