@@ -24,6 +24,7 @@ as one scheduler step. Records are read once per call.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from mindspore import Parameter, Tensor, nn, ops
 __all__ = ["Runner", "Stepper", "STEPPER_STEPS", "COMPILED_SCHEDULERS"]
 
 F32, F64, I32 = ms.float32, ms.float64, ms.int32
+_IDS = itertools.count()
 
 #: Experimental lr_scheduler classes whose ``step()`` compiled into a graph gives the values Python stepping
 #: gives (tests/test_mindspore_trace.py checks each). SequentialLR compiled steps wrong values (measured),
@@ -79,10 +81,11 @@ class Runner(nn.Cell):
         self.zero = Tensor(np.zeros(1, np.float32))
         self.none = Tensor(np.zeros(1, np.float64))
         self.chunk = chunk
+        n = next(_IDS)  # not id(self): a freed runner's id comes back
         self.applied = Parameter(Tensor(np.zeros((chunk, max(len(probes), 1)), np.float32)),
-                                 name=f"optbridge_runner_applied_{id(self)}", requires_grad=False)
+                                 name=f"optbridge_runner_applied_{n}", requires_grad=False)
         self.held = Parameter(Tensor(np.zeros((chunk, max(len(watch), 1)), np.float64)),
-                              name=f"optbridge_runner_held_{id(self)}", requires_grad=False)
+                              name=f"optbridge_runner_held_{n}", requires_grad=False)
 
     def _one(self, k, row):
         """Update ``k`` (``row``: the driver's values of it): returns ``(applied, held)`` of the update."""
