@@ -94,23 +94,32 @@ def trace(plan: Plan, steps: int, *, metrics: Sequence[float] | None = None, nat
     for p in [p for ps in real_p.values() for p in ps] + probes_sgd:
         p.grad = torch.ones_like(p)
     starts = [group_feature(plan, g, "start_step") for g in groups]
+    # per group: its param_group dict (torch keeps the dict; schedulers write into it), or None while it may
+    # still join (looked up each update), and the rows of the hyperparameters that apply to it
+    fixed = [None if starts[i] else setup.param_group(g.name) for i, g in enumerate(groups)]
+    reads = [[(data[h], h) for h in hypers if (g.name, h) in applicable] for g in groups]
+    guards = []
+    for st in (setup, sgd):
+        assert st.guard is not None
+        guards.append(st.guard)
+    real_opts, sgd_opts = list(setup.optimizers.values()), list(sgd.optimizers.values())
+    resets = [p.detach() for p in probes_sgd]  # writes to the probes outside autograd, without a no_grad block
     for k in range(steps):
-        for st in (setup, sgd):  # groups joining at this update join before it is read (the hook would, at step)
-            assert st.guard is not None
-            st.guard.join(k)
+        for gd in guards:  # groups joining at this update join before it is read (the hook would, at step)
+            gd.join(k)
         for i, g in enumerate(groups):
-            tg = _joined(setup, g.name) if starts[i] else setup.param_group(g.name)
-            if tg is None or k < starts[i]:
+            if k < starts[i]:
                 continue
-            for h in hypers:
-                if (g.name, h) in applicable:
-                    data[h][i, k] = read_hyper(tg, h)
-        for o in setup.optimizers.values():
+            tg = fixed[i] if fixed[i] is not None else _joined(setup, g.name)
+            if tg is None:
+                continue
+            for row, h in reads[i]:
+                row[i, k] = read_hyper(tg, h)
+        for o in real_opts:
             o.step()
-        with torch.no_grad():
-            for p in probes_sgd:
-                p.zero_()
-        for o in sgd.optimizers.values():
+        for r in resets:
+            r.zero_()
+        for o in sgd_opts:
             o.step()
         for i, p in enumerate(probes_sgd):
             if k >= starts[i]:
