@@ -262,6 +262,7 @@ class _Workers:
                 yield from results
 
     def close(self) -> None:
+        """Stop the processes (each after its current task) and remove the shared directory."""
         for p in self._pools:
             p.shutdown(wait=True, cancel_futures=True)
         self._shared.cleanup()
