@@ -186,6 +186,11 @@ _WARM_PLAN = {"optbridge": 1, "optimizer": {"type": "SGD", "lr": 0.1}, "schedule
                                                                                           "steps": 4}}}
 
 
+def _probe_all(backends: Sequence[str]) -> list[BackendInfo]:
+    """A worker's probe of every backend of the run, for the parent (:meth:`_Workers.probe`)."""
+    return [probe_backend(b) for b in backends]
+
+
 def _warm(backends: Sequence[str]) -> None:
     """A worker's first task, while the parent probes the backends: import each backend and trace two updates
     of :data:`_WARM_PLAN` (the imports a first trace makes: torch's dynamo, MindSpore's compile pipeline; ~4 and
@@ -203,9 +208,11 @@ class _Workers:
     """The ``jobs`` spawned worker processes of a run.
 
     Started when the run has loaded its cases, each first imports the run's backends and traces a tiny plan
-    on each (:func:`_warm`: ~7 s of imports the parent's probes no longer wait for). Each is pinned to its share of
-    the CPUs (:func:`cpu_shares`), runs with :data:`PROCESS_ENV` set, and shares the torch oracle's
-    trajectories with the others through a temporary directory (:data:`.execute.SHARED_DIR`).
+    on each (:func:`_warm`: ~7 s of imports). The first also probes the backends for the parent
+    (:meth:`probe`), so the parent imports no framework: it would take CPU from the workers' imports (the
+    parent's own probes took 7.3 s of a 139 s run, measured 2026-12-07). Each is pinned to its share of the
+    CPUs (:func:`cpu_shares`), runs with :data:`PROCESS_ENV` set, and shares the torch oracle's trajectories
+    with the others through a temporary directory (:data:`.execute.SHARED_DIR`).
     """
 
     def __init__(self, jobs: int, backends: Sequence[str]) -> None:
@@ -215,8 +222,22 @@ class _Workers:
         self._shares = cpu_shares(jobs)
         self._shared = tempfile.TemporaryDirectory(prefix="optbridge-conform-")
         self._pools = [self._start(j) for j in range(jobs)]
+        # a worker knows only the built-in backends (a spawned process does not see register_backend calls here)
+        self._probes = (self._pools[0].submit(_probe_all, tuple(backends))
+                        if all(b in ALL_BACKENDS for b in backends) else None)
         for pool in self._pools:
             pool.submit(_warm, tuple(backends))
+
+    def probe(self, backends: Sequence[str]) -> list[BackendInfo]:
+        """The backends' :class:`BackendInfo`, as the first worker probed them (this process probes them when the
+        run names a backend a worker does not know, or the worker failed)."""
+        if self._probes is not None:
+            try:
+                infos: list[BackendInfo] = self._probes.result()
+                return infos
+            except Exception:  # noqa: BLE001 - the process died while importing: probe here, as without workers
+                pass
+        return [probe_backend(b) for b in backends]
 
     def _start(self, j: int) -> Any:
         from concurrent.futures import ProcessPoolExecutor
@@ -303,7 +324,7 @@ def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] |
     workers = _Workers(jobs, names) if jobs > 1 and len(selected) * len(names) > 1 else None
     try:
         t0 = time.perf_counter()
-        infos = [probe_backend(b) for b in names]
+        infos = workers.probe(names) if workers is not None else [probe_backend(b) for b in names]
         timings["probe"] = time.perf_counter() - t0
         tasks, results = plan_tasks(selected, infos, devs, max_steps=max_steps, budget=budget, plot=plot)
         total, done = len(tasks), 0

@@ -938,6 +938,22 @@ def test_two_processes_give_the_same_results_as_one() -> None:
         assert [(x.group, x.hyper, x.max_abs) for x in r.series] == [(x.group, x.hyper, x.max_abs) for x in s.series]
 
 
+def test_a_jobs_run_probes_in_a_worker_and_imports_no_framework_here() -> None:
+    """With --jobs 2 the first worker probes the backends for the run: the parent imports no framework (its
+    imports took CPU from the workers'), and reports the availability a probe here reports."""
+    code = ("import sys, json; from optbridge_conformance.runner import run; "
+            "r = run(['cosine-clamped'], backends=['reference', 'torch', 'megengine'], jobs=2); "
+            "print(json.dumps([sorted(m for m in ('torch', 'mindspore', 'megengine') if m in sys.modules), "
+            "[[b.name, b.available, b.message] for b in r.backends], [x.status for x in r.results.values()]]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    imported, infos, statuses = json.loads(p.stdout.strip().splitlines()[-1])
+    assert imported == []
+    here = [probe_backend(b) for b in ("reference", "torch", "megengine")]
+    assert infos == [[b.name, b.available, b.message] for b in here]
+    assert statuses == ["pass" if b.available else "unavailable" for b in here]
+
+
 def test_the_megengine_trajectory_server_keeps_errors_and_one_process() -> None:
     """Through the MegEngine interpreter: an UnsupportedError comes back as itself; one server serves every call."""
     if not probe_backend("megengine").available:

@@ -348,3 +348,25 @@ def test_fast_none_takes_the_cheaper_path(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
         monkeypatch.delenv("MS_DEV_LAUNCH_BLOCKING")
         assert not tracing.one_cpu_blocking()
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_the_loop_resets_its_probes_through_their_shared_storage(mode: str) -> None:
+    """On the CPU the training loop resets a probe with a numpy store into the array sharing its storage
+    (``Tensor.asnumpy``'s documented contract), not an op: the optimizer's next update starts from that 0, in
+    PyNative and in a GRAPH-mode training cell."""
+    prev = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    try:
+        p = Parameter(Tensor(np.full(1, 5.0, np.float32)), name=f"optbridge_test_reset_{mode}")
+        (reset,) = tracing._resets([p])
+        assert isinstance(reset.func.__self__, np.ndarray)  # the store, not the copy_ fallback
+        assert p.item() == 0.0
+        step = nn.TrainOneStepCell(tracing._ProbeSum([p]), nn.SGD([p], learning_rate=0.25))
+        for _ in range(3):
+            step()
+            assert p.item() == -0.25  # from 0 again: without the reset it would be -0.5, -0.75
+            reset()
+            assert p.item() == 0.0
+    finally:
+        ms.set_context(mode=prev)

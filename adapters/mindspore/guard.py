@@ -181,7 +181,7 @@ def _guarded_class(base: type) -> type:
 
     class Guarded(base):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            self.optbridge_guard.check(int(self.optbridge_updates.asnumpy()))
+            self.optbridge_guard.check(int(self.optbridge_updates.item()))  # item(): 0.5 against 10 us
             return super().__call__(*args, **kwargs)
 
         @ms.jit
