@@ -15,7 +15,8 @@ Scheduling: the work is cut into batches of one backend's cases, costed by
 ``budget.yaml``, the most expensive first; with ``--jobs N`` they go to N spawned
 processes, an idle process taking a batch of a backend it already runs (its
 framework imported once, its worker interpreter started once) before one that
-another process runs (:func:`pick`).
+another process runs (:func:`pick`), and only its share of the work left
+(:func:`guided`: the last batches shrink, so the processes finish together).
 
 Exit status: 0, or 1 on any fail / xpass / error (and unavailable with ``--require-all``).
 """
@@ -35,7 +36,7 @@ from .probe import probe_backend
 from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Result, Run
 
 __all__ = ["ALL_BACKENDS", "Result", "Run", "BackendInfo", "run", "run_one", "FAILING", "STATUSES", "plan_tasks",
-           "batches", "pick"]
+           "batches", "pick", "guided"]
 
 #: Batches per worker process (more: better balance at the end of a run; fewer: less overhead). With 6, the
 #: suite's batches were ~30 s each and a misestimated last one left the other process idle for 45 s (measured
@@ -135,6 +136,24 @@ def pick(pending: Sequence[list[Task]], mine: set[str], elsewhere: set[str]) -> 
         if b[0].backend not in elsewhere:
             return i
     return 0
+
+
+def guided(batch: list[Task], remaining: float, jobs: int) -> tuple[list[Task], list[Task]]:
+    """Guided self-scheduling: the part of ``batch`` a process takes now, and the part it leaves pending.
+
+    ``remaining`` is the estimated cost of every task not yet started (``batch`` included). A process takes at
+    most ``remaining / (2 * jobs)`` of it (at least one task), so the batches shrink as the run nears its end
+    and the processes finish together, even where the estimates are off (the last batch of 45 cases left the
+    other process idle for 6.3 s of a 115 s run, measured 2026-12-07).
+    """
+    share = remaining / (2 * max(1, jobs))
+    acc, cut = 0.0, len(batch)
+    for i, t in enumerate(batch):
+        acc += t.cost
+        if acc > share:
+            cut = max(1, i)
+            break
+    return batch[:cut], batch[cut:]
 
 
 def cpu_shares(jobs: int) -> list[set[int] | None]:
@@ -264,7 +283,11 @@ class _Workers:
             for j in range(jobs):
                 if pending and j not in busy:
                     others = set().union(*(seen[i] for i in busy))
-                    batch = pending.pop(pick(pending, seen[j], others))
+                    chosen = pending.pop(pick(pending, seen[j], others))
+                    remaining = sum(t.cost for b in pending for t in b) + sum(t.cost for t in chosen)
+                    batch, rest = guided(chosen, remaining, jobs)
+                    if rest:  # first in line: this process takes it next (pick: its own backend first)
+                        pending.insert(0, rest)
                     seen[j].add(batch[0].backend)
                     running[self._submit(j, batch)] = (j, batch)
                     busy.add(j)

@@ -628,6 +628,22 @@ def test_batches_hold_one_backend_and_start_with_the_most_expensive() -> None:
     assert costs == sorted(costs, reverse=True) and len(out) > 2
 
 
+def test_a_process_takes_its_share_of_the_work_left() -> None:
+    """Guided self-scheduling: a process takes at most remaining / (2 jobs) of the estimated work (at least one
+    task) and leaves the rest of the batch pending, so the last batches shrink and the processes finish together."""
+    from optbridge_conformance.execute import Task
+    from optbridge_conformance.runner import guided
+    case = load_cases()[0]
+    batch = [Task(i, case, "megengine", 200, []) for i in range(10)]  # the same estimate each
+    each = batch[0].cost
+    head, rest = guided(batch, 100 * each, 2)  # early in a run: the whole batch
+    assert head == batch and rest == []
+    head, rest = guided(batch, 12 * each, 2)   # near the end: 3 of 12 remaining
+    assert [t.index for t in head] == [0, 1, 2] and [t.index for t in rest] == list(range(3, 10))
+    head, rest = guided(batch[:2], 2 * each, 2)  # the share is half a task: one task still runs
+    assert [t.index for t in head] == [0] and [t.index for t in rest] == [1]
+
+
 def test_the_suite_is_cut_into_balanced_batches() -> None:
     """The whole suite with --jobs 2 (the run CI makes): the reference's long horizons are estimated as the seconds
     they take (budget.yaml `costs`), so no backend's estimate dwarfs the others; every MindSpore backend is cut into
