@@ -33,10 +33,12 @@ from .slots import evaluation_items
 if TYPE_CHECKING:  # pragma: no cover
     from .slots import Slot
 
-__all__ = ["ValueSource", "PastHorizon", "NotStepped", "CHUNK"]
+__all__ = ["ValueSource", "PastHorizon", "NotStepped", "CHUNK", "INT32_STEPS"]
 
 #: Updates evaluated at once: a driver's ``step()`` then costs a list lookup.
 CHUNK = 4096
+#: The most updates a framework that counts them in int32 can make (MindSpore's ``global_step``).
+INT32_STEPS = 2**31 - 1
 
 
 class PastHorizon(EvaluationError):

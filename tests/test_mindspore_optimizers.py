@@ -184,6 +184,8 @@ def test_float32_step_limits() -> None:
     assert [f.form for f in setup.fidelity] == ["table"] and "16777226 scheduler steps exceed 2**24" in setup.report
     with pytest.raises(optbridge.UnsupportedError, match="2147483648 steps exceed"):
         optbridge.to_mindspore(plan, net, form="cell", total_steps=2**31)
+    with pytest.raises(optbridge.UnsupportedError, match="2147483648 steps exceed"):
+        optbridge.to_mindspore_lists(plan, 2**31)
     # the generated cell really is exact past 2**24, where the native one's float32 step repeats values
     ks = np.arange(2**24 - 2, 2**24 + 6)
     node = ir.InverseTime(rate=1.0)

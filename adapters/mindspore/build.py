@@ -48,7 +48,7 @@ from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.params import ParamRecord, resolve
 from optbridge.plan import Plan, check_group_features, group_feature
 from optbridge.slots import Slot, slots
-from optbridge.source import ValueSource
+from optbridge.source import INT32_STEPS, ValueSource
 
 from . import cells
 from .choose import NN_SPLIT_KEYS, OPTIMIZER_MODES, Choice, choose_optimizer, group_options, split_nn
@@ -62,7 +62,7 @@ __all__ = ["to_mindspore", "to_mindspore_lists", "build", "model_records", "FORM
 FORMS = ("auto", "list", "cell", "experimental")
 SCHEDULERS = ("native", "driver")
 #: nn optimizers count updates in an int32 global_step.
-INT32_STEP_LIMIT = 2**31 - 1
+INT32_STEP_LIMIT = INT32_STEPS
 
 
 def to_mindspore_lists(plan: Plan, total_steps: int | None = None, *, hyper: str = "lr") -> dict[str, np.ndarray]:

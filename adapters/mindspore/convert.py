@@ -17,11 +17,11 @@ from optbridge import ir
 from optbridge.errors import ConfigError, EvaluationError, UnsupportedError
 from optbridge.plan import Plan, scheduled_hypers
 from optbridge.slots import Slot, slots
-from optbridge.source import ValueSource
+from optbridge.source import INT32_STEPS, ValueSource
 
 __all__ = ["lists", "slot_values", "CHUNK"]
 
-INT32_STEP_LIMIT = 2**31 - 1
+INT32_STEP_LIMIT = INT32_STEPS
 #: Updates evaluated at once for long lists (keeps the float64 intermediates window-sized).
 CHUNK = 1 << 20
 

@@ -37,7 +37,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, ops
 
 from optbridge.plan import Clip, Plan
-from optbridge.source import NotStepped, ValueSource
+from optbridge.source import INT32_STEPS, NotStepped, ValueSource
 
 from .driver import Driver
 
@@ -45,7 +45,7 @@ __all__ = ["Guard", "NotStepped", "ClipGroup", "install", "INT32_MAX"]
 
 I32, F32, F64 = ms.int32, ms.float32, ms.float64
 #: The largest int32: MindSpore counts updates in int32.
-INT32_MAX = 2**31 - 1
+INT32_MAX = INT32_STEPS
 _IDS = itertools.count()
 _ONE = Tensor(1, I32)
 _EPS = Tensor(1e-6, F32)
