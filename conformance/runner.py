@@ -11,12 +11,13 @@ from Python::
 The statuses and the result model are in :mod:`optbridge_conformance.results`; one
 case on one backend in :mod:`optbridge_conformance.execute`.
 
-Scheduling: the work is cut into batches of one backend's cases, costed by
+Scheduling: the work is cut into batches of one framework's tasks (a case's
+MindSpore forms together: they reuse each other's compiled optimizers), costed by
 ``budget.yaml``, the most expensive first; with ``--jobs N`` they go to N spawned
-processes, an idle process taking a batch of a backend it already runs (its
-framework imported once, its worker interpreter started once) before one that
-another process runs (:func:`pick`), and only its share of the work left
-(:func:`guided`: the last batches shrink, so the processes finish together).
+processes, an idle process taking a batch of a framework it already runs (imported
+once, its worker interpreter started once) before one that another process runs
+(:func:`pick`), and only its share of the work left (:func:`guided`: the last
+batches shrink, so the processes finish together).
 
 Exit status: 0, or 1 on any fail / xpass / error (and unavailable with ``--require-all``).
 """
@@ -36,7 +37,7 @@ from .probe import probe_backend
 from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Result, Run
 
 __all__ = ["ALL_BACKENDS", "Result", "Run", "BackendInfo", "run", "run_one", "FAILING", "STATUSES", "plan_tasks",
-           "batches", "pick", "guided"]
+           "batches", "pick", "guided", "framework"]
 
 #: Batches per worker process (more: better balance at the end of a run; fewer: less overhead). With 6, the
 #: suite's batches were ~30 s each and a misestimated last one left the other process idle for 45 s (measured
@@ -93,29 +94,47 @@ def plan_tasks(selected: Sequence[Case], infos: Sequence[BackendInfo], devs: dic
     return tasks, results
 
 
-def batches(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:
-    """Tasks cut into batches of one backend each, most expensive batch first.
+def framework(backend: str) -> str:
+    """The unit a batch holds: a framework (the three MindSpore forms are one), or the backend itself."""
+    from optbridge.versions import framework_of_backend
+    return framework_of_backend(backend) or backend
 
-    A batch holds tasks of one backend adding up to about ``total / (jobs * BATCHES_PER_JOB)``
-    estimated seconds (``budget.yaml`` costs), so a process imports a framework once and
-    the last batches are small enough to even out the processes.
+
+def _by_case(tasks: Sequence[Task]) -> list[list[Task]]:
+    """``tasks`` (of one framework) as runs of one case each, the most expensive case first."""
+    runs: dict[str, list[Task]] = {}
+    for t in tasks:
+        runs.setdefault(t.case.id, []).append(t)
+    return sorted(runs.values(), key=lambda r: -sum(t.cost for t in r))
+
+
+def batches(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:
+    """Tasks cut into batches of one framework each, most expensive batch first.
+
+    A batch holds tasks of one framework (:func:`framework`) adding up to about
+    ``total / (jobs * BATCHES_PER_JOB)`` estimated seconds (``budget.yaml`` costs), so a
+    process imports a framework once and the last batches are small enough to even out
+    the processes. A case's tasks on the backends of one framework stay together: the
+    MindSpore forms of a case often build optimizers of one structure, which the process
+    that compiled them reuses (``reuse.Setups``; the 28-group `real-mae-finetune-layer-decay`
+    traces in 4.4 s cold and 1.2-1.4 s after its other form, measured on one core).
     """
     total = sum(t.cost for t in tasks)
     target = total / max(1, jobs * BATCHES_PER_JOB)
     out: list[list[Task]] = []
-    by_backend: dict[str, list[Task]] = {}
+    by_framework: dict[str, list[Task]] = {}
     for t in tasks:
-        by_backend.setdefault(t.backend, []).append(t)
-    for group in by_backend.values():
-        group.sort(key=lambda t: -t.cost)
+        by_framework.setdefault(framework(t.backend), []).append(t)
+    for group in by_framework.values():
         cur: list[Task] = []
         acc = 0.0
-        for t in group:
-            if cur and acc + t.cost > target:
+        for run in _by_case(group):
+            cost = sum(t.cost for t in run)
+            if cur and acc + cost > target:
                 out.append(cur)
                 cur, acc = [], 0.0
-            cur.append(t)
-            acc += t.cost
+            cur.extend(run)
+            acc += cost
         if cur:
             out.append(cur)
     out.sort(key=lambda b: -sum(t.cost for t in b))
@@ -125,15 +144,16 @@ def batches(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:
 def pick(pending: Sequence[list[Task]], mine: set[str], elsewhere: set[str]) -> int:
     """Which pending batch an idle process takes (the list is most expensive first).
 
-    A batch of a backend this process already runs (its framework is imported, its
-    worker interpreter started, its expected values cached); else one of a backend
-    no other process runs yet; else the most expensive.
+    A batch of a framework this process already runs (:func:`framework`: it is imported,
+    its worker interpreter started, its compiled optimizers and expected values cached);
+    else one of a framework no other process runs yet; else the most expensive.
+    ``mine`` and ``elsewhere`` hold frameworks.
     """
     for i, b in enumerate(pending):
-        if b[0].backend in mine:
+        if framework(b[0].backend) in mine:
             return i
     for i, b in enumerate(pending):
-        if b[0].backend not in elsewhere:
+        if framework(b[0].backend) not in elsewhere:
             return i
     return 0
 
@@ -144,7 +164,8 @@ def guided(batch: list[Task], remaining: float, jobs: int) -> tuple[list[Task], 
     ``remaining`` is the estimated cost of every task not yet started (``batch`` included). A process takes at
     most ``remaining / (2 * jobs)`` of it (at least one task), so the batches shrink as the run nears its end
     and the processes finish together, even where the estimates are off (the last batch of 45 cases left the
-    other process idle for 6.3 s of a 115 s run, measured 2026-12-07).
+    other process idle for 6.3 s of a 115 s run, measured 2026-12-07). A case's tasks stay together
+    (:func:`batches`).
     """
     share = remaining / (2 * max(1, jobs))
     acc, cut = 0.0, len(batch)
@@ -153,6 +174,8 @@ def guided(batch: list[Task], remaining: float, jobs: int) -> tuple[list[Task], 
         if acc > share:
             cut = max(1, i)
             break
+    while 0 < cut < len(batch) and batch[cut].case.id == batch[cut - 1].case.id:
+        cut += 1
     return batch[:cut], batch[cut:]
 
 
@@ -288,7 +311,7 @@ class _Workers:
                     batch, rest = guided(chosen, remaining, jobs)
                     if rest:  # first in line: this process takes it next (pick: its own backend first)
                         pending.insert(0, rest)
-                    seen[j].add(batch[0].backend)
+                    seen[j].add(framework(batch[0].backend))
                     running[self._submit(j, batch)] = (j, batch)
                     busy.add(j)
             done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -615,15 +615,24 @@ def test_a_missing_megengine_interpreter_is_unavailable_with_the_setup_command(m
         test_the_whole_suite_on_an_available_backend("megengine")
 
 
-def test_batches_hold_one_backend_and_start_with_the_most_expensive() -> None:
+def test_batches_hold_one_framework_and_start_with_the_most_expensive() -> None:
+    """A batch holds one framework's tasks (the MindSpore forms are one framework), a case's tasks next to each
+    other (its forms reuse each other's compiled optimizers), the most expensive batch first."""
     from optbridge_conformance.execute import Task
-    from optbridge_conformance.runner import batches
+    from optbridge_conformance.runner import batches, framework
     cases = load_cases()[:12]
+    backends = ("torch", "mindspore-list", "mindspore-cell", "mindspore-experimental", "megengine")
     tasks = [Task(i, c, b, 100 if b == "torch" else 60, []) for i, (c, b) in
-             enumerate((c, b) for c in cases for b in ("torch", "mindspore-experimental", "megengine"))]
+             enumerate((c, b) for c in cases for b in backends)]
     out = batches(tasks, jobs=2)
     assert sorted(t.index for b in out for t in b) == list(range(len(tasks)))
-    assert all(len({t.backend for t in b}) == 1 for b in out)
+    assert all(len({framework(t.backend) for t in b}) == 1 for b in out)
+    assert {framework(b) for b in backends} == {"torch", "mindspore", "megengine"}
+    for b in out:
+        ids = [t.case.id for t in b]
+        assert ids == sorted(ids, key=ids.index)  # each case's tasks next to each other
+        if framework(b[0].backend) == "mindspore":
+            assert len(ids) == 3 * len(set(ids))  # every form of each of its cases
     costs = [sum(t.cost for t in b) for b in out]
     assert costs == sorted(costs, reverse=True) and len(out) > 2
 
@@ -633,8 +642,8 @@ def test_a_process_takes_its_share_of_the_work_left() -> None:
     task) and leaves the rest of the batch pending, so the last batches shrink and the processes finish together."""
     from optbridge_conformance.execute import Task
     from optbridge_conformance.runner import guided
-    case = load_cases()[0]
-    batch = [Task(i, case, "megengine", 200, []) for i in range(10)]  # the same estimate each
+    cases = load_cases()[:10]
+    batch = [Task(i, c, "megengine", 200, []) for i, c in enumerate(cases)]  # the same estimate each
     each = batch[0].cost
     head, rest = guided(batch, 100 * each, 2)  # early in a run: the whole batch
     assert head == batch and rest == []
@@ -642,12 +651,16 @@ def test_a_process_takes_its_share_of_the_work_left() -> None:
     assert [t.index for t in head] == [0, 1, 2] and [t.index for t in rest] == list(range(3, 10))
     head, rest = guided(batch[:2], 2 * each, 2)  # the share is half a task: one task still runs
     assert [t.index for t in head] == [0] and [t.index for t in rest] == [1]
+    forms = [Task(i, cases[i // 3], b, 400, []) for i, b in enumerate(["mindspore-list", "mindspore-cell",
+                                                                       "mindspore-experimental"] * 3)]
+    head, rest = guided(forms, 4 * forms[0].cost, 2)  # a case's forms are not cut apart
+    assert [t.index for t in head] == [0, 1, 2] and {t.case.id for t in rest} == {cases[1].id, cases[2].id}
 
 
 def test_the_suite_is_cut_into_balanced_batches() -> None:
     """The whole suite with --jobs 2 (the run CI makes): the reference's long horizons are estimated as the seconds
-    they take (budget.yaml `costs`), so no backend's estimate dwarfs the others; every MindSpore backend is cut into
-    several batches of about equal estimated time, and no batch of one backend's cases is much longer than the
+    they take (budget.yaml `costs`), so no backend's estimate dwarfs the others; MindSpore (its three forms, a case's
+    together) is cut into several batches of about equal estimated time, and no batch of one backend's cases is much longer than the
     target, so the two processes finish together (before: every backend was one batch, one process idled 30 s)."""
     from optbridge_conformance.cases import estimated_seconds
     from optbridge_conformance.runner import BATCHES_PER_JOB, batches, plan_tasks
@@ -658,8 +671,7 @@ def test_the_suite_is_cut_into_balanced_batches() -> None:
     assert ref < 10 and estimated_seconds("reference", 16_777_300) < 2
     out = batches(tasks, jobs=2)
     target = sum(t.cost for t in tasks) / (2 * BATCHES_PER_JOB)
-    for b in ("mindspore-list", "mindspore-cell", "mindspore-experimental"):
-        assert len([x for x in out if x[0].backend == b]) >= 3, b
+    assert len([x for x in out if x[0].backend.startswith("mindspore-")]) >= 9
     assert max(sum(t.cost for t in x) for x in out if len(x) > 1) <= 1.5 * target
 
 
