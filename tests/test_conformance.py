@@ -950,9 +950,10 @@ def test_an_idle_process_keeps_to_the_backends_it_runs() -> None:
     from optbridge_conformance.runner import pick
     case = load_cases()[0]
     pending = [[Task(i, case, b, 10, [])] for i, b in enumerate(["torch", "megengine", "mindspore-list"])]
-    assert pick(pending, {"megengine"}, {"torch"}) == 1        # its own backend first
+    assert pick(pending, {"megengine"}, {"torch"}) == 1        # its own framework first
+    assert pick(pending, {"mindspore"}, {"torch"}) == 2        # any MindSpore form is MindSpore's
     assert pick(pending, set(), {"torch", "megengine"}) == 2   # then one nobody runs
-    assert pick(pending, set(), {"torch", "megengine", "mindspore-list"}) == 0  # else the most expensive
+    assert pick(pending, set(), {"torch", "megengine", "mindspore"}) == 0  # else the most expensive
 
 
 def test_two_processes_give_the_same_results_as_one() -> None:
