@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, cast
 from optbridge.errors import ConfigError
 
 from . import schema as _schema
-from .results import Budget
 
 if TYPE_CHECKING:  # pragma: no cover
     from optbridge.plan import Plan
@@ -33,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Case", "Deviation", "CASES_DIR", "XFAIL_DIR", "FAMILIES", "load_case", "load_cases", "select_cases",
            "write_plan",
            "load_deviations", "features", "FEATURES", "validate_case_doc", "budget_caps", "config_case",
-           "is_case_doc", "family_order"]
+           "is_case_doc", "family_order", "Budget", "trajectory_plan_errors"]
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
@@ -63,6 +62,30 @@ def _yaml_load(path: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- cases
+
+@dataclass(frozen=True)
+class Budget:
+    """Why a result ran fewer updates than its case has (never silent: every report prints it).
+
+    Attributes:
+        ran: Updates the backend ran.
+        of: Updates the case (or the user's ``--steps``) asks for.
+        source: ``"budget.yaml"``, ``"case"`` (the case's ``steps_by_backend``) or ``"--max-steps"``.
+        reason: Why, in words (the budget's or the case's reason).
+    """
+
+    ran: int
+    of: int
+    source: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"ran {self.ran:,} of {self.of:,} updates ({self.source}: {self.reason})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ran": self.ran, "of": self.of, "source": self.source, "reason": self.reason}
+
+
 
 @lru_cache(maxsize=1)
 def _budget_doc() -> Mapping[str, Any]:
@@ -234,10 +257,34 @@ def validate_case_doc(doc: Any, path: str | None = None) -> list[str]:
         if pin["group"] not in names:
             errs.append(f"{where}: pins[{i}].group {pin['group']!r} is not a traced group ({', '.join(names)})")
     if case.trajectory is not None:
-        from .trajectory import check_plan
-        errs += [f"{where}: {e}" for e in check_plan(plan)]
+        errs += [f"{where}: {e}" for e in trajectory_plan_errors(plan)]
     return errs
 
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def trajectory_plan_errors(plan: Plan) -> list[str]:
+    """Why ``plan`` cannot be a trajectory plan (empty: it can): group names are identifiers, each
+    group selects exactly its own ``<group>.w``, nothing is frozen."""
+    from optbridge.params import ParamRecord, resolve
+    errs: list[str] = []
+    names = [g.name for g in plan.groups]
+    for g in plan.groups:
+        if not _IDENT.match(g.name):
+            errs.append(f"trajectory: group name {g.name!r} must be an identifier (it names the parameter {g.name}.w)")
+        if g.frozen is not None:
+            errs.append(f"trajectory: group {g.name!r} is frozen ({g.frozen}); every group must train")
+    if errs:
+        return errs
+    try:
+        res = resolve(plan, [ParamRecord(f"{n}.w", (1,), "", i) for i, n in enumerate(names)])
+    except ConfigError as e:
+        return [f"trajectory: the groups must select <group>.w: {e}"]
+    for rg in res.groups:
+        if list(rg.params) != [f"{rg.name}.w"]:
+            errs.append(f"trajectory: group {rg.name!r} must select exactly {rg.name}.w, it selects {list(rg.params)}")
+    return errs
 
 def is_case_doc(doc: object) -> bool:
     """Whether a document is meant as a case (it has ``plan``, or ``id`` and ``family``) rather than a plain config."""

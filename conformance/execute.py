@@ -28,9 +28,9 @@ from typing import Any
 
 from optbridge.errors import BackendUnavailable, UnsupportedError
 
-from .cases import Case, Deviation
+from .cases import Budget, Case, Deviation
 from .judge import check_pins, judge
-from .results import Budget, Result
+from .results import Result
 
 __all__ = ["Task", "run_one", "run_batch", "PLOT_POINTS", "PLOT_WINDOW", "clear_cache", "SHARED_DIR"]
 

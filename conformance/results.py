@@ -1,9 +1,10 @@
 """The result model of a conformance run: statuses, one result per (case, backend), the run.
 
 Everything that reads results (the runner, the terminal table, report.md /
-report.json, the docs, the PNGs) imports it from here, so the first divergence,
-the step budget and the verdict are computed in one place and every output
-names the same ones.
+report.json, the docs, the PNGs) imports it from here, so the first divergence
+and the verdict are computed in one place and every output names the same ones.
+It sits above :mod:`optbridge_conformance.cases` (a run holds its cases; a result
+holds the :class:`~optbridge_conformance.cases.Budget` its case's ``steps_for`` gave).
 
 Statuses of one case on one backend:
 
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cases import Case
+    from .cases import Budget, Case
     from .compare import SeriesResult
 
-__all__ = ["ALL_BACKENDS", "STATUSES", "FAILING", "RAN", "Result", "Run", "BackendInfo", "Budget"]
+__all__ = ["ALL_BACKENDS", "STATUSES", "FAILING", "RAN", "Result", "Run", "BackendInfo"]
 
 #: The backends of the contract (docs/adapters.md), in report order.
 ALL_BACKENDS = ("reference", "torch", "mindspore-list", "mindspore-cell", "mindspore-experimental", "megengine")
@@ -38,29 +39,6 @@ STATUSES = ("pass", "fail", "xfail", "xpass", "unsupported", "error", "skip", "u
 FAILING = frozenset({"fail", "xpass", "error"})
 #: Statuses of a result whose backend produced a trace that was compared.
 RAN = frozenset({"pass", "fail", "xfail", "xpass"})
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Why a result ran fewer updates than its case has (never silent: every report prints it).
-
-    Attributes:
-        ran: Updates the backend ran.
-        of: Updates the case (or the user's ``--steps``) asks for.
-        source: ``"budget.yaml"``, ``"case"`` (the case's ``steps_by_backend``) or ``"--max-steps"``.
-        reason: Why, in words (the budget's or the case's reason).
-    """
-
-    ran: int
-    of: int
-    source: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"ran {self.ran:,} of {self.of:,} updates ({self.source}: {self.reason})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ran": self.ran, "of": self.of, "source": self.source, "reason": self.reason}
 
 
 @dataclass
@@ -176,5 +154,5 @@ class Run:
         return c
 
     def shortened(self) -> list[Result]:
-        """Results that ran fewer updates than their case has (each with its :class:`Budget`)."""
+        """Results that ran fewer updates than their case has (each with its :class:`.cases.Budget`)."""
         return [r for r in self.results.values() if r.budget is not None and r.status in RAN]

@@ -31,10 +31,10 @@ from typing import Any
 
 from optbridge.errors import ConfigError
 
-from .cases import Case, Deviation, load_cases, load_deviations, select_cases
+from .cases import Budget, Case, Deviation, load_cases, load_deviations, select_cases
 from .execute import SHARED_DIR, Task, clear_cache, run_batch, run_one
 from .probe import probe_backend
-from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Budget, Result, Run
+from .results import ALL_BACKENDS, FAILING, STATUSES, BackendInfo, Result, Run
 
 __all__ = ["ALL_BACKENDS", "Result", "Run", "BackendInfo", "run", "run_one", "FAILING", "STATUSES", "plan_tasks",
            "batches", "pick", "guided", "framework"]
@@ -416,16 +416,3 @@ def run(cases: Sequence[str] | Sequence[Case] = (), *, backends: Sequence[str] |
     finally:
         if workers is not None:
             workers.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m optbridge_conformance.runner ...`` is ``optbridge conform ...``."""
-    import sys
-
-    from optbridge.cli import main as cli_main
-    return cli_main(["conform", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-    sys.exit(main())

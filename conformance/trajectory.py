@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cases import Case
     from .compare import SeriesResult, Tolerance
 
-__all__ = ["TRAJECTORY_BACKENDS", "ORACLE", "Inputs", "inputs", "check_plan", "register_trajectory",
+__all__ = ["TRAJECTORY_BACKENDS", "ORACLE", "Inputs", "inputs", "register_trajectory",
            "get_trajectory", "compare_trajectories", "trajectory_tolerance", "HYPER"]
 
 #: Trajectory backends: name -> ``"module:function"`` (the trace backends' names).
@@ -61,7 +61,6 @@ TRAJECTORY_BACKENDS: dict[str, str] = {
 ORACLE = "optbridge_conformance.traj_torch:oracle"
 #: The "hyperparameter" name of trajectory series (ledger entries may name it).
 HYPER = "params"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def register_trajectory(name: str, target: str, *, clobber: bool = False) -> None:
@@ -137,29 +136,6 @@ def inputs(case: Case, steps: int) -> Inputs:
     scales = np.resize(np.asarray(spec["grad_scales"], dtype=np.float64), size)
     draws = rng.standard_normal((steps, n)) * np.tile(scales, len(groups))
     return Inputs(init, draws.astype(np.float32), groups, size)
-
-
-def check_plan(plan: Plan) -> list[str]:
-    """Why ``plan`` cannot be a trajectory plan (empty: it can): group names are identifiers, each
-    group selects exactly its own ``<group>.w``, nothing is frozen."""
-    from optbridge.params import ParamRecord, resolve
-    errs: list[str] = []
-    names = [g.name for g in plan.groups]
-    for g in plan.groups:
-        if not _IDENT.match(g.name):
-            errs.append(f"trajectory: group name {g.name!r} must be an identifier (it names the parameter {g.name}.w)")
-        if g.frozen is not None:
-            errs.append(f"trajectory: group {g.name!r} is frozen ({g.frozen}); every group must train")
-    if errs:
-        return errs
-    try:
-        res = resolve(plan, [ParamRecord(f"{n}.w", (1,), "", i) for i, n in enumerate(names)])
-    except ConfigError as e:
-        return [f"trajectory: the groups must select <group>.w: {e}"]
-    for rg in res.groups:
-        if list(rg.params) != [f"{rg.name}.w"]:
-            errs.append(f"trajectory: group {rg.name!r} must select exactly {rg.name}.w, it selects {list(rg.params)}")
-    return errs
 
 
 # --------------------------------------------------------------------------- comparison

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import ir
 from .errors import ConfigError
@@ -42,10 +42,8 @@ from .slots import Slot, slots
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .tracing import Trace
-
 __all__ = ["Domain", "DomainError", "domain", "check_plan", "check_options", "check_nodes", "check_values",
-           "check_trace", "value_windows", "option_path", "WINDOW"]
+           "check_trace", "TraceValues", "value_windows", "option_path", "WINDOW"]
 
 #: Values evaluated at once by :func:`check_values` (slots x updates): 16 MB of float64.
 WINDOW = 1 << 21
@@ -375,7 +373,21 @@ def _metrics(metrics: Sequence[float] | np.ndarray) -> np.ndarray:
     return m
 
 
-def check_trace(plan: Plan, trace: Trace) -> None:
+class TraceValues(Protocol):
+    """What :func:`check_trace` reads of a trace (an :class:`optbridge.Trace`; named by its shape, so this module
+    stays below :mod:`optbridge.tracing`, which calls it)."""
+
+    @property
+    def groups(self) -> Sequence[str]: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+    @property
+    def start(self) -> int: ...
+
+
+def check_trace(plan: Plan, trace: TraceValues) -> None:
     """The values of a computed trace of ``plan`` are in their domains (NaN where a group has not joined yet is fine).
 
     Raises:

@@ -23,7 +23,7 @@ from .errors import BackendUnavailable, ConfigError
 from .lrcurve import Suggestion, window
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .lrfind import RangeTest
+    from .lrfind_settings import RangeTest
     from .plan import Plan
 
 __all__ = ["LRFindResult"]
@@ -52,7 +52,7 @@ class LRFindResult:
         stop_text: Why it stopped, in words.
         suggestions: ``steep``, ``valley``, ``minimum`` (each with its explanation).
         warnings: What makes the curve hard to read (a flat curve, dropped schedules).
-        settings: The :class:`~optbridge.lrfind.RangeTest`.
+        settings: The :class:`~optbridge.lrfind_settings.RangeTest`.
         backend: ``"torch"``, ``"mindspore"`` or ``"megengine"``.
         plan: The ramp plan: ``optbridge.trace(result.plan, result.n)["lr"]`` is the
             planned ``lrs``.

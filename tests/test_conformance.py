@@ -369,7 +369,7 @@ def test_cli_in_a_subprocess() -> None:
                        capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
     assert p.returncode == 0, p.stderr
     assert "4 pass" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "optbridge_conformance.runner", "nope"], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "optbridge_conformance", "nope"], capture_output=True, text=True,
                        env=env, cwd=Path(__file__).parent.parent)
     assert p.returncode == 2 and p.stderr.startswith("optbridge: error: CASES: 'nope' matches no case")
 
@@ -557,48 +557,6 @@ def test_the_whole_suite_on_an_available_backend(backend: str) -> None:
 
 # --------------------------------------------------------------------------- structure and availability
 
-def _runtime_imports(path: Path) -> set[str]:
-    """Sibling modules ``path`` imports at run time (module level or inside functions; TYPE_CHECKING excluded)."""
-    import ast
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for n in ast.walk(node)}
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                out.add(node.module.split(".")[0])
-            else:
-                out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optbridge_conformance."):
-            out.add(node.module.split(".")[1])
-    return out
-
-
-def test_the_conformance_package_has_no_import_cycles() -> None:
-    """Every import between the package's modules, lazy ones included, goes one way (a DAG)."""
-    pkg = Path(__file__).resolve().parent.parent / "conformance"
-    graph = {p.stem: _runtime_imports(p) & {q.stem for q in pkg.glob("*.py")} for p in pkg.glob("*.py")}
-    assert "results" in graph and "runner" not in graph["report"] and "runner" not in graph["plots"]
-    state: dict[str, int] = {}
-
-    def visit(m: str, stack: list[str]) -> None:
-        state[m] = 1
-        for n in sorted(graph[m]):
-            assert state.get(n) != 1, f"import cycle: {' -> '.join([*stack, m, n])}"
-            if n not in state:
-                visit(n, [*stack, m])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [])
-
-
 def test_a_missing_megengine_interpreter_is_unavailable_with_the_setup_command(monkeypatch) -> None:
     """Without the worker interpreter MegEngine is unavailable (reason + set-up command) and the suite skips it."""
     from optbridge_adapters.megengine import backend as mge_backend
@@ -660,11 +618,12 @@ def test_a_process_takes_its_share_of_the_work_left() -> None:
 def test_the_suite_is_cut_into_balanced_batches() -> None:
     """The whole suite with --jobs 2 (the run CI makes): the reference's long horizons are estimated as the seconds
     they take (budget.yaml `costs`), so no backend's estimate dwarfs the others; MindSpore (its three forms, a case's
-    together) is cut into several batches of about equal estimated time, and no batch of one backend's cases is much longer than the
-    target, so the two processes finish together (before: every backend was one batch, one process idled 30 s)."""
+    together) is cut into several batches of about equal estimated time, and no batch of one backend's cases is much
+    longer than the target, so the two processes finish together (before: every backend was one batch, one process
+    idled 30 s)."""
     from optbridge_conformance.cases import estimated_seconds
-    from optbridge_conformance.runner import BATCHES_PER_JOB, batches, plan_tasks
     from optbridge_conformance.results import BackendInfo
+    from optbridge_conformance.runner import BATCHES_PER_JOB, batches, plan_tasks
     infos = [BackendInfo(b, True, "") for b in ALL_BACKENDS]
     tasks, _ = plan_tasks(load_cases(), infos, {}, max_steps=None, budget=True, plot=False)
     ref = sum(t.cost for t in tasks if t.backend == "reference")
