@@ -86,7 +86,6 @@ class Budget:
         return {"ran": self.ran, "of": self.of, "source": self.source, "reason": self.reason}
 
 
-
 @lru_cache(maxsize=1)
 def _budget_doc() -> Mapping[str, Any]:
     return _yaml_load(HERE / "budget.yaml") or {}
@@ -285,6 +284,7 @@ def trajectory_plan_errors(plan: Plan) -> list[str]:
         if list(rg.params) != [f"{rg.name}.w"]:
             errs.append(f"trajectory: group {rg.name!r} must select exactly {rg.name}.w, it selects {list(rg.params)}")
     return errs
+
 
 def is_case_doc(doc: object) -> bool:
     """Whether a document is meant as a case (it has ``plan``, or ``id`` and ``family``) rather than a plain config."""
